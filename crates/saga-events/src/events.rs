@@ -1,0 +1,314 @@
+//! One Rust type per schema in `schemas/`. Field names, order and types mirror the `.avsc` files;
+//! `tests/schema_agreement.rs` proves it.
+
+use apache_avro::AvroSchema;
+use apache_avro::types::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::topics::Service;
+
+/// Envelope fields every event carries (`schemas/common/EventMetadata.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.common")]
+pub struct EventMetadata {
+    /// UUID, unique per event: the idempotency key of every consumer.
+    pub event_id: String,
+    /// UTC epoch milliseconds.
+    pub occurred_at: i64,
+    /// The order id.
+    pub correlation_id: String,
+    /// `event_id` of the event this one reacts to; `None` for the saga's first event.
+    pub causation_id: Option<String>,
+    pub producer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.common")]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.common")]
+pub struct StockLine {
+    pub sku: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.common")]
+pub struct Address {
+    pub name: String,
+    pub line1: String,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.common")]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+pub enum CancellationReason {
+    PAYMENT_DECLINED,
+    OUT_OF_STOCK,
+    SHIPPING_FAILED,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.order")]
+pub struct OrderPlaced {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub customer_id: String,
+    pub items: Vec<OrderLine>,
+    pub currency: String,
+    pub total_cents: i64,
+    pub payment_method: String,
+    pub shipping_address: Address,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.order")]
+pub struct OrderConfirmed {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.order")]
+pub struct OrderCancelled {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub reason: CancellationReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.payment")]
+pub struct PaymentAuthorized {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.payment")]
+pub struct PaymentDeclined {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.payment")]
+pub struct PaymentRefunded {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub reason: CancellationReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.inventory")]
+pub struct StockReserved {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub items: Vec<StockLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.inventory")]
+pub struct StockReservationFailed {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub unavailable_skus: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.inventory")]
+pub struct StockReleased {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub items: Vec<StockLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.shipping")]
+pub struct ShipmentScheduled {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub shipment_id: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.shipping")]
+pub struct ShipmentFailed {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub reason: String,
+}
+
+/// Declares the event catalogue once: each event's type, the service (and so the topic) that
+/// publishes it, and the schema file it comes from.
+macro_rules! saga_events {
+    ($($event:ident => $service:ident / $namespace:literal;)+) => {
+        /// Every kind of saga event.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType {
+            $($event,)+
+        }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[$(EventType::$event,)+];
+
+            /// The short name, e.g. `OrderPlaced`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(EventType::$event => stringify!($event),)+
+                }
+            }
+
+            /// The Avro full name, e.g. `saga.order.OrderPlaced`; subjects are `<topic>-<full name>`.
+            pub fn full_name(self) -> &'static str {
+                match self {
+                    $(EventType::$event => concat!("saga.", $namespace, ".", stringify!($event)),)+
+                }
+            }
+
+            /// The service that publishes this event, so the topic it travels on.
+            pub fn publisher(self) -> Service {
+                match self {
+                    $(EventType::$event => Service::$service,)+
+                }
+            }
+
+            /// Path of the schema file, relative to `schemas/`.
+            pub fn schema_path(self) -> &'static str {
+                match self {
+                    $(EventType::$event => concat!($namespace, "/", stringify!($event), ".avsc"),)+
+                }
+            }
+
+            pub(crate) fn schema_source(self) -> &'static str {
+                match self {
+                    $(EventType::$event => include_str!(concat!(
+                        "../../../schemas/", $namespace, "/", stringify!($event), ".avsc"
+                    )),)+
+                }
+            }
+
+            /// The schema the Rust type describes (derived from the type, not read from the file).
+            pub fn rust_type_schema(self) -> apache_avro::Schema {
+                match self {
+                    $(EventType::$event => <$event as AvroSchema>::get_schema(),)+
+                }
+            }
+
+            pub fn from_full_name(full_name: &str) -> Option<EventType> {
+                EventType::ALL.iter().copied().find(|t| t.full_name() == full_name)
+            }
+        }
+
+        impl std::fmt::Display for EventType {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        /// Any saga event.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum SagaEvent {
+            $($event($event),)+
+        }
+
+        impl SagaEvent {
+            pub fn event_type(&self) -> EventType {
+                match self {
+                    $(SagaEvent::$event(_) => EventType::$event,)+
+                }
+            }
+
+            pub fn metadata(&self) -> &EventMetadata {
+                match self {
+                    $(SagaEvent::$event(e) => &e.metadata,)+
+                }
+            }
+
+            pub fn order_id(&self) -> &str {
+                match self {
+                    $(SagaEvent::$event(e) => &e.order_id,)+
+                }
+            }
+
+            pub(crate) fn to_avro_value(&self) -> Result<Value, apache_avro::Error> {
+                match self {
+                    $(SagaEvent::$event(e) => apache_avro::to_value(e),)+
+                }
+            }
+
+            pub(crate) fn from_avro_value(
+                event_type: EventType,
+                value: &Value,
+            ) -> Result<SagaEvent, apache_avro::Error> {
+                Ok(match event_type {
+                    $(EventType::$event => SagaEvent::$event(apache_avro::from_value(value)?),)+
+                })
+            }
+        }
+
+        $(
+            impl From<$event> for SagaEvent {
+                fn from(event: $event) -> SagaEvent {
+                    SagaEvent::$event(event)
+                }
+            }
+        )+
+    };
+}
+
+saga_events! {
+    OrderPlaced => Order / "order";
+    OrderConfirmed => Order / "order";
+    OrderCancelled => Order / "order";
+    PaymentAuthorized => Payment / "payment";
+    PaymentDeclined => Payment / "payment";
+    PaymentRefunded => Payment / "payment";
+    StockReserved => Inventory / "inventory";
+    StockReservationFailed => Inventory / "inventory";
+    StockReleased => Inventory / "inventory";
+    ShipmentScheduled => Shipping / "shipping";
+    ShipmentFailed => Shipping / "shipping";
+}
+
+/// The shared types the event schemas refer to by name, with their files.
+pub(crate) const COMMON_SCHEMA_SOURCES: &[(&str, &str)] = &[
+    (
+        "common/EventMetadata.avsc",
+        include_str!("../../../schemas/common/EventMetadata.avsc"),
+    ),
+    (
+        "common/OrderLine.avsc",
+        include_str!("../../../schemas/common/OrderLine.avsc"),
+    ),
+    (
+        "common/StockLine.avsc",
+        include_str!("../../../schemas/common/StockLine.avsc"),
+    ),
+    (
+        "common/Address.avsc",
+        include_str!("../../../schemas/common/Address.avsc"),
+    ),
+    (
+        "common/CancellationReason.avsc",
+        include_str!("../../../schemas/common/CancellationReason.avsc"),
+    ),
+];
