@@ -1,0 +1,438 @@
+#!/usr/bin/env bash
+# The native local stack: Apache Kafka (KRaft, single node), Apicurio Registry (Confluent-compatible
+# API) and PostgreSQL, all on 127.0.0.1, without a Docker engine.
+#
+#   stack.sh up | down | status | logs | clean
+#
+# Everything it downloads or writes lives under .local/ in the checkout (Maven's own cache aside).
+# `up` is idempotent: it starts only what is not running and changes nothing that runs.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+STATE=${SAGA_STATE_DIR:-$ROOT/.local}
+LOGS=$STATE/logs
+
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+REGISTRY_PORT=${REGISTRY_PORT:-8081}
+REGISTRY_MANAGEMENT_PORT=${REGISTRY_MANAGEMENT_PORT:-9001}
+PGPORT=${PGPORT:-5432}
+
+APICURIO_VERSION=3.3.3
+# Apicurio's Confluent API; the registry answers on it once its storage is ready.
+REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7
+# At least as strict as the design asks: a new version must read every earlier one.
+REGISTRY_COMPATIBILITY=BACKWARD_TRANSITIVE
+
+# One database and one login role per service, plus the registry's. Each role can open only the
+# database of the same name (pg_hba `sameuser`).
+DATABASES=(orders payments inventory shipping registry)
+
+KAFKA_DIR=$STATE/kafka
+REGISTRY_DIR=$STATE/registry
+PG_DIR=$STATE/postgres
+PG_DATA=$PG_DIR/data
+PG_SOCKET_DIR=$PG_DIR/run
+
+say() { printf '%s\n' "$*"; }
+step() { printf '==> %s\n' "$*"; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() {
+  local pid_file=$1
+  [ -s "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+# wait_until <what> <seconds> <log file> <command...>: polls the command until it succeeds; on
+# timeout shows the end of the log so that the cause is on screen.
+wait_until() {
+  local what=$1 seconds=$2 log=$3
+  shift 3
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      say "--- last lines of $log ---" >&2
+      tail -n 40 "$log" >&2 || true
+      die "$what not ready after ${seconds}s (log: $log)"
+    fi
+    sleep 0.5
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Java
+
+java17_bin() {
+  local java=${JAVA_HOME:+$JAVA_HOME/bin/}java
+  command -v "$java" >/dev/null 2>&1 || die "Java 17+ not found: install a JDK (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"
+  local major
+  major=$("$java" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
+  [ "${major%%.*}" -ge 17 ] 2>/dev/null || die "Kafka 4 needs Java 17+, $java is $major"
+  printf '%s' "$java"
+}
+
+# Apicurio Registry 3.2+ is compiled for Java 21: find a JDK that new enough.
+java21_bin() {
+  local candidate major
+  for candidate in ${APICURIO_JAVA_HOME:+"$APICURIO_JAVA_HOME/bin/java"} ${JAVA_HOME:+"$JAVA_HOME/bin/java"} /usr/lib/jvm/*/bin/java "$(command -v java || true)"; do
+    [ -x "$candidate" ] || continue
+    major=$("$candidate" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
+    if [ "${major%%.*}" -ge 21 ] 2>/dev/null; then
+      printf '%s' "$candidate"
+      return
+    fi
+  done
+  die "Apicurio Registry $APICURIO_VERSION needs Java 21+: none found in /usr/lib/jvm (set APICURIO_JAVA_HOME)"
+}
+
+need_maven() {
+  command -v mvn >/dev/null 2>&1 || die "Maven not found: install it (apt-get install maven)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL (Debian's packages), running as the non-root `postgres` user
+
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$dir" ]; then
+    if [ "$(id -u)" = 0 ]; then
+      step "installing PostgreSQL from the OS packages" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } ||
+        die "could not install PostgreSQL (apt-get install postgresql)"
+      dir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    else
+      die "PostgreSQL not found: apt-get install postgresql"
+    fi
+  fi
+  printf '%s' "$dir"
+}
+
+# Postgres refuses to run as root, so as root everything runs as the `postgres` OS user.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_running() {
+  [ -f "$PG_DATA/PG_VERSION" ] && as_pg "$(pg_bin)/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1
+}
+
+pg_sql() {
+  as_pg "$(pg_bin)/psql" -h "$PG_SOCKET_DIR" -p "$PGPORT" -U postgres -d postgres \
+    -v ON_ERROR_STOP=1 -qAt "$@"
+}
+
+postgres_up() {
+  local bin
+  bin=$(pg_bin)
+  mkdir -p "$PG_DIR" "$LOGS"
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (reinstall the postgresql package)"
+    chown postgres: "$PG_DIR"
+    touch "$LOGS/postgres.log" && chown postgres: "$LOGS/postgres.log"
+    as_pg test -w "$PG_DIR" ||
+      die "the postgres user cannot write $PG_DIR: a parent directory is not traversable (chmod o+x it, or set SAGA_STATE_DIR)"
+  fi
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    step "initialising PostgreSQL in $PG_DATA"
+    as_pg "$bin/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C \
+      --auth-local=peer --auth-host=scram-sha-256 >"$LOGS/initdb.log" 2>&1 ||
+      { tail -n 20 "$LOGS/initdb.log" >&2; die "initdb failed"; }
+    as_pg mkdir -p "$PG_SOCKET_DIR"
+    # Only loopback, and only a role into the database of its own name.
+    as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null <<EOF
+local   all       postgres                 peer
+host    sameuser  all       127.0.0.1/32   scram-sha-256
+EOF
+    as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null <<EOF
+
+# saga: local stack settings
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$PG_SOCKET_DIR'
+max_connections = 200
+shared_buffers = 256MB
+password_encryption = scram-sha-256
+EOF
+  fi
+  if pg_running; then
+    say "postgres   already running"
+  else
+    port_open "$PGPORT" && die "port $PGPORT is taken by another process: stop it or set PGPORT"
+    step "starting PostgreSQL on 127.0.0.1:$PGPORT"
+    as_pg "$bin/pg_ctl" start -D "$PG_DATA" -w -t 60 -l "$LOGS/postgres.log" -o "-p $PGPORT" >/dev/null ||
+      { tail -n 20 "$LOGS/postgres.log" >&2; die "PostgreSQL did not start"; }
+  fi
+  local db
+  for db in "${DATABASES[@]}"; do
+    # Development passwords equal the role names; every service reads its own from the environment.
+    pg_sql <<EOF
+SELECT 'CREATE ROLE $db LOGIN PASSWORD ''$db'''
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$db') \gexec
+SELECT 'CREATE DATABASE $db OWNER $db'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$db') \gexec
+REVOKE ALL ON DATABASE $db FROM PUBLIC;
+EOF
+  done
+}
+
+postgres_down() {
+  if pg_running; then
+    step "stopping PostgreSQL"
+    as_pg "$(pg_bin)/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >/dev/null
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kafka (from Maven Central), KRaft single node
+
+kafka_libs() {
+  local pom=$ROOT/deploy/local/maven/pom.xml stamp
+  stamp=$(sha256sum "$pom" | cut -c1-16)
+  if [ "$(cat "$KAFKA_DIR/libs/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    need_maven
+    step "resolving the Kafka broker from Maven Central"
+    rm -rf "$KAFKA_DIR/libs"
+    mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$KAFKA_DIR/libs" >"$LOGS/maven-kafka.log" 2>&1 ||
+      { tail -n 30 "$LOGS/maven-kafka.log" >&2; die "could not resolve Kafka from Maven Central"; }
+    printf '%s' "$stamp" >"$KAFKA_DIR/libs/.stamp"
+  fi
+}
+
+kafka_java() {
+  "$(java17_bin)" -cp "$KAFKA_DIR/libs/*" "$@"
+}
+
+# A short-lived Kafka tool: small heap, quick start.
+kafka_tool() {
+  "$(java17_bin)" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+    -Dlog4j2.configurationFile="$ROOT/deploy/local/log4j2-tools.properties" \
+    -cp "$KAFKA_DIR/libs/*" "$@"
+}
+
+topic_command() { kafka_tool org.apache.kafka.tools.TopicCommand "$@"; }
+
+kafka_up() {
+  mkdir -p "$KAFKA_DIR" "$LOGS"
+  kafka_libs
+  if pid_alive "$KAFKA_DIR/kafka.pid"; then
+    say "kafka      already running"
+    return
+  fi
+  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by another process: stop it or set KAFKA_PORT"
+  port_open "$KAFKA_CONTROLLER_PORT" && die "port $KAFKA_CONTROLLER_PORT is taken: stop it or set KAFKA_CONTROLLER_PORT"
+  sed -e "s#@DATA_DIR@#$KAFKA_DIR/data#" -e "s#@PORT@#$KAFKA_PORT#g" \
+    -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+    "$ROOT/deploy/local/kafka.properties" >"$KAFKA_DIR/server.properties"
+  if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
+    step "formatting Kafka storage"
+    local cluster_id
+    cluster_id=$(kafka_tool kafka.tools.StorageTool random-uuid)
+    kafka_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+      -c "$KAFKA_DIR/server.properties" >"$LOGS/kafka-format.log" 2>&1 ||
+      { tail -n 20 "$LOGS/kafka-format.log" >&2; die "could not format Kafka storage"; }
+  fi
+  step "starting Kafka on 127.0.0.1:$KAFKA_PORT"
+  # The broker gets a fixed, small heap: two cores and a handful of topics need no more.
+  KAFKA_HEAP=${KAFKA_HEAP:-512m}
+  setsid nohup "$(java17_bin)" -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC \
+    -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/deploy/local/log4j2-kafka.properties" \
+    -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
+    >>"$LOGS/kafka.log" 2>&1 </dev/null &
+  echo $! >"$KAFKA_DIR/kafka.pid"
+}
+
+kafka_wait() {
+  wait_until "Kafka" 90 "$LOGS/kafka.log" port_open "$KAFKA_PORT"
+  pid_alive "$KAFKA_DIR/kafka.pid" || { tail -n 30 "$LOGS/kafka.log" >&2; die "Kafka exited"; }
+  local deadline=$((SECONDS + 90))
+  until topic_command --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { tail -n 30 "$LOGS/kafka.log" >&2; die "Kafka does not answer on 127.0.0.1:$KAFKA_PORT"; }
+    pid_alive "$KAFKA_DIR/kafka.pid" || { tail -n 30 "$LOGS/kafka.log" >&2; die "Kafka exited"; }
+    sleep 1
+  done
+  "$ROOT/deploy/create-topics.sh" "127.0.0.1:$KAFKA_PORT" "$ROOT/deploy/local/stack.sh" topic_command_exe
+}
+
+stop_pid() {
+  local name=$1 pid_file=$2 seconds=${3:-60}
+  if pid_alive "$pid_file"; then
+    step "stopping $name"
+    local pid
+    pid=$(cat "$pid_file")
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + seconds))
+    while kill -0 "$pid" 2>/dev/null; do
+      if ((SECONDS >= deadline)); then
+        say "$name did not stop in ${seconds}s: killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.2
+    done
+  fi
+  rm -f "$pid_file"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Apicurio Registry (from Maven Central), storing in PostgreSQL so ids survive restarts
+
+registry_dist() {
+  local dist=$REGISTRY_DIR/apicurio-registry-$APICURIO_VERSION
+  if [ ! -f "$dist/quarkus-run.jar" ]; then
+    need_maven
+    step "resolving Apicurio Registry $APICURIO_VERSION from Maven Central" >&2
+    mkdir -p "$REGISTRY_DIR/download" "$dist"
+    mvn -q -B dependency:copy \
+      -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+      -DoutputDirectory="$REGISTRY_DIR/download" >"$LOGS/maven-registry.log" 2>&1 ||
+      { tail -n 30 "$LOGS/maven-registry.log" >&2; die "could not resolve Apicurio Registry from Maven Central"; }
+    tar -xzf "$REGISTRY_DIR/download/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$dist"
+    rm -rf "$REGISTRY_DIR/download"
+  fi
+  printf '%s' "$dist"
+}
+
+registry_ready() { curl -fs -o /dev/null "$REGISTRY_URL/subjects"; }
+
+registry_up() {
+  mkdir -p "$REGISTRY_DIR" "$LOGS"
+  local dist java
+  dist=$(registry_dist)
+  java=$(java21_bin)
+  if pid_alive "$REGISTRY_DIR/registry.pid"; then
+    say "registry   already running"
+    return
+  fi
+  port_open "$REGISTRY_PORT" && die "port $REGISTRY_PORT is taken by another process: stop it or set REGISTRY_PORT"
+  port_open "$REGISTRY_MANAGEMENT_PORT" && die "port $REGISTRY_MANAGEMENT_PORT is taken: stop it or set REGISTRY_MANAGEMENT_PORT"
+  step "starting Apicurio Registry on 127.0.0.1:$REGISTRY_PORT"
+  (
+    cd "$REGISTRY_DIR"
+    export QUARKUS_HTTP_HOST=127.0.0.1 QUARKUS_HTTP_PORT=$REGISTRY_PORT
+    export QUARKUS_MANAGEMENT_HOST=127.0.0.1 QUARKUS_MANAGEMENT_PORT=$REGISTRY_MANAGEMENT_PORT
+    export APICURIO_STORAGE_KIND=sql APICURIO_STORAGE_SQL_KIND=postgresql
+    export APICURIO_DATASOURCE_URL="jdbc:postgresql://127.0.0.1:$PGPORT/registry"
+    export APICURIO_DATASOURCE_USERNAME=registry APICURIO_DATASOURCE_PASSWORD=registry
+    # The default pool (20..100 connections) is sized for a server, not a 2-core laptop.
+    export APICURIO_DATASOURCE_JDBC_INITIAL_SIZE=2 APICURIO_DATASOURCE_JDBC_MIN_SIZE=2
+    export APICURIO_DATASOURCE_JDBC_MAX_SIZE=10
+    setsid nohup "$java" -Xms256m -Xmx512m -XX:+UseSerialGC -Djava.awt.headless=true \
+      -jar "$dist/quarkus-run.jar" >>"$LOGS/registry.log" 2>&1 </dev/null &
+    echo $! >"$REGISTRY_DIR/registry.pid"
+  )
+}
+
+registry_wait() {
+  local deadline=$((SECONDS + 180))
+  until registry_ready; do
+    ((SECONDS < deadline)) || { tail -n 40 "$LOGS/registry.log" >&2; die "the registry is not ready after 180s (log: $LOGS/registry.log)"; }
+    pid_alive "$REGISTRY_DIR/registry.pid" || { tail -n 40 "$LOGS/registry.log" >&2; die "the registry exited (log: $LOGS/registry.log)"; }
+    sleep 0.5
+  done
+  local current
+  current=$(curl -fsS "$REGISTRY_URL/config" 2>/dev/null | sed -n 's/.*"compatibilityLevel" *: *"\([A-Z_]*\)".*/\1/p')
+  if [ "$current" != "$REGISTRY_COMPATIBILITY" ]; then
+    curl -fsS -o /dev/null -X PUT -H 'Content-Type: application/vnd.schemaregistry.v1+json' \
+      --data "{\"compatibility\":\"$REGISTRY_COMPATIBILITY\"}" "$REGISTRY_URL/config" ||
+      die "could not set the registry's global compatibility to $REGISTRY_COMPATIBILITY"
+    say "registry   global compatibility set to $REGISTRY_COMPATIBILITY"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+
+endpoints() {
+  cat <<EOF
+
+Stack is up:
+  Kafka            127.0.0.1:$KAFKA_PORT
+  Schema registry  $REGISTRY_URL  (compatibility $REGISTRY_COMPATIBILITY)
+  PostgreSQL       127.0.0.1:$PGPORT  databases: ${DATABASES[*]}
+                   e.g. postgres://orders:orders@127.0.0.1:$PGPORT/orders
+  Logs             $LOGS
+EOF
+}
+
+cmd_up() {
+  command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
+  mkdir -p "$STATE" "$LOGS"
+  java17_bin >/dev/null
+  java21_bin >/dev/null
+  postgres_up
+  # Both JVMs start side by side; each is waited for with its own deadline.
+  kafka_up
+  registry_up
+  kafka_wait
+  registry_wait
+  endpoints
+}
+
+cmd_down() {
+  stop_pid "Apicurio Registry" "$REGISTRY_DIR/registry.pid" 60
+  stop_pid "Kafka" "$KAFKA_DIR/kafka.pid" 90
+  postgres_down
+}
+
+status_line() {
+  local name=$1 state=$2 where=$3
+  printf '%-10s %-8s %s\n' "$name" "$state" "$where"
+}
+
+cmd_status() {
+  local all=0
+  if pg_running; then status_line postgres running "127.0.0.1:$PGPORT"; else status_line postgres stopped "-"; all=1; fi
+  if pid_alive "$KAFKA_DIR/kafka.pid"; then status_line kafka running "127.0.0.1:$KAFKA_PORT (pid $(cat "$KAFKA_DIR/kafka.pid"))"; else status_line kafka stopped "-"; all=1; fi
+  if pid_alive "$REGISTRY_DIR/registry.pid"; then
+    if registry_ready; then status_line registry running "$REGISTRY_URL (pid $(cat "$REGISTRY_DIR/registry.pid"))"; else status_line registry starting "$REGISTRY_URL"; all=1; fi
+  else
+    status_line registry stopped "-"
+    all=1
+  fi
+  return $all
+}
+
+cmd_logs() {
+  local log
+  for log in "$LOGS"/postgres.log "$LOGS"/kafka.log "$LOGS"/registry.log; do
+    [ -f "$log" ] || continue
+    printf '\n===== %s =====\n' "$log"
+    tail -n "${LINES_PER_LOG:-30}" "$log"
+  done
+}
+
+cmd_clean() {
+  cmd_down
+  step "wiping stack data (downloads are kept)"
+  rm -rf "$PG_DIR" "$KAFKA_DIR/data" "$KAFKA_DIR/server.properties" "$LOGS"
+}
+
+# create-topics.sh runs its command as a program, so the function is exposed through this script.
+if [ "${1:-}" = topic_command_exe ]; then
+  shift
+  topic_command "$@"
+  exit
+fi
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  logs) cmd_logs ;;
+  clean) cmd_clean ;;
+  *)
+    say "usage: $0 up|down|status|logs|clean" >&2
+    exit 2
+    ;;
+esac
