@@ -1,12 +1,12 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Creates every topic of deploy/topics.conf that does not exist yet; leaves existing ones alone.
 #
 #   create-topics.sh <bootstrap> <kafka-topics command...>
 #
-# The command is `kafka-topics.sh` in the Kafka image, or `java -cp ... org.apache.kafka.tools.TopicCommand`
-# natively. Each invocation starts a JVM, so existing topics are listed once and only the missing
-# ones are created.
-set -euo pipefail
+# The command is `kafka-topics.sh` in the Kafka image, or the native stack's TopicCommand. Each
+# invocation starts a JVM, so existing topics are listed once and only missing ones are created.
+# Plain POSIX sh: the Kafka image has no bash.
+set -eu
 
 if [ $# -lt 2 ]; then
   echo "usage: $0 <bootstrap> <kafka-topics command...>" >&2
@@ -19,17 +19,17 @@ topics_file=${TOPICS_FILE:-$(dirname "$0")/topics.conf}
 existing=$("$@" --bootstrap-server "$bootstrap" --list)
 created=0
 while read -r name partitions configs; do
-  case "$name" in ""|\#*) continue ;; esac
-  if grep -qxF "$name" <<<"$existing"; then
+  case "$name" in "" | \#*) continue ;; esac
+  if printf '%s\n' "$existing" | grep -qxF "$name"; then
     continue
   fi
-  args=(--bootstrap-server "$bootstrap" --create --if-not-exists --topic "$name"
-        --partitions "$partitions" --replication-factor 1)
-  IFS=, read -ra pairs <<<"${configs:-}"
-  for pair in "${pairs[@]}"; do
-    args+=(--config "$pair")
+  config_args=""
+  for pair in $(printf '%s' "${configs:-}" | tr ',' ' '); do
+    config_args="$config_args --config $pair"
   done
-  "$@" "${args[@]}" >/dev/null
+  # shellcheck disable=SC2086 # config pairs never contain spaces; splitting is intended
+  "$@" --bootstrap-server "$bootstrap" --create --if-not-exists --topic "$name" \
+    --partitions "$partitions" --replication-factor 1 $config_args >/dev/null
   echo "created topic $name ($partitions partitions)"
   created=$((created + 1))
 done <"$topics_file"

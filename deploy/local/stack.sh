@@ -262,7 +262,7 @@ kafka_wait() {
     pid_alive "$KAFKA_DIR/kafka.pid" || { tail -n 30 "$LOGS/kafka.log" >&2; die "Kafka exited"; }
     sleep 1
   done
-  "$ROOT/deploy/create-topics.sh" "127.0.0.1:$KAFKA_PORT" "$ROOT/deploy/local/stack.sh" topic_command_exe
+  "$ROOT/deploy/create-topics.sh" "127.0.0.1:$KAFKA_PORT" "$ROOT/deploy/local/stack.sh" kafka-topics
 }
 
 stop_pid() {
@@ -418,21 +418,19 @@ cmd_clean() {
   rm -rf "$PG_DIR" "$KAFKA_DIR/data" "$KAFKA_DIR/server.properties" "$LOGS"
 }
 
-# create-topics.sh runs its command as a program, so the function is exposed through this script.
-if [ "${1:-}" = topic_command_exe ]; then
-  shift
-  topic_command "$@"
-  exit
-fi
-
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   logs) cmd_logs ;;
   clean) cmd_clean ;;
+  # Kafka's kafka-topics tool from the resolved jars; create-topics.sh runs it this way too.
+  kafka-topics)
+    shift
+    topic_command "$@"
+    ;;
   *)
-    say "usage: $0 up|down|status|logs|clean" >&2
+    say "usage: $0 up|down|status|logs|clean|kafka-topics <args>" >&2
     exit 2
     ;;
 esac

@@ -35,11 +35,16 @@ impl SchemaCatalogue {
         let schemas = EventType::ALL
             .iter()
             .map(|&event_type| {
-                let json = self_contained(event_type.schema_path(), event_type.schema_source(), &common)?;
-                let schema = Schema::parse_str(&json).map_err(|source| SchemaFileError::Invalid {
-                    file: event_type.schema_path().to_owned(),
-                    source: Box::new(source),
-                })?;
+                let json = self_contained(
+                    event_type.schema_path(),
+                    event_type.schema_source(),
+                    &common,
+                )?;
+                let schema =
+                    Schema::parse_str(&json).map_err(|source| SchemaFileError::Invalid {
+                        file: event_type.schema_path().to_owned(),
+                        source: Box::new(source),
+                    })?;
                 Ok(EventSchema {
                     event_type,
                     json,
@@ -71,10 +76,11 @@ fn parse_common(sources: &[(&str, &str)]) -> Result<BTreeMap<String, Json>, Sche
     sources
         .iter()
         .map(|(file, text)| {
-            let json: Json = serde_json::from_str(text).map_err(|source| SchemaFileError::NotJson {
-                file: (*file).to_owned(),
-                source,
-            })?;
+            let json: Json =
+                serde_json::from_str(text).map_err(|source| SchemaFileError::NotJson {
+                    file: (*file).to_owned(),
+                    source,
+                })?;
             let name = full_name(&json).ok_or_else(|| SchemaFileError::Unnamed {
                 file: (*file).to_owned(),
             })?;
@@ -88,10 +94,11 @@ fn self_contained(
     source: &str,
     common: &BTreeMap<String, Json>,
 ) -> Result<String, SchemaFileError> {
-    let mut json: Json = serde_json::from_str(source).map_err(|source| SchemaFileError::NotJson {
-        file: file.to_owned(),
-        source,
-    })?;
+    let mut json: Json =
+        serde_json::from_str(source).map_err(|source| SchemaFileError::NotJson {
+            file: file.to_owned(),
+            source,
+        })?;
     inline_type(&mut json, common, &mut BTreeSet::new());
     Ok(json.to_string())
 }
@@ -180,7 +187,10 @@ mod tests {
                 "{event_type}: metadata should be inlined, got {}",
                 schema.json
             );
-            assert!(schema.json.contains("\"default\":null"), "defaults must survive inlining");
+            assert!(
+                schema.json.contains("\"default\":null"),
+                "defaults must survive inlining"
+            );
         }
         Ok(())
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
-use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_all_subjects, post_schema,
+};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
@@ -185,7 +187,9 @@ impl EventCodec {
             event_type: event_type.name().to_owned(),
             detail,
         };
-        let resolved = value.resolve(reader).map_err(|e| unreadable(e.to_string()))?;
+        let resolved = value
+            .resolve(reader)
+            .map_err(|e| unreadable(e.to_string()))?;
         SagaEvent::from_avro_value(event_type, &resolved).map_err(|e| unreadable(e.to_string()))
     }
 
@@ -197,15 +201,22 @@ impl EventCodec {
     ) -> Result<(String, serde_json::Value), DecodeError> {
         let id = wire_schema_id(payload)?;
         let decoded = self.decode_with_writer_schema(id, payload).await?;
-        let name = decoded
-            .name
-            .map(|n| n.fullname(None))
-            .unwrap_or_default();
-        let json = serde_json::Value::try_from(decoded.value).map_err(|e| DecodeError::Malformed {
-            id,
-            detail: e.to_string(),
-        })?;
+        let name = decoded.name.map(|n| n.fullname(None)).unwrap_or_default();
+        let json =
+            serde_json::Value::try_from(decoded.value).map_err(|e| DecodeError::Malformed {
+                id,
+                detail: e.to_string(),
+            })?;
         Ok((name, json))
+    }
+
+    /// Every subject the registry holds.
+    pub async fn subjects(&self) -> Result<Vec<String>, CodecError> {
+        get_all_subjects(&self.inner.settings)
+            .await
+            .map_err(|e| CodecError::RegistryUnavailable {
+                detail: describe(&e),
+            })
     }
 
     /// Forgets cached registry failures (e.g. an unknown id that has since been registered).
@@ -217,10 +228,7 @@ impl EventCodec {
     async fn decode_value(&self, payload: &[u8]) -> Result<(u32, EventType, Value), DecodeError> {
         let id = wire_schema_id(payload)?;
         let decoded = self.decode_with_writer_schema(id, payload).await?;
-        let full_name = decoded
-            .name
-            .map(|n| n.fullname(None))
-            .unwrap_or_default();
+        let full_name = decoded.name.map(|n| n.fullname(None)).unwrap_or_default();
         let event_type = EventType::from_full_name(&full_name)
             .ok_or(DecodeError::UnknownEventType { id, full_name })?;
         Ok((id, event_type, decoded.value))
@@ -315,8 +323,14 @@ mod tests {
             wire_schema_id(b"hello world"),
             Err(DecodeError::NotAvro { len: 11, .. })
         ));
-        assert!(matches!(wire_schema_id(&[0, 0, 0]), Err(DecodeError::NotAvro { .. })));
-        assert!(matches!(wire_schema_id(&[]), Err(DecodeError::NotAvro { .. })));
+        assert!(matches!(
+            wire_schema_id(&[0, 0, 0]),
+            Err(DecodeError::NotAvro { .. })
+        ));
+        assert!(matches!(
+            wire_schema_id(&[]),
+            Err(DecodeError::NotAvro { .. })
+        ));
     }
 
     #[test]

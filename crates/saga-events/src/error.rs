@@ -60,13 +60,17 @@ pub enum DecodeError {
     Malformed { id: u32, detail: String },
     #[error("record {full_name} (schema id {id}) is not a saga event")]
     UnknownEventType { id: u32, full_name: String },
-    #[error("{event_type} written with schema id {id} cannot be read as the current type: {detail}")]
+    #[error(
+        "{event_type} written with schema id {id} cannot be read as the current type: {detail}"
+    )]
     Unreadable {
         id: u32,
         event_type: String,
         detail: String,
     },
-    #[error("the schema registry is unreachable or failing while fetching schema id {id}: {detail}")]
+    #[error(
+        "the schema registry is unreachable or failing while fetching schema id {id}: {detail}"
+    )]
     RegistryUnavailable { id: u32, detail: String },
 }
 

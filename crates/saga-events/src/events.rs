@@ -289,6 +289,15 @@ saga_events! {
     ShipmentFailed => Shipping / "shipping";
 }
 
+/// Every schema file compiled into this crate, relative to `schemas/`.
+pub fn embedded_schema_files() -> Vec<&'static str> {
+    COMMON_SCHEMA_SOURCES
+        .iter()
+        .map(|(file, _)| *file)
+        .chain(EventType::ALL.iter().map(|t| t.schema_path()))
+        .collect()
+}
+
 /// The shared types the event schemas refer to by name, with their files.
 pub(crate) const COMMON_SCHEMA_SOURCES: &[(&str, &str)] = &[
     (

@@ -1,0 +1,93 @@
+//! The `.avsc` files are the source of truth: these tests fail when a Rust type and its schema
+//! file disagree, or when a schema file is not wired into the crate.
+
+use std::path::{Path, PathBuf};
+
+use saga_events::{EventType, SchemaCatalogue, embedded_schema_files};
+
+fn schemas_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+}
+
+fn avsc_files(dir: &Path, base: &Path, found: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            avsc_files(&path, base, found)?;
+        } else if path.extension().is_some_and(|e| e == "avsc") {
+            let relative = path.strip_prefix(base).unwrap_or(&path);
+            found.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+/// Parsing Canonical Form drops logical types, but apache-avro leaves their primitive wrapped
+/// (`{"type":"long"}` for a timestamp): unwrap it so that the wire-level shapes compare equal.
+fn wire_shape(canonical: String) -> String {
+    ["string", "long", "int", "bytes"]
+        .iter()
+        .fold(canonical, |form, primitive| {
+            form.replace(
+                &format!(r#"{{"type":"{primitive}"}}"#),
+                &format!(r#""{primitive}""#),
+            )
+        })
+}
+
+#[test]
+fn every_rust_type_matches_its_schema_file() -> anyhow::Result<()> {
+    let catalogue = SchemaCatalogue::load()?;
+    let mut mismatches = Vec::new();
+    for &event_type in EventType::ALL {
+        let from_file = wire_shape(catalogue.get(event_type).schema.canonical_form());
+        let from_type = wire_shape(event_type.rust_type_schema().canonical_form());
+        if from_file != from_type {
+            mismatches.push(format!(
+                "{event_type} ({}):\n  file: {from_file}\n  type: {from_type}",
+                event_type.schema_path()
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "Rust types disagree with their schema files:\n{}",
+        mismatches.join("\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn every_schema_file_is_compiled_in_and_named_after_its_record() -> anyhow::Result<()> {
+    let dir = schemas_dir();
+    let mut on_disk = Vec::new();
+    avsc_files(&dir, &dir, &mut on_disk)?;
+    on_disk.sort();
+    let mut embedded: Vec<String> = embedded_schema_files()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    embedded.sort();
+    assert_eq!(
+        on_disk, embedded,
+        "schemas/ and the crate's catalogue list different files"
+    );
+
+    for &event_type in EventType::ALL {
+        let expected_file = format!(
+            "{}/{}.avsc",
+            event_type.publisher().name(),
+            event_type.name()
+        );
+        assert_eq!(event_type.schema_path(), expected_file);
+        assert_eq!(
+            event_type.full_name(),
+            format!(
+                "saga.{}.{}",
+                event_type.publisher().name(),
+                event_type.name()
+            )
+        );
+    }
+    Ok(())
+}

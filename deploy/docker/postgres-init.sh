@@ -1,0 +1,12 @@
+#!/bin/sh
+# Runs once, on the first start of the Postgres container: one database and one login role per
+# service, plus the registry's, as the native stack makes them. Passwords equal role names (local
+# development only); no role can connect to another's database.
+set -eu
+for db in orders payments inventory shipping registry; do
+  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<SQL
+CREATE ROLE $db LOGIN PASSWORD '$db';
+CREATE DATABASE $db OWNER $db;
+REVOKE ALL ON DATABASE $db FROM PUBLIC;
+SQL
+done

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make test`: lint, validate the Compose file, bring the stack up (starting what is not running),
+# then run every test: unit, integration and end-to-end. Integration tests isolate themselves with
+# their own topic prefixes and subjects, so they never disturb what a running stack holds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "docker-compose.yml"
+if command -v docker-compose >/dev/null 2>&1; then
+  docker-compose -f docker-compose.yml config -q
+  echo "docker-compose.yml is valid"
+elif docker compose version >/dev/null 2>&1; then
+  docker compose -f docker-compose.yml config -q
+  echo "docker-compose.yml is valid"
+else
+  echo "error: no Compose parser to validate docker-compose.yml (apt-get install docker-compose)" >&2
+  exit 1
+fi
+
+step "stack"
+deploy/local/stack.sh up
+
+step "tests"
+export KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}
+export SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-http://127.0.0.1:${REGISTRY_PORT:-8081}/apis/ccompat/v7}
+cargo test --workspace --no-fail-fast
