@@ -107,6 +107,25 @@ impl EventCodec {
         Ok(registered)
     }
 
+    /// Registers the schemas of the events `service` publishes: what a service checks at start so
+    /// that an incompatible change stops it before it writes a single event.
+    pub async fn register_published_by(
+        &self,
+        service: crate::Service,
+    ) -> Result<Vec<RegisteredSubject>, CodecError> {
+        let mut registered = Vec::new();
+        for schema in self.inner.catalogue.iter() {
+            if schema.event_type.publisher() == service {
+                let topic = self.inner.topics.events(service);
+                registered.push(
+                    self.register(&topic, schema.event_type.full_name(), &schema.json)
+                        .await?,
+                );
+            }
+        }
+        Ok(registered)
+    }
+
     /// Registers `schema_json` (a self-contained Avro schema) for `<topic>-<full_name>`. The
     /// registry's compatibility rule decides whether a new version is accepted.
     pub async fn register(

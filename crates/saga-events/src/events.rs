@@ -22,6 +22,37 @@ pub struct EventMetadata {
     pub producer: String,
 }
 
+impl EventMetadata {
+    /// Metadata for the first event of a saga: it has no cause.
+    pub fn first(order_id: &str, producer: &str) -> Self {
+        Self {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            occurred_at: now_millis(),
+            correlation_id: order_id.to_owned(),
+            causation_id: None,
+            producer: producer.to_owned(),
+        }
+    }
+
+    /// Metadata for an event emitted in reaction to `cause`: same saga, caused by it.
+    pub fn caused_by(cause: &EventMetadata, producer: &str) -> Self {
+        Self {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            occurred_at: now_millis(),
+            correlation_id: cause.correlation_id.clone(),
+            causation_id: Some(cause.event_id.clone()),
+            producer: producer.to_owned(),
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "saga.common")]
 pub struct OrderLine {
@@ -54,6 +85,26 @@ pub enum CancellationReason {
     PAYMENT_DECLINED,
     OUT_OF_STOCK,
     SHIPPING_FAILED,
+}
+
+impl CancellationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancellationReason::PAYMENT_DECLINED => "PAYMENT_DECLINED",
+            CancellationReason::OUT_OF_STOCK => "OUT_OF_STOCK",
+            CancellationReason::SHIPPING_FAILED => "SHIPPING_FAILED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            CancellationReason::PAYMENT_DECLINED,
+            CancellationReason::OUT_OF_STOCK,
+            CancellationReason::SHIPPING_FAILED,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
@@ -92,6 +143,8 @@ pub struct PaymentAuthorized {
     pub payment_id: String,
     pub amount_cents: i64,
     pub currency: String,
+    pub items: Vec<StockLine>,
+    pub shipping_address: Address,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
@@ -121,6 +174,7 @@ pub struct StockReserved {
     pub metadata: EventMetadata,
     pub order_id: String,
     pub items: Vec<StockLine>,
+    pub shipping_address: Address,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]

@@ -65,6 +65,13 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             quantity: 1,
         },
     ];
+    let address = Address {
+        name: "Ada Lovelace".into(),
+        line1: "12 Analytical Row".into(),
+        city: "London".into(),
+        postal_code: "N1 9GU".into(),
+        country: "GB".into(),
+    };
     let cause = Some("5b0e2a4e-0000-4000-8000-000000000001");
     let o = order_id.to_owned();
     vec![
@@ -87,13 +94,7 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             currency: "EUR".into(),
             total_cents: 6_499,
             payment_method: "tok_visa".into(),
-            shipping_address: Address {
-                name: "Ada Lovelace".into(),
-                line1: "12 Analytical Row".into(),
-                city: "London".into(),
-                postal_code: "N1 9GU".into(),
-                country: "GB".into(),
-            },
+            shipping_address: address.clone(),
         }
         .into(),
         OrderConfirmed {
@@ -113,6 +114,8 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             payment_id: "pay-1".into(),
             amount_cents: 6_499,
             currency: "EUR".into(),
+            items: lines.clone(),
+            shipping_address: address.clone(),
         }
         .into(),
         PaymentDeclined {
@@ -136,6 +139,7 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             metadata: metadata(order_id, "inventory", cause),
             order_id: o.clone(),
             items: lines.clone(),
+            shipping_address: address.clone(),
         }
         .into(),
         StockReservationFailed {

@@ -1,0 +1,30 @@
+//! Everything Kafka-shaped that the four services share, written once: the transactional outbox
+//! and its relay, the idempotent consumer, failure classification, and W3C trace context carried
+//! in Kafka headers.
+
+pub mod consumer;
+pub mod error;
+pub mod headers;
+pub mod kafka;
+pub mod outbox;
+pub mod relay;
+pub mod trace;
+
+pub use consumer::{Delivery, EventConsumer, Reactions};
+pub use error::{FailureKind, HandlerError};
+pub use kafka::KafkaSettings;
+pub use outbox::Outbox;
+pub use relay::{OutboxRelay, RelaySettings};
+
+/// Applies the outbox/inbox migrations (versions below 100) and then the service's own (100 and
+/// up) to one database. Each migrator ignores the other's versions in the shared history table.
+pub async fn migrate(
+    pool: &sqlx::PgPool,
+    service_migrator: &mut sqlx::migrate::Migrator,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut shared = sqlx::migrate!("./migrations");
+    shared.set_ignore_missing(true);
+    shared.run(pool).await?;
+    service_migrator.set_ignore_missing(true);
+    service_migrator.run(pool).await
+}

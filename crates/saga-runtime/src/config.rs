@@ -1,0 +1,76 @@
+use std::str::FromStr;
+
+use saga_events::Service;
+
+use crate::RuntimeError;
+
+/// Everything a service reads from its environment. Defaults match `make up`'s local stack.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// `DATABASE_URL`, default `postgres://<db>:<db>@127.0.0.1:5432/<db>` for the service's own
+    /// database (`orders`, `payments`, `inventory`, `shipping`).
+    pub database_url: String,
+    /// `DATABASE_POOL_SIZE`, default 10.
+    pub database_pool_size: u32,
+    /// `KAFKA_BOOTSTRAP`, default `127.0.0.1:9092`.
+    pub kafka_bootstrap: String,
+    /// `SCHEMA_REGISTRY_URL`, the Confluent API base, default `http://127.0.0.1:8081/apis/ccompat/v7`.
+    pub registry_url: String,
+    /// `TOPIC_PREFIX`, default empty: lets isolated sagas share one broker.
+    pub topic_prefix: String,
+    /// `HTTP_ADDR`, default `127.0.0.1:<the service's port>`.
+    pub http_addr: String,
+}
+
+/// The database (and role) each service owns.
+pub fn database_name(service: Service) -> &'static str {
+    match service {
+        Service::Order => "orders",
+        Service::Payment => "payments",
+        Service::Inventory => "inventory",
+        Service::Shipping => "shipping",
+    }
+}
+
+impl ServiceConfig {
+    pub fn from_env(service: Service, default_port: u16) -> Result<Self, RuntimeError> {
+        let db = database_name(service);
+        let pg_port = env_parse("PGPORT", 5432u16)?;
+        Ok(Self {
+            database_url: env_or(
+                "DATABASE_URL",
+                format!("postgres://{db}:{db}@127.0.0.1:{pg_port}/{db}"),
+            ),
+            database_pool_size: env_parse("DATABASE_POOL_SIZE", 10)?,
+            kafka_bootstrap: env_or("KAFKA_BOOTSTRAP", "127.0.0.1:9092".into()),
+            registry_url: env_or(
+                "SCHEMA_REGISTRY_URL",
+                "http://127.0.0.1:8081/apis/ccompat/v7".into(),
+            ),
+            topic_prefix: env_or("TOPIC_PREFIX", String::new()),
+            http_addr: env_or("HTTP_ADDR", format!("127.0.0.1:{default_port}")),
+        })
+    }
+}
+
+fn env_or(name: &str, default: String) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or(default)
+}
+
+/// Reads and parses an environment variable, with a default when it is unset or empty; a value
+/// that does not parse is an error naming the variable, never a silent default.
+pub fn env_parse<T: FromStr>(name: &str, default: T) -> Result<T, RuntimeError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map_err(|e| RuntimeError::Config(format!("{name}={value:?}: {e}"))),
+        _ => Ok(default),
+    }
+}
