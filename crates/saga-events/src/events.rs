@@ -303,6 +303,15 @@ macro_rules! saga_events {
                 }
             }
 
+            /// The event as JSON, field names as in its schema.
+            pub fn to_json(&self) -> serde_json::Value {
+                let json = match self {
+                    $(SagaEvent::$event(e) => serde_json::to_value(e),)+
+                };
+                // Plain structs of strings and numbers always serialize.
+                json.unwrap_or(serde_json::Value::Null)
+            }
+
             pub(crate) fn to_avro_value(&self) -> Result<Value, apache_avro::Error> {
                 match self {
                     $(SagaEvent::$event(e) => apache_avro::to_value(e),)+

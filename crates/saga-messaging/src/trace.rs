@@ -41,7 +41,11 @@ pub fn init(service: &'static str) -> TracingGuard {
     // Another subscriber may already be installed (tests run several services in one process).
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+        )
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
     TracingGuard { provider }

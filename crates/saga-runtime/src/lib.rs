@@ -5,6 +5,7 @@
 mod config;
 mod http;
 mod problem;
+pub mod validation;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,85 @@
+//! Small field rules more than one service applies to what clients send.
+
+use crate::problem::FieldError;
+
+/// Collects every violated rule of a request, so the client learns all of them at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldError>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, rule: impl Into<String>) {
+        self.0.push(FieldError::new(field, rule));
+    }
+
+    /// Required text: not blank and at most `max` characters.
+    pub fn text(&mut self, field: &str, value: &str, max: usize) {
+        if value.trim().is_empty() {
+            self.add(field, "must not be blank");
+        } else if value.chars().count() > max {
+            self.add(field, format!("must be at most {max} characters"));
+        }
+    }
+
+    /// A SKU: 1 to 64 characters of letters, digits, `-`, `_` or `.`.
+    pub fn sku(&mut self, field: &str, value: &str) {
+        let valid = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            self.add(
+                field,
+                "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+            );
+        }
+    }
+
+    /// An integer within `min..=max`.
+    pub fn range(&mut self, field: &str, value: i64, min: i64, max: i64) {
+        if value < min || value > max {
+            self.add(field, format!("must be between {min} and {max}"));
+        }
+    }
+
+    /// Exactly `len` upper-case ASCII letters (ISO currency and country codes).
+    pub fn code(&mut self, field: &str, value: &str, len: usize, what: &str) {
+        if value.len() != len || !value.chars().all(|c| c.is_ascii_uppercase()) {
+            self.add(field, format!("must be {what}: {len} upper-case letters"));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result(self) -> Result<(), Vec<FieldError>> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_name_the_field() {
+        let mut v = Violations::new();
+        v.text("customer_id", "  ", 64);
+        v.sku("items[0].sku", "bad sku!");
+        v.range("items[0].quantity", 0, 1, 10);
+        v.code("currency", "eur", 3, "an ISO 4217 currency code");
+        v.sku("items[1].sku", "SKU-1.a_b");
+        let errors = v.into_result().expect_err("four violations");
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["customer_id", "items[0].sku", "items[0].quantity", "currency"]);
+    }
+}

@@ -1,0 +1,209 @@
+//! Order's HTTP API: place an order, read it, read its saga's timeline.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use saga_events::{Address, EventMetadata, OrderLine, OrderPlaced};
+use saga_messaging::Outbox;
+use saga_runtime::{ApiJson, FieldError, Problem};
+use sqlx::PgPool;
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+use crate::domain::{self, PlaceOrder, causal_order};
+use crate::reactions::PRODUCER;
+use crate::store::{self, OrderView, TimelineEntry};
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub outbox: Outbox,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Order service", description = "Places orders and follows their saga."),
+    paths(place_order, get_order, get_timeline),
+    components(schemas(
+        PlaceOrder,
+        domain::OrderItem,
+        domain::ShippingAddress,
+        OrderView,
+        TimelineEntry,
+        Problem,
+        FieldError
+    ))
+)]
+pub struct ApiDoc;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/orders", post(place_order))
+        .route("/orders/{order_id}", get(get_order))
+        .route("/orders/{order_id}/timeline", get(get_timeline))
+        .with_state(state)
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Accepts an order and starts its saga (`OrderPlaced`). With an `Idempotency-Key`, the same key
+/// and body return the same order; the same key with another body is refused.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters")),
+    responses(
+        (status = 201, description = "Order accepted, saga started", body = OrderView),
+        (status = 400, description = "Body is not JSON", body = Problem),
+        (status = 422, description = "Body breaks a rule, or the key was used with another body", body = Problem),
+        (status = 503, description = "A dependency is unavailable", body = Problem)
+    )
+)]
+async fn place_order(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<PlaceOrder>,
+) -> Result<Response, Problem> {
+    let key = idempotency_key(&headers)?;
+    let total_cents = domain::validate(&request).map_err(Problem::invalid)?;
+    let order_id = Uuid::now_v7();
+
+    let mut tx = app.pool.begin().await?;
+    store::insert_order(&mut tx, order_id, &request, total_cents).await?;
+    if let Some(key) = &key
+        && !store::claim_idempotency_key(&mut tx, key, &request, order_id).await?
+    {
+        tx.rollback().await?;
+        return replay(&app, key, &request).await;
+    }
+    let placed = order_placed(order_id, &request, total_cents);
+    app.outbox.append(&mut tx, &[placed.into()]).await?;
+    tx.commit().await?;
+
+    let view = load(&app, order_id).await?;
+    Ok(created(view, false))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Invalid Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// A request whose idempotency key was already used.
+async fn replay(app: &AppState, key: &str, request: &PlaceOrder) -> Result<Response, Problem> {
+    let mut conn = app.pool.acquire().await?;
+    let Some((first_request, order_id)) = store::idempotency_key(&mut conn, key).await? else {
+        return Err(Problem::internal(&format!("idempotency key {key} vanished")));
+    };
+    if &first_request != request {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Idempotency-Key reused with a different request",
+            format!("Idempotency-Key {key:?} was first used for order {order_id} with another body"),
+        ));
+    }
+    drop(conn);
+    let view = load(app, order_id).await?;
+    Ok(created(view, true))
+}
+
+fn order_placed(order_id: Uuid, request: &PlaceOrder, total_cents: i64) -> OrderPlaced {
+    let order_id = order_id.to_string();
+    let address = &request.shipping_address;
+    OrderPlaced {
+        metadata: EventMetadata::first(&order_id, PRODUCER),
+        order_id,
+        customer_id: request.customer_id.clone(),
+        items: request
+            .items
+            .iter()
+            .map(|item| OrderLine {
+                sku: item.sku.clone(),
+                // Validated to 1..=10000 and 0..=100000000: both fit.
+                quantity: i32::try_from(item.quantity).unwrap_or(i32::MAX),
+                unit_price_cents: item.unit_price_cents,
+            })
+            .collect(),
+        currency: request.currency.clone(),
+        total_cents,
+        payment_method: request.payment_method.clone(),
+        shipping_address: Address {
+            name: address.name.clone(),
+            line1: address.line1.clone(),
+            city: address.city.clone(),
+            postal_code: address.postal_code.clone(),
+            country: address.country.clone(),
+        },
+    }
+}
+
+fn created(view: OrderView, replayed: bool) -> Response {
+    let location = format!("/orders/{}", view.order_id);
+    let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn load(app: &AppState, order_id: Uuid) -> Result<OrderView, Problem> {
+    let mut conn = app.pool.acquire().await?;
+    store::find_order(&mut conn, order_id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
+}
+
+fn parse_order_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| Problem::not_found(format!("no order {raw}")))
+}
+
+/// The order and where its saga stands.
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}",
+    params(("order_id" = String, Path)),
+    responses((status = 200, body = OrderView), (status = 404, body = Problem))
+)]
+async fn get_order(State(app): State<AppState>, Path(order_id): Path<String>) -> Result<axum::Json<OrderView>, Problem> {
+    let order_id = parse_order_id(&order_id)?;
+    Ok(axum::Json(load(&app, order_id).await?))
+}
+
+/// Every saga event of the order, across the four topics, causes before effects.
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}/timeline",
+    params(("order_id" = String, Path)),
+    responses((status = 200, body = Vec<TimelineEntry>), (status = 404, body = Problem))
+)]
+async fn get_timeline(
+    State(app): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<Vec<TimelineEntry>>, Problem> {
+    let order_id = parse_order_id(&order_id)?;
+    load(&app, order_id).await?;
+    let mut conn = app.pool.acquire().await?;
+    let entries = store::timeline(&mut conn, &order_id.to_string()).await?;
+    Ok(axum::Json(causal_order(entries)))
+}
