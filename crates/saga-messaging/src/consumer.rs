@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use rdkafka::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::ClientContext;
 use saga_events::{EventCodec, EventType, SagaEvent};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
@@ -263,7 +263,12 @@ async fn partition_worker<R: Reactions>(
 impl<R: Reactions> Shared<R> {
     /// Handles one message to the end: applied, skipped as a duplicate, or given up on. Returns
     /// false only when shutdown interrupted a retry, in which case nothing was committed.
-    async fn handle(&self, payload: &[u8], delivery: &Delivery, shutdown: &CancellationToken) -> bool {
+    async fn handle(
+        &self,
+        payload: &[u8],
+        delivery: &Delivery,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let mut backoff = Backoff::new();
         let event = loop {
             match self.codec.decode(payload).await {
@@ -329,9 +334,16 @@ impl<R: Reactions> Shared<R> {
         .await
     }
 
-    async fn transact(&self, event: &SagaEvent, delivery: &Delivery) -> Result<Outcome, HandlerError> {
+    async fn transact(
+        &self,
+        event: &SagaEvent,
+        delivery: &Delivery,
+    ) -> Result<Outcome, HandlerError> {
         let event_id = uuid::Uuid::parse_str(&event.metadata().event_id).map_err(|e| {
-            HandlerError::permanent(format!("event_id {:?} is not a UUID: {e}", event.metadata().event_id))
+            HandlerError::permanent(format!(
+                "event_id {:?} is not a UUID: {e}",
+                event.metadata().event_id
+            ))
         })?;
         let mut tx = self.pool.begin().await?;
         let recorded = sqlx::query(
@@ -358,8 +370,16 @@ impl<R: Reactions> Shared<R> {
 
     /// A message that will not succeed by retrying in place. It is logged with its coordinates
     /// and the partition moves on.
-    fn give_up(&self, delivery: &Delivery, event: Option<&SagaEvent>, kind: FailureKind, reason: &str) {
-        let event_type = event.map(|e| e.event_type().name()).unwrap_or("undecodable");
+    fn give_up(
+        &self,
+        delivery: &Delivery,
+        event: Option<&SagaEvent>,
+        kind: FailureKind,
+        reason: &str,
+    ) {
+        let event_type = event
+            .map(|e| e.event_type().name())
+            .unwrap_or("undecodable");
         metrics::counter!("saga_events_failed_total", "event_type" => event_type, "kind" => format!("{kind:?}"))
             .increment(1);
         error!(

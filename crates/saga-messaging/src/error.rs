@@ -72,6 +72,12 @@ impl From<DecodeError> for HandlerError {
     }
 }
 
+/// Parses an id carried in an event; an event with a malformed id can never be handled.
+pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, HandlerError> {
+    uuid::Uuid::parse_str(value)
+        .map_err(|e| HandlerError::permanent(format!("{field} {value:?} is not a UUID: {e}")))
+}
+
 /// Database failures that say nothing about the message: the server is away, restarting,
 /// overloaded, or this transaction lost a race it can win next time.
 pub fn is_transient_db_error(error: &sqlx::Error) -> bool {

@@ -32,11 +32,13 @@ pub fn to_map<H: Headers>(headers: Option<&H>) -> BTreeMap<String, String> {
 }
 
 pub fn from_map(map: &BTreeMap<String, String>) -> OwnedHeaders {
-    map.iter()
-        .fold(OwnedHeaders::new_with_capacity(map.len()), |headers, (key, value)| {
+    map.iter().fold(
+        OwnedHeaders::new_with_capacity(map.len()),
+        |headers, (key, value)| {
             headers.insert(Header {
                 key,
                 value: Some(value.as_bytes()),
             })
-        })
+        },
+    )
 }

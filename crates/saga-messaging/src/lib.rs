@@ -11,7 +11,7 @@ pub mod relay;
 pub mod trace;
 
 pub use consumer::{Delivery, EventConsumer, Reactions};
-pub use error::{FailureKind, HandlerError};
+pub use error::{FailureKind, HandlerError, parse_uuid};
 pub use kafka::KafkaSettings;
 pub use outbox::Outbox;
 pub use relay::{OutboxRelay, RelaySettings};

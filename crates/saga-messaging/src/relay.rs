@@ -222,23 +222,35 @@ impl OutboxRelay {
         }
         if !delivered.is_empty() {
             self.mark_published(&delivered).await?;
-            info!(rows = delivered.len(), "found rows already on the broker; stamped them without resending");
+            info!(
+                rows = delivered.len(),
+                "found rows already on the broker; stamped them without resending"
+            );
         }
         Ok(())
     }
 
     /// The highest `outbox-id` header among the last records of one partition.
-    async fn highest_outbox_id(&self, topic: &str, partition: i32) -> Result<Option<i64>, RelayError> {
+    async fn highest_outbox_id(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, RelayError> {
         let reader: BaseConsumer = self.kafka.reader_config().create()?;
         let topic = topic.to_owned();
         let window = self.settings.recovery_window;
         tokio::task::spawn_blocking(move || -> Result<Option<i64>, RelayError> {
-            let (low, high) = reader.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+            let (low, high) =
+                reader.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
             if high <= low {
                 return Ok(None);
             }
             let mut assignment = TopicPartitionList::new();
-            assignment.add_partition_offset(&topic, partition, Offset::Offset((high - window).max(low)))?;
+            assignment.add_partition_offset(
+                &topic,
+                partition,
+                Offset::Offset((high - window).max(low)),
+            )?;
             reader.assign(&assignment)?;
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             let mut highest = None;

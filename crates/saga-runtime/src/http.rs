@@ -101,7 +101,11 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
 }
 
 async fn not_found(request: Request) -> Problem {
-    Problem::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+    Problem::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
 /// Continues the caller's trace (W3C `traceparent`) or starts one, runs the request inside that
@@ -142,7 +146,11 @@ fn panic_to_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response
 }
 
 /// The service's API plus the operational routes, with tracing, a body limit and panic safety.
-pub(crate) fn service_router(api: Router, readiness: Readiness, metrics: PrometheusHandle) -> Router {
+pub(crate) fn service_router(
+    api: Router,
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+) -> Router {
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 pub use config::{ServiceConfig, env_parse};
 pub use http::{Readiness, openapi_route};
-pub use problem::{ApiJson, FieldError, Problem};
+pub use problem::{ApiJson, FieldError, Problem, path_uuid};
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {

@@ -136,6 +136,11 @@ impl From<HandlerError> for Problem {
     }
 }
 
+/// Parses an id from a URL path; what is not a UUID names nothing that exists, so it is a 404.
+pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, Problem> {
+    uuid::Uuid::parse_str(raw).map_err(|_| Problem::not_found(format!("no {what} {raw}")))
+}
+
 /// `Json<T>` whose rejections are problem documents naming what is wrong (e.g.
 /// `items[0].quantity: invalid type: string "two", expected i32`).
 #[derive(Debug, Clone)]

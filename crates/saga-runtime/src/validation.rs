@@ -80,6 +80,14 @@ mod tests {
         v.sku("items[1].sku", "SKU-1.a_b");
         let errors = v.into_result().expect_err("four violations");
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["customer_id", "items[0].sku", "items[0].quantity", "currency"]);
+        assert_eq!(
+            fields,
+            [
+                "customer_id",
+                "items[0].sku",
+                "items[0].quantity",
+                "currency"
+            ]
+        );
     }
 }

@@ -58,7 +58,12 @@ pub fn validate(order: &PlaceOrder) -> Result<i64, Vec<FieldError>> {
     let mut first_line_of: HashMap<&str, usize> = HashMap::new();
     for (i, item) in order.items.iter().enumerate() {
         v.sku(&format!("items[{i}].sku"), &item.sku);
-        v.range(&format!("items[{i}].quantity"), item.quantity, 1, MAX_QUANTITY);
+        v.range(
+            &format!("items[{i}].quantity"),
+            item.quantity,
+            1,
+            MAX_QUANTITY,
+        );
         v.range(
             &format!("items[{i}].unit_price_cents"),
             item.unit_price_cents,
@@ -75,14 +80,22 @@ pub fn validate(order: &PlaceOrder) -> Result<i64, Vec<FieldError>> {
     v.code("currency", &order.currency, 3, "an ISO 4217 currency code");
     v.text("payment_method", &order.payment_method, 64);
     if !order.payment_method.starts_with("tok_") {
-        v.add("payment_method", "must be a payment token starting with 'tok_'");
+        v.add(
+            "payment_method",
+            "must be a payment token starting with 'tok_'",
+        );
     }
     let address = &order.shipping_address;
     v.text("shipping_address.name", &address.name, 200);
     v.text("shipping_address.line1", &address.line1, 200);
     v.text("shipping_address.city", &address.city, 100);
     v.text("shipping_address.postal_code", &address.postal_code, 20);
-    v.code("shipping_address.country", &address.country, 2, "an ISO 3166-1 alpha-2 country code");
+    v.code(
+        "shipping_address.country",
+        &address.country,
+        2,
+        "an ISO 3166-1 alpha-2 country code",
+    );
     v.into_result()?;
     total_cents(&order.items).ok_or_else(|| vec![FieldError::new("items", "total is too large")])
 }
@@ -145,7 +158,9 @@ pub fn next_status(current: OrderStatus, outcome: SagaOutcome) -> Option<OrderSt
     }
     Some(match outcome {
         SagaOutcome::ShipmentScheduled => OrderStatus::Confirmed,
-        SagaOutcome::PaymentDeclined => OrderStatus::Cancelled(CancellationReason::PAYMENT_DECLINED),
+        SagaOutcome::PaymentDeclined => {
+            OrderStatus::Cancelled(CancellationReason::PAYMENT_DECLINED)
+        }
         SagaOutcome::PaymentRefunded(reason) => OrderStatus::Cancelled(reason),
     })
 }
@@ -170,7 +185,11 @@ pub fn causal_order<E: CausalEvent>(events: Vec<E>) -> Vec<E> {
     for (i, event) in events.iter().enumerate() {
         match event.causation_id().and_then(|c| index.get(c)) {
             Some(&parent) if parent != i => children[parent].push(i),
-            _ => ready.push(Reverse((event.occurred_at_millis(), event.event_id().to_owned(), i))),
+            _ => ready.push(Reverse((
+                event.occurred_at_millis(),
+                event.event_id().to_owned(),
+                i,
+            ))),
         }
     }
     let mut order = Vec::with_capacity(events.len());
@@ -178,7 +197,11 @@ pub fn causal_order<E: CausalEvent>(events: Vec<E>) -> Vec<E> {
         order.push(i);
         for &child in &children[i] {
             let e = &events[child];
-            ready.push(Reverse((e.occurred_at_millis(), e.event_id().to_owned(), child)));
+            ready.push(Reverse((
+                e.occurred_at_millis(),
+                e.event_id().to_owned(),
+                child,
+            )));
         }
     }
     let mut slots: Vec<Option<E>> = events.into_iter().map(Some).collect();
@@ -193,8 +216,16 @@ mod tests {
         PlaceOrder {
             customer_id: "c-1".into(),
             items: vec![
-                OrderItem { sku: "A-1".into(), quantity: 2, unit_price_cents: 1_250 },
-                OrderItem { sku: "B-2".into(), quantity: 1, unit_price_cents: 999 },
+                OrderItem {
+                    sku: "A-1".into(),
+                    quantity: 2,
+                    unit_price_cents: 1_250,
+                },
+                OrderItem {
+                    sku: "B-2".into(),
+                    quantity: 1,
+                    unit_price_cents: 999,
+                },
             ],
             currency: "EUR".into(),
             payment_method: "tok_visa".into(),
@@ -246,14 +277,22 @@ mod tests {
         assert!(validate(&empty).is_err());
         let mut many = order();
         many.items = (0..=MAX_LINES)
-            .map(|i| OrderItem { sku: format!("S{i}"), quantity: 1, unit_price_cents: 1 })
+            .map(|i| OrderItem {
+                sku: format!("S{i}"),
+                quantity: 1,
+                unit_price_cents: 1,
+            })
             .collect();
         assert!(validate(&many).is_err());
     }
 
     #[test]
     fn totals_never_overflow_silently() {
-        let huge = vec![OrderItem { sku: "X".into(), quantity: i64::MAX, unit_price_cents: 2 }];
+        let huge = vec![OrderItem {
+            sku: "X".into(),
+            quantity: i64::MAX,
+            unit_price_cents: 2,
+        }];
         assert_eq!(total_cents(&huge), None);
     }
 
@@ -267,12 +306,21 @@ mod tests {
             Some(OrderStatus::Cancelled(PAYMENT_DECLINED))
         );
         assert_eq!(
-            next_status(OrderStatus::Pending, SagaOutcome::PaymentRefunded(SHIPPING_FAILED)),
+            next_status(
+                OrderStatus::Pending,
+                SagaOutcome::PaymentRefunded(SHIPPING_FAILED)
+            ),
             Some(OrderStatus::Cancelled(SHIPPING_FAILED))
         );
-        assert_eq!(next_status(OrderStatus::Confirmed, SagaOutcome::PaymentDeclined), None);
         assert_eq!(
-            next_status(OrderStatus::Cancelled(OUT_OF_STOCK), SagaOutcome::ShipmentScheduled),
+            next_status(OrderStatus::Confirmed, SagaOutcome::PaymentDeclined),
+            None
+        );
+        assert_eq!(
+            next_status(
+                OrderStatus::Cancelled(OUT_OF_STOCK),
+                SagaOutcome::ShipmentScheduled
+            ),
             None
         );
     }
@@ -285,7 +333,10 @@ mod tests {
             OrderStatus::Cancelled(CancellationReason::OUT_OF_STOCK),
         ] {
             let reason = status.reason().map(|r| r.as_str());
-            assert_eq!(OrderStatus::from_columns(status.as_str(), reason), Some(status));
+            assert_eq!(
+                OrderStatus::from_columns(status.as_str(), reason),
+                Some(status)
+            );
         }
         assert_eq!(OrderStatus::from_columns("CANCELLED", None), None);
     }
@@ -320,7 +371,15 @@ mod tests {
         let ids: Vec<&str> = causal_order(events).iter().map(|e| e.0).collect();
         assert_eq!(
             ids,
-            ["placed", "authorized", "reserved", "failed", "refunded", "released", "cancelled"]
+            [
+                "placed",
+                "authorized",
+                "reserved",
+                "failed",
+                "refunded",
+                "released",
+                "cancelled"
+            ]
         );
     }
 }

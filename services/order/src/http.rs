@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use saga_events::{Address, EventMetadata, OrderLine, OrderPlaced};
 use saga_messaging::Outbox;
-use saga_runtime::{ApiJson, FieldError, Problem};
+use saga_runtime::{ApiJson, FieldError, Problem, path_uuid};
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use uuid::Uuid;
@@ -24,7 +24,10 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Order service", description = "Places orders and follows their saga."),
+    info(
+        title = "Order service",
+        description = "Places orders and follows their saga."
+    ),
     paths(place_order, get_order, get_timeline),
     components(schemas(
         PlaceOrder,
@@ -109,13 +112,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 async fn replay(app: &AppState, key: &str, request: &PlaceOrder) -> Result<Response, Problem> {
     let mut conn = app.pool.acquire().await?;
     let Some((first_request, order_id)) = store::idempotency_key(&mut conn, key).await? else {
-        return Err(Problem::internal(&format!("idempotency key {key} vanished")));
+        return Err(Problem::internal(&format!(
+            "idempotency key {key} vanished"
+        )));
     };
     if &first_request != request {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Idempotency-Key reused with a different request",
-            format!("Idempotency-Key {key:?} was first used for order {order_id} with another body"),
+            format!(
+                "Idempotency-Key {key:?} was first used for order {order_id} with another body"
+            ),
         ));
     }
     drop(conn);
@@ -174,10 +181,6 @@ async fn load(app: &AppState, order_id: Uuid) -> Result<OrderView, Problem> {
         .ok_or_else(|| Problem::not_found(format!("no order {order_id}")))
 }
 
-fn parse_order_id(raw: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| Problem::not_found(format!("no order {raw}")))
-}
-
 /// The order and where its saga stands.
 #[utoipa::path(
     get,
@@ -185,8 +188,11 @@ fn parse_order_id(raw: &str) -> Result<Uuid, Problem> {
     params(("order_id" = String, Path)),
     responses((status = 200, body = OrderView), (status = 404, body = Problem))
 )]
-async fn get_order(State(app): State<AppState>, Path(order_id): Path<String>) -> Result<axum::Json<OrderView>, Problem> {
-    let order_id = parse_order_id(&order_id)?;
+async fn get_order(
+    State(app): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    let order_id = path_uuid(&order_id, "order")?;
     Ok(axum::Json(load(&app, order_id).await?))
 }
 
@@ -201,7 +207,7 @@ async fn get_timeline(
     State(app): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<axum::Json<Vec<TimelineEntry>>, Problem> {
-    let order_id = parse_order_id(&order_id)?;
+    let order_id = path_uuid(&order_id, "order")?;
     load(&app, order_id).await?;
     let mut conn = app.pool.acquire().await?;
     let entries = store::timeline(&mut conn, &order_id.to_string()).await?;

@@ -11,7 +11,8 @@ use utoipa::OpenApi;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let runtime = ServiceRuntime::start(Service::Order, 8080, sqlx::migrate!("./migrations")).await?;
+    let runtime =
+        ServiceRuntime::start(Service::Order, 8080, sqlx::migrate!("./migrations")).await?;
     let state = http::AppState {
         pool: runtime.pool.clone(),
         outbox: runtime.outbox.clone(),

@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use saga_events::{EventMetadata, EventType, OrderCancelled, OrderConfirmed, SagaEvent};
-use saga_messaging::{Delivery, HandlerError, Reactions, headers, trace};
+use saga_messaging::{Delivery, HandlerError, Reactions, headers, parse_uuid, trace};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::domain::{OrderStatus, SagaOutcome, next_status};
 use crate::store::{self, RecordedEvent};
@@ -38,7 +37,11 @@ impl Reactions for OrderReactions {
     }
 }
 
-async fn record(tx: &mut PgConnection, event: &SagaEvent, delivery: &Delivery) -> Result<(), HandlerError> {
+async fn record(
+    tx: &mut PgConnection,
+    event: &SagaEvent,
+    delivery: &Delivery,
+) -> Result<(), HandlerError> {
     let metadata = event.metadata();
     let mut detail = event.to_json();
     if let Some(fields) = detail.as_object_mut() {
@@ -83,7 +86,9 @@ async fn end_saga(
         return Err(HandlerError::permanent(format!("unknown order {order_id}")));
     };
     let current = OrderStatus::from_columns(&status, reason.as_deref()).ok_or_else(|| {
-        HandlerError::permanent(format!("order {order_id} has an impossible status {status}"))
+        HandlerError::permanent(format!(
+            "order {order_id} has an impossible status {status}"
+        ))
     })?;
     let Some(next) = next_status(current, outcome) else {
         return Ok(Vec::new());
@@ -102,9 +107,4 @@ async fn end_saga(
         OrderStatus::Pending => return Ok(Vec::new()),
     };
     Ok(vec![ended])
-}
-
-fn parse_uuid(field: &str, value: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(value)
-        .map_err(|e| HandlerError::permanent(format!("{field} {value:?} is not a UUID: {e}")))
 }

@@ -117,7 +117,10 @@ pub async fn idempotency_key(
     Ok(row.map(|(request, order_id)| (request.0, order_id)))
 }
 
-pub async fn find_order(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderView>, sqlx::Error> {
+pub async fn find_order(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<OrderView>, sqlx::Error> {
     let row: Option<OrderRow> = sqlx::query_as(
         "SELECT order_id, status, cancellation_reason, customer_id, items, currency, total_cents,
                 payment_method, shipping_address, created_at, updated_at
@@ -131,14 +134,21 @@ pub async fn find_order(conn: &mut PgConnection, order_id: Uuid) -> Result<Optio
 
 /// The order's status, locked until the transaction ends so that two reports of the same saga
 /// cannot both move it.
-pub async fn lock_status(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+pub async fn lock_status(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
     sqlx::query_as("SELECT status, cancellation_reason FROM orders WHERE order_id = $1 FOR UPDATE")
         .bind(order_id)
         .fetch_optional(conn)
         .await
 }
 
-pub async fn set_status(conn: &mut PgConnection, order_id: Uuid, status: OrderStatus) -> Result<(), sqlx::Error> {
+pub async fn set_status(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    status: OrderStatus,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE orders SET status = $2, cancellation_reason = $3, updated_at = now() WHERE order_id = $1",
     )
@@ -200,7 +210,10 @@ pub struct RecordedEvent<'a> {
     pub detail: serde_json::Value,
 }
 
-pub async fn record_event(conn: &mut PgConnection, event: RecordedEvent<'_>) -> Result<(), sqlx::Error> {
+pub async fn record_event(
+    conn: &mut PgConnection,
+    event: RecordedEvent<'_>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO timeline (event_id, order_id, event_type, producer, causation_id, occurred_at,
                                topic, kafka_partition, kafka_offset, trace_id, detail)
@@ -223,7 +236,10 @@ pub async fn record_event(conn: &mut PgConnection, event: RecordedEvent<'_>) -> 
     Ok(())
 }
 
-pub async fn timeline(conn: &mut PgConnection, order_id: &str) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+pub async fn timeline(
+    conn: &mut PgConnection,
+    order_id: &str,
+) -> Result<Vec<TimelineEntry>, sqlx::Error> {
     sqlx::query_as(
         "SELECT event_id::text AS event_id, event_type, producer, causation_id::text AS causation_id,
                 occurred_at, topic, kafka_partition, kafka_offset, trace_id, detail
