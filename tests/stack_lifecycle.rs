@@ -9,12 +9,26 @@ use std::fs;
 use saga_e2e::{registry_url, stack, state_dir};
 use saga_events::{EventCodec, TopicNames};
 
+const COMPONENTS: [&str; 7] = [
+    "postgres",
+    "kafka",
+    "registry",
+    "order",
+    "payment",
+    "inventory",
+    "shipping",
+];
+
 fn pids() -> anyhow::Result<Vec<(String, String)>> {
     let state = state_dir();
     let files = [
         ("kafka", state.join("kafka/kafka.pid")),
         ("registry", state.join("registry/registry.pid")),
         ("postgres", state.join("postgres/data/postmaster.pid")),
+        ("order", state.join("services/order.pid")),
+        ("payment", state.join("services/payment.pid")),
+        ("inventory", state.join("services/inventory.pid")),
+        ("shipping", state.join("services/shipping.pid")),
     ];
     files
         .into_iter()
@@ -49,7 +63,7 @@ async fn up_is_idempotent_and_a_restart_keeps_schema_ids() -> anyhow::Result<()>
 
     let second = stack("up")?;
     assert!(second.success, "second make up failed:\n{second}");
-    for component in ["postgres", "kafka", "registry"] {
+    for component in COMPONENTS {
         assert!(
             second
                 .stdout
@@ -71,7 +85,7 @@ async fn up_is_idempotent_and_a_restart_keeps_schema_ids() -> anyhow::Result<()>
         !status.success,
         "status should report a stopped stack:\n{status}"
     );
-    for component in ["postgres", "kafka", "registry"] {
+    for component in COMPONENTS {
         assert!(
             status
                 .stdout

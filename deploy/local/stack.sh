@@ -17,6 +17,13 @@ KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 REGISTRY_PORT=${REGISTRY_PORT:-8081}
 REGISTRY_MANAGEMENT_PORT=${REGISTRY_MANAGEMENT_PORT:-9001}
 PGPORT=${PGPORT:-5432}
+ORDER_PORT=${ORDER_PORT:-8080}
+PAYMENT_PORT=${PAYMENT_PORT:-8082}
+INVENTORY_PORT=${INVENTORY_PORT:-8083}
+SHIPPING_PORT=${SHIPPING_PORT:-8084}
+SERVICES=(order payment inventory shipping)
+# `cargo build` profile of the service binaries; release unless told otherwise.
+SERVICE_PROFILE=${SERVICE_PROFILE:-release}
 
 APICURIO_VERSION=3.3.3
 # Apicurio's Confluent API; the registry answers on it once its storage is ready.
@@ -352,6 +359,74 @@ registry_wait() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# The four services, built from this checkout
+
+SERVICES_DIR=$STATE/services
+
+service_port() {
+  case $1 in
+    order) echo "$ORDER_PORT" ;;
+    payment) echo "$PAYMENT_PORT" ;;
+    inventory) echo "$INVENTORY_PORT" ;;
+    shipping) echo "$SHIPPING_PORT" ;;
+  esac
+}
+
+service_binary() {
+  local dir=$SERVICE_PROFILE
+  [ "$dir" = dev ] && dir=debug
+  printf '%s' "${CARGO_TARGET_DIR:-$ROOT/target}/$dir/$1-service"
+}
+
+services_build() {
+  if [ "${SAGA_SKIP_BUILD:-0}" = 1 ]; then
+    return
+  fi
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) to build the services"
+  step "building the services (cargo build --profile $SERVICE_PROFILE)"
+  local packages=() name
+  for name in "${SERVICES[@]}"; do packages+=(-p "$name-service"); done
+  (cd "$ROOT" && cargo build --quiet --profile "$SERVICE_PROFILE" "${packages[@]}") ||
+    die "building the services failed"
+}
+
+service_ready() { curl -fs -o /dev/null "http://127.0.0.1:$(service_port "$1")/readyz"; }
+
+services_up() {
+  mkdir -p "$SERVICES_DIR" "$LOGS"
+  local name port
+  for name in "${SERVICES[@]}"; do
+    port=$(service_port "$name")
+    if pid_alive "$SERVICES_DIR/$name.pid"; then
+      say "$(printf '%-10s' "$name") already running"
+      continue
+    fi
+    port_open "$port" && die "port $port ($name service) is taken by another process: stop it or set ${name^^}_PORT"
+    [ -x "$(service_binary "$name")" ] || die "$(service_binary "$name") is missing: run without SAGA_SKIP_BUILD"
+    step "starting the $name service on 127.0.0.1:$port"
+    HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
+      SCHEMA_REGISTRY_URL="$REGISTRY_URL" PGPORT="$PGPORT" \
+      setsid nohup "$(service_binary "$name")" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$SERVICES_DIR/$name.pid"
+  done
+  for name in "${SERVICES[@]}"; do
+    local deadline=$((SECONDS + 90))
+    until service_ready "$name"; do
+      ((SECONDS < deadline)) || { tail -n 30 "$LOGS/$name.log" >&2; die "the $name service is not ready after 90s (log: $LOGS/$name.log)"; }
+      pid_alive "$SERVICES_DIR/$name.pid" || { tail -n 30 "$LOGS/$name.log" >&2; die "the $name service exited (log: $LOGS/$name.log)"; }
+      sleep 0.3
+    done
+  done
+}
+
+services_down() {
+  local name
+  for name in "${SERVICES[@]}"; do
+    stop_pid "the $name service" "$SERVICES_DIR/$name.pid" 40
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
 
 endpoints() {
   cat <<EOF
@@ -361,6 +436,11 @@ Stack is up:
   Schema registry  $REGISTRY_URL  (compatibility $REGISTRY_COMPATIBILITY)
   PostgreSQL       127.0.0.1:$PGPORT  databases: ${DATABASES[*]}
                    e.g. postgres://orders:orders@127.0.0.1:$PGPORT/orders
+  Order API        http://127.0.0.1:$ORDER_PORT   (POST /orders, GET /orders/{id}, GET /orders/{id}/timeline)
+  Payment API      http://127.0.0.1:$PAYMENT_PORT   (GET /payments/{order_id})
+  Inventory API    http://127.0.0.1:$INVENTORY_PORT   (PUT/GET /stock/{sku})
+  Shipping API     http://127.0.0.1:$SHIPPING_PORT   (GET /shipments/{order_id})
+                   each also serves /healthz, /readyz, /metrics and /openapi.json
   Logs             $LOGS
 EOF
 }
@@ -374,12 +454,15 @@ cmd_up() {
   # Both JVMs start side by side; each is waited for with its own deadline.
   kafka_up
   registry_up
+  services_build
   kafka_wait
   registry_wait
+  services_up
   endpoints
 }
 
 cmd_down() {
+  services_down
   stop_pid "Apicurio Registry" "$REGISTRY_DIR/registry.pid" 60
   stop_pid "Kafka" "$KAFKA_DIR/kafka.pid" 90
   postgres_down
@@ -400,12 +483,27 @@ cmd_status() {
     status_line registry stopped "-"
     all=1
   fi
+  local name
+  for name in "${SERVICES[@]}"; do
+    if pid_alive "$SERVICES_DIR/$name.pid"; then
+      if service_ready "$name"; then
+        status_line "$name" running "http://127.0.0.1:$(service_port "$name") (pid $(cat "$SERVICES_DIR/$name.pid"))"
+      else
+        status_line "$name" starting "http://127.0.0.1:$(service_port "$name")"
+        all=1
+      fi
+    else
+      status_line "$name" stopped "-"
+      all=1
+    fi
+  done
   return $all
 }
 
 cmd_logs() {
   local log
-  for log in "$LOGS"/postgres.log "$LOGS"/kafka.log "$LOGS"/registry.log; do
+  for log in "$LOGS"/postgres.log "$LOGS"/kafka.log "$LOGS"/registry.log "$LOGS"/order.log \
+    "$LOGS"/payment.log "$LOGS"/inventory.log "$LOGS"/shipping.log; do
     [ -f "$log" ] || continue
     printf '\n===== %s =====\n' "$log"
     tail -n "${LINES_PER_LOG:-30}" "$log"

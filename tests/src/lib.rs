@@ -1,8 +1,18 @@
-//! Helpers for the black-box tests: where the checkout and the stack are, and how to drive the
-//! stack script.
+//! Helpers for the black-box tests: where the checkout and the stack are, how to drive the stack
+//! script, the services' HTTP APIs, and what is on the topics.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use saga_events::{EventCodec, SagaEvent, Service};
+use saga_messaging::KafkaSettings;
+use saga_messaging::reader::{RawRecord, TopicReader};
+use serde_json::{Value, json};
 
 /// The checkout's root directory.
 pub fn repo_root() -> PathBuf {
@@ -22,6 +32,10 @@ pub fn state_dir() -> PathBuf {
 pub fn registry_url() -> String {
     std::env::var("SCHEMA_REGISTRY_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
+}
+
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 /// Output of one stack command, kept whole so that a failing test can show it.
@@ -52,11 +66,242 @@ impl std::fmt::Display for StackRun {
     }
 }
 
-/// Runs `deploy/local/stack.sh <command>` and waits for it (it has its own deadlines).
+/// Runs `deploy/local/stack.sh <command>` and waits for it (it has its own deadlines). The
+/// services are already built by `make test`, so the stack does not rebuild them.
 pub fn stack(command: &str) -> anyhow::Result<StackRun> {
     let output = Command::new(repo_root().join("deploy/local/stack.sh"))
         .arg(command)
+        .env("SAGA_SKIP_BUILD", "1")
         .current_dir(repo_root())
         .output()?;
     Ok(StackRun::from_output(output))
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `deadline` showing the last thing it saw.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(Option<T>, String)>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let last_seen = match probe().await {
+            Ok((Some(value), _)) => return Ok(value),
+            Ok((None, seen)) => seen,
+            Err(error) => format!("error: {error:#}"),
+        };
+        if tokio::time::Instant::now() >= until {
+            bail!("timed out after {deadline:?} waiting for {what}; last saw: {last_seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The four services' HTTP APIs.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub order: String,
+    pub payment: String,
+    pub inventory: String,
+    pub shipping: String,
+}
+
+fn service_url(var: &str, port: u16) -> String {
+    std::env::var(var).unwrap_or_else(|_| format!("http://127.0.0.1:{port}"))
+}
+
+impl Api {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                .build()?,
+            order: service_url("ORDER_URL", 8080),
+            payment: service_url("PAYMENT_URL", 8082),
+            inventory: service_url("INVENTORY_URL", 8083),
+            shipping: service_url("SHIPPING_URL", 8084),
+        })
+    }
+
+    pub async fn set_stock(&self, sku: &str, on_hand: i64) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .put(format!("{}/stock/{sku}", self.inventory))
+            .json(&json!({ "on_hand": on_hand }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "PUT /stock/{sku}: {} {}",
+                response.status(),
+                response.text().await?
+            );
+        }
+        Ok(())
+    }
+
+    /// `GET` that answers `Some(json)` on 200 and `None` on 404.
+    pub async fn get_json(&self, url: &str) -> anyhow::Result<Option<Value>> {
+        let response = self.http.get(url).send().await?;
+        match response.status().as_u16() {
+            200 => Ok(Some(response.json().await?)),
+            404 => Ok(None),
+            status => bail!("GET {url}: {status} {}", response.text().await?),
+        }
+    }
+
+    pub async fn order(&self, order_id: &str) -> anyhow::Result<Option<Value>> {
+        self.get_json(&format!("{}/orders/{order_id}", self.order))
+            .await
+    }
+
+    pub async fn timeline(&self, order_id: &str) -> anyhow::Result<Option<Value>> {
+        self.get_json(&format!("{}/orders/{order_id}/timeline", self.order))
+            .await
+    }
+
+    pub async fn payment(&self, order_id: &str) -> anyhow::Result<Option<Value>> {
+        self.get_json(&format!("{}/payments/{order_id}", self.payment))
+            .await
+    }
+
+    pub async fn stock(&self, sku: &str) -> anyhow::Result<Option<Value>> {
+        self.get_json(&format!("{}/stock/{sku}", self.inventory))
+            .await
+    }
+
+    pub async fn shipment(&self, order_id: &str) -> anyhow::Result<Option<Value>> {
+        self.get_json(&format!("{}/shipments/{order_id}", self.shipping))
+            .await
+    }
+
+    /// Places an order; returns its id (fails unless the answer is 201).
+    pub async fn place(&self, body: &Value) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .post(format!("{}/orders", self.order))
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if status.as_u16() != 201 {
+            bail!("POST /orders: {status} {text}");
+        }
+        let created: Value = serde_json::from_str(&text)?;
+        created["order_id"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no order_id in {text}"))
+    }
+
+    /// Waits until the order is CONFIRMED or CANCELLED and returns it.
+    pub async fn wait_terminal(&self, order_id: &str, deadline: Duration) -> anyhow::Result<Value> {
+        wait_for(&format!("order {order_id} to end"), deadline, || async {
+            let order = self.order(order_id).await?;
+            let status = order
+                .as_ref()
+                .and_then(|o| o["status"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            let done = matches!(status.as_str(), "CONFIRMED" | "CANCELLED");
+            let seen = format!("{order:?}");
+            Ok((done.then_some(order).flatten(), seen))
+        })
+        .await
+    }
+}
+
+/// A unique SKU for one test, so that tests running side by side never share stock.
+pub fn unique_sku(label: &str) -> String {
+    format!(
+        "e2e-{label}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A valid order body: `lines` of (sku, quantity, unit price), shipped to `country`.
+pub fn order_body(lines: &[(&str, i64, i64)], country: &str, payment_method: &str) -> Value {
+    json!({
+        "customer_id": "cust-e2e",
+        "items": lines.iter().map(|(sku, quantity, price)| json!({
+            "sku": sku, "quantity": quantity, "unit_price_cents": price
+        })).collect::<Vec<_>>(),
+        "currency": "EUR",
+        "payment_method": payment_method,
+        "shipping_address": {
+            "name": "Ada Lovelace", "line1": "12 Analytical Row", "city": "London",
+            "postal_code": "N1 9GU", "country": country
+        }
+    })
+}
+
+/// One record of an order found on a topic.
+#[derive(Debug, Clone)]
+pub struct SeenEvent {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+    pub event: SagaEvent,
+}
+
+/// Reads every record keyed by `order_id` on the four event topics (only the partition the key
+/// maps to) and decodes them through the registry, in topic then offset order.
+pub async fn events_on_topics(
+    codec: &EventCodec,
+    order_id: &str,
+) -> anyhow::Result<Vec<SeenEvent>> {
+    let topics = codec.topics().clone();
+    let key = order_id.to_owned();
+    let raw = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
+        let reader = TopicReader::new(&KafkaSettings::new(bootstrap()))?;
+        let mut records = Vec::new();
+        for service in Service::ALL {
+            records.extend(reader.records_with_key(&topics.events(service), &key)?);
+        }
+        Ok(records)
+    })
+    .await??;
+    let mut seen = Vec::with_capacity(raw.len());
+    for record in raw {
+        let event = codec.decode(&record.payload).await.with_context(|| {
+            format!(
+                "{}[{}]@{} does not decode",
+                record.topic, record.partition, record.offset
+            )
+        })?;
+        seen.push(SeenEvent {
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key.unwrap_or_default(),
+            payload: record.payload,
+            headers: record.headers,
+            event,
+        });
+    }
+    Ok(seen)
+}
+
+/// The offset a consumer group has committed on one partition (None if nothing yet).
+pub fn committed_offset(group: &str, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition(topic, partition);
+    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+    Ok(committed
+        .find_partition(topic, partition)
+        .and_then(|p| match p.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        }))
 }

@@ -5,12 +5,14 @@
 //! `tests/schema_agreement.rs` fails the build's tests the moment a type and its file disagree.
 
 mod catalogue;
+mod causality;
 mod codec;
 mod error;
 mod events;
 mod topics;
 
 pub use catalogue::{EventSchema, SchemaCatalogue, self_contained_schema};
+pub use causality::{CausalEvent, causal_order};
 pub use codec::{EncodedEvent, EventCodec, RegisteredSubject};
 pub use error::{CodecError, DecodeError, SchemaFileError};
 pub use events::*;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod headers;
 pub mod kafka;
 pub mod outbox;
+pub mod reader;
 pub mod relay;
 pub mod trace;
 

@@ -12,7 +12,9 @@ use sqlx::PgPool;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
-use crate::domain::{self, PlaceOrder, causal_order};
+use saga_events::causal_order;
+
+use crate::domain::{self, PlaceOrder};
 use crate::reactions::PRODUCER;
 use crate::store::{self, OrderView, TimelineEntry};
 

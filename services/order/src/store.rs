@@ -7,7 +7,9 @@ use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{CausalEvent, OrderItem, OrderStatus, PlaceOrder, ShippingAddress};
+use saga_events::CausalEvent;
+
+use crate::domain::{OrderItem, OrderStatus, PlaceOrder, ShippingAddress};
 
 /// An order as `GET /orders/{id}` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]

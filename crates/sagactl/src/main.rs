@@ -1,0 +1,88 @@
+//! `sagactl`: what an operator of the saga needs at hand.
+//!
+//! ```text
+//! sagactl topics                                   topics, partitions, end offsets, group lag
+//! sagactl tail order.events --from-beginning       records decoded from Avro into JSON
+//! sagactl saga <order_id>                          one order's events across all topics
+//! ```
+
+mod output;
+mod saga;
+mod tail;
+mod topics;
+
+use clap::{Parser, Subcommand};
+use saga_events::{EventCodec, TopicNames};
+use saga_messaging::KafkaSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sagactl",
+    version,
+    about = "Operate the order saga: topics, tails, sagas"
+)]
+struct Cli {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    bootstrap: String,
+    /// Confluent-compatible schema registry API.
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081/apis/ccompat/v7",
+        global = true
+    )]
+    registry: String,
+    /// Prefix of the saga's topic names (isolated sagas share a broker this way).
+    #[arg(long, env = "TOPIC_PREFIX", default_value = "", global = true)]
+    topic_prefix: String,
+    /// Machine-readable output: JSON (one document, or one line per record when tailing).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Topics with their partitions, end offsets and each service's consumer-group lag.
+    Topics,
+    /// Records of a topic, decoded from Avro through the registry into JSON.
+    Tail(tail::TailArgs),
+    /// One order's saga: its events across the four topics, causes before effects.
+    Saga {
+        /// The order id.
+        order_id: String,
+    },
+}
+
+/// What every command needs to reach the system.
+#[derive(Debug)]
+pub struct Context {
+    pub kafka: KafkaSettings,
+    pub codec: EventCodec,
+    pub topics: TopicNames,
+    pub json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let topics = TopicNames::new(cli.topic_prefix.clone());
+    let context = Context {
+        kafka: KafkaSettings::new(cli.bootstrap.clone()),
+        codec: EventCodec::new(&cli.registry, topics.clone())?,
+        topics,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Topics => topics::run(&context).await,
+        Command::Tail(args) => tail::run(&context, args).await,
+        Command::Saga { order_id } => saga::run(&context, &order_id).await,
+    }
+}

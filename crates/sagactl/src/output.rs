@@ -1,0 +1,56 @@
+//! Turning records into what the operator reads.
+
+use chrono::{DateTime, Utc};
+use saga_events::EventCodec;
+use saga_messaging::reader::RawRecord;
+use serde_json::{Value, json};
+
+/// A record as JSON: where it is, its key and headers, and its value decoded with the writer's
+/// schema (or why it could not be).
+pub async fn record_json(codec: &EventCodec, record: &RawRecord) -> Value {
+    let (event_type, value, error) = match codec.decode_json(&record.payload).await {
+        Ok((name, value)) => (
+            Value::String(short_name(&name).to_owned()),
+            value,
+            Value::Null,
+        ),
+        Err(e) => (Value::Null, Value::Null, Value::String(e.to_string())),
+    };
+    json!({
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp_millis.and_then(DateTime::<Utc>::from_timestamp_millis),
+        "key": record.key,
+        "headers": record.headers,
+        "event_type": event_type,
+        "value": value,
+        "decode_error": error,
+    })
+}
+
+/// `saga.order.OrderPlaced` → `OrderPlaced`.
+pub fn short_name(full_name: &str) -> &str {
+    full_name.rsplit('.').next().unwrap_or(full_name)
+}
+
+/// One line for a person: coordinates, key, type, then the value compactly.
+pub fn record_line(record: &Value) -> String {
+    let value = if record["decode_error"].is_null() {
+        record["value"].to_string()
+    } else {
+        format!(
+            "<undecodable: {}>",
+            record["decode_error"].as_str().unwrap_or("")
+        )
+    };
+    format!(
+        "{}[{}]@{} key={} {} {}",
+        record["topic"].as_str().unwrap_or(""),
+        record["partition"],
+        record["offset"],
+        record["key"].as_str().unwrap_or("-"),
+        record["event_type"].as_str().unwrap_or("?"),
+        value
+    )
+}
