@@ -76,6 +76,8 @@ pub fn current_context_headers() -> BTreeMap<String, String> {
     let mut headers = BTreeMap::new();
     let context = tracing::Span::current().context();
     TraceContextPropagator::new().inject_context(&context, &mut MapInjector(&mut headers));
+    // An empty `tracestate` says nothing; leave it out of every record.
+    headers.retain(|_, value| !value.is_empty());
     headers
 }
 

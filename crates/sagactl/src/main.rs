@@ -4,8 +4,10 @@
 //! sagactl topics                                   topics, partitions, end offsets, group lag
 //! sagactl tail order.events --from-beginning       records decoded from Avro into JSON
 //! sagactl saga <order_id>                          one order's events across all topics
+//! sagactl bench --orders 1000 --concurrency 32     throughput and latency of whole sagas
 //! ```
 
+mod bench;
 mod output;
 mod saga;
 mod tail;
@@ -54,6 +56,8 @@ enum Command {
     Topics,
     /// Records of a topic, decoded from Avro through the registry into JSON.
     Tail(tail::TailArgs),
+    /// Places a load of orders through the running services and reports throughput and latency.
+    Bench(bench::BenchArgs),
     /// One order's saga: its events across the four topics, causes before effects.
     Saga {
         /// The order id.
@@ -84,5 +88,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Topics => topics::run(&context).await,
         Command::Tail(args) => tail::run(&context, args).await,
         Command::Saga { order_id } => saga::run(&context, &order_id).await,
+        Command::Bench(args) => bench::run(&context, args).await,
     }
 }

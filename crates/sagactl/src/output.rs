@@ -54,3 +54,14 @@ pub fn record_line(record: &Value) -> String {
         value
     )
 }
+
+/// Writes one line to stdout. A closed pipe (`sagactl … | head`) ends the program quietly, as
+/// command-line tools do, instead of failing.
+pub fn emit(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}") {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        result => Ok(result?),
+    }
+}

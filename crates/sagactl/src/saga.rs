@@ -5,7 +5,7 @@ use saga_messaging::reader::{RawRecord, TopicReader};
 use serde_json::Value;
 
 use crate::Context;
-use crate::output::record_json;
+use crate::output::{emit, record_json};
 
 pub async fn run(context: &Context, order_id: &str) -> anyhow::Result<()> {
     let kafka = context.kafka.clone();
@@ -38,35 +38,33 @@ pub async fn run(context: &Context, order_id: &str) -> anyhow::Result<()> {
     let ordered = causal_order(entries);
     if context.json {
         let events: Vec<Value> = ordered.iter().map(|e| e.json.clone()).collect();
-        println!(
-            "{}",
-            serde_json::json!({"order_id": order_id, "events": events, "undecodable": undecodable})
-        );
+        emit(
+            serde_json::json!({"order_id": order_id, "events": events, "undecodable": undecodable}),
+        )?;
         return Ok(());
     }
     if ordered.is_empty() && undecodable.is_empty() {
-        println!("no events for order {order_id}");
+        emit(format!("no events for order {order_id}"))?;
         return Ok(());
     }
-    println!("order {order_id}: {} events", ordered.len());
+    emit(format!("order {order_id}: {} events", ordered.len()))?;
     let depth = depths(&ordered);
     for (entry, depth) in ordered.iter().zip(depth) {
         let metadata = entry.event.metadata();
         let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(metadata.occurred_at)
             .map(|t| t.format("%H:%M:%S%.3f").to_string())
             .unwrap_or_default();
-        println!(
-            "  {when}  {:<10} {}{:<24} {}[{}]@{}",
+        let indented = format!("{}{}", "  ".repeat(depth), entry.event.event_type().name());
+        emit(format!(
+            "  {when}  {:<10} {indented:<32} {}[{}]@{}",
             metadata.producer,
-            "  ".repeat(depth),
-            entry.event.event_type().name(),
             entry.json["topic"].as_str().unwrap_or(""),
             entry.json["partition"],
             entry.json["offset"],
-        );
+        ))?;
     }
     for problem in undecodable {
-        println!("  undecodable: {problem}");
+        emit(format!("  undecodable: {problem}"))?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use saga_messaging::reader::{RawRecord, TopicReader};
 use tokio::sync::mpsc;
 
 use crate::Context;
-use crate::output::{record_json, record_line};
+use crate::output::{emit, record_json, record_line};
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
@@ -65,9 +65,9 @@ pub async fn run(context: &Context, args: TailArgs) -> anyhow::Result<()> {
         let Some(record) = next else { break };
         let json = record_json(&context.codec, &record).await;
         if context.json {
-            println!("{json}");
+            emit(json)?;
         } else {
-            println!("{}", record_line(&json));
+            emit(record_line(&json))?;
         }
         shown += 1;
         if args.limit.is_some_and(|limit| shown >= limit) {

@@ -9,6 +9,7 @@ use saga_messaging::reader::TopicReader;
 use serde_json::{Value, json};
 
 use crate::Context;
+use crate::output::emit;
 
 pub async fn run(context: &Context) -> anyhow::Result<()> {
     let kafka = context.kafka.clone();
@@ -56,13 +57,13 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
     .await??;
 
     if context.json {
-        println!("{}", Value::Array(report));
+        emit(Value::Array(report))?;
         return Ok(());
     }
-    println!(
+    emit(format!(
         "{:<28} {:>10} {:>12}  CONSUMER GROUP LAG",
         "TOPIC", "PARTITIONS", "END OFFSETS"
-    );
+    ))?;
     for row in report {
         let lag = row["lag"]
             .as_object()
@@ -74,13 +75,13 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
                     .join(" ")
             })
             .unwrap_or_default();
-        println!(
+        emit(format!(
             "{:<28} {:>10} {:>12}  {}",
             row["topic"].as_str().unwrap_or(""),
-            row["partitions"],
-            row["end_offsets"],
+            row["partitions"].as_u64().unwrap_or(0),
+            row["end_offsets"].as_i64().unwrap_or(0),
             if lag.is_empty() { "-".to_owned() } else { lag }
-        );
+        ))?;
     }
     Ok(())
 }
