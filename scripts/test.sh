@@ -24,7 +24,13 @@ else
 fi
 
 step "stack"
+# Debug service binaries share every compiled dependency with the test build; `make up` on its
+# own builds release binaries.
+export SERVICE_PROFILE=${SERVICE_PROFILE:-dev}
 deploy/local/stack.sh up
+# Integration tests make topics of their own (it-…, mt-…); clear what earlier runs left.
+deploy/local/stack.sh kafka-topics --bootstrap-server "127.0.0.1:${KAFKA_PORT:-9092}" \
+  --delete --if-exists --topic 'it-.*|mt-.*' || true
 
 step "tests"
 export KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}

@@ -3,7 +3,7 @@
 # service, plus the registry's, as the native stack makes them. Passwords equal role names (local
 # development only); no role can connect to another's database.
 set -eu
-for db in orders payments inventory shipping registry; do
+for db in orders payments inventory shipping registry saga_test; do
   psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<SQL
 CREATE ROLE $db LOGIN PASSWORD '$db';
 CREATE DATABASE $db OWNER $db;

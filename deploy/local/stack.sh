@@ -31,9 +31,10 @@ REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7
 # At least as strict as the design asks: a new version must read every earlier one.
 REGISTRY_COMPATIBILITY=BACKWARD_TRANSITIVE
 
-# One database and one login role per service, plus the registry's. Each role can open only the
-# database of the same name (pg_hba `sameuser`).
-DATABASES=(orders payments inventory shipping registry)
+# One database and one login role per service, plus the registry's, plus saga_test where the
+# messaging crate's integration tests make a schema each. Each role can open only the database of
+# the same name (pg_hba `sameuser`).
+DATABASES=(orders payments inventory shipping registry saga_test)
 
 KAFKA_DIR=$STATE/kafka
 REGISTRY_DIR=$STATE/registry

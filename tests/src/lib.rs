@@ -7,8 +7,6 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use saga_events::{EventCodec, SagaEvent, Service};
 use saga_messaging::KafkaSettings;
 use saga_messaging::reader::{RawRecord, TopicReader};
@@ -290,18 +288,10 @@ pub async fn events_on_topics(
 
 /// The offset a consumer group has committed on one partition (None if nothing yet).
 pub fn committed_offset(group: &str, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut wanted = TopicPartitionList::new();
-    wanted.add_partition(topic, partition);
-    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
-    Ok(committed
-        .find_partition(topic, partition)
-        .and_then(|p| match p.offset() {
-            Offset::Offset(offset) => Some(offset),
-            _ => None,
-        }))
+    Ok(saga_messaging::reader::committed_offset(
+        &KafkaSettings::new(bootstrap()),
+        group,
+        topic,
+        partition,
+    )?)
 }

@@ -15,7 +15,7 @@ pub use consumer::{Delivery, EventConsumer, Reactions};
 pub use error::{FailureKind, HandlerError, parse_uuid};
 pub use kafka::KafkaSettings;
 pub use outbox::Outbox;
-pub use relay::{OutboxRelay, RelaySettings};
+pub use relay::{OutboxRelay, RelaySettings, RelayStatus};
 
 /// Applies the outbox/inbox migrations (versions below 100) and then the service's own (100 and
 /// up) to one database. Each migrator ignores the other's versions in the shared history table.

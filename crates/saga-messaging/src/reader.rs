@@ -114,3 +114,44 @@ impl TopicReader {
         ))
     }
 }
+
+/// The offsets `group` has committed on `partitions` of `topic` (the next record it will read on
+/// each), None where it has committed nothing.
+pub fn committed_offsets(
+    kafka: &KafkaSettings,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, Option<i64>)>, KafkaError> {
+    let consumer: BaseConsumer = kafka.reader_config().set("group.id", group).create()?;
+    let mut wanted = TopicPartitionList::new();
+    for partition in partitions {
+        wanted.add_partition(topic, *partition);
+    }
+    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+    Ok(partitions
+        .iter()
+        .map(|&partition| {
+            let offset =
+                committed
+                    .find_partition(topic, partition)
+                    .and_then(|p| match p.offset() {
+                        Offset::Offset(offset) => Some(offset),
+                        _ => None,
+                    });
+            (partition, offset)
+        })
+        .collect())
+}
+
+/// The offset `group` has committed on one partition, if any.
+pub fn committed_offset(
+    kafka: &KafkaSettings,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, KafkaError> {
+    Ok(committed_offsets(kafka, group, topic, &[partition])?
+        .first()
+        .and_then(|(_, offset)| *offset))
+}

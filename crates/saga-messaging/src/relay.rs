@@ -13,6 +13,8 @@
 //! relay dies between the broker's ack and the stamp.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -33,7 +35,18 @@ use crate::kafka::{KafkaSettings, partition_for};
 use crate::outbox::NOTIFY_CHANNEL;
 
 /// Advisory lock key of the relay: each service has its own database, so one key suffices.
-const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
+pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
+
+/// What a relay is doing right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayStatus {
+    Starting,
+    /// Waiting for the lock another relay holds.
+    Standby,
+    /// Holding the lock and publishing.
+    Active,
+    Stopped,
+}
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -45,6 +58,8 @@ pub struct RelaySettings {
     pub standby_interval: Duration,
     /// How far back from a partition's end the takeover check looks for `outbox-id` headers.
     pub recovery_window: i64,
+    /// Postgres advisory lock that elects the active relay of a database.
+    pub lock_key: i64,
 }
 
 impl Default for RelaySettings {
@@ -54,6 +69,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_millis(500),
             standby_interval: Duration::from_secs(1),
             recovery_window: 200,
+            lock_key: RELAY_LOCK_KEY,
         }
     }
 }
@@ -86,7 +102,8 @@ pub struct OutboxRelay {
     producer: FutureProducer,
     kafka: KafkaSettings,
     settings: RelaySettings,
-    partitions: std::sync::Arc<tokio::sync::Mutex<HashMap<String, i32>>>,
+    partitions: Arc<tokio::sync::Mutex<HashMap<String, i32>>>,
+    status: Arc<AtomicU8>,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -110,7 +127,27 @@ impl OutboxRelay {
             kafka: kafka.clone(),
             settings,
             partitions: Default::default(),
+            status: Arc::new(AtomicU8::new(RelayStatus::Starting as u8)),
         })
+    }
+
+    /// What this relay (or any clone of it) is doing now.
+    pub fn status(&self) -> RelayStatus {
+        match self.status.load(Ordering::Relaxed) {
+            1 => RelayStatus::Standby,
+            2 => RelayStatus::Active,
+            3 => RelayStatus::Stopped,
+            _ => RelayStatus::Starting,
+        }
+    }
+
+    fn set_status(&self, status: RelayStatus) {
+        self.status.store(status as u8, Ordering::Relaxed);
+        metrics::gauge!("saga_outbox_relay_active").set(if status == RelayStatus::Active {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     /// Runs until `shutdown`: waits for the lock, publishes while holding it, starts over after
@@ -121,7 +158,7 @@ impl OutboxRelay {
             match self.lead(&shutdown).await {
                 Ok(()) => break,
                 Err(error) => {
-                    metrics::gauge!("saga_outbox_relay_active").set(0.0);
+                    self.set_status(RelayStatus::Starting);
                     warn!(%error, retry_in = ?backoff, "outbox relay interrupted");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -137,6 +174,7 @@ impl OutboxRelay {
         if let Ok(Err(error)) = flushed {
             warn!(%error, "producer flush at shutdown failed");
         }
+        self.set_status(RelayStatus::Stopped);
         info!("outbox relay stopped");
     }
 
@@ -146,18 +184,19 @@ impl OutboxRelay {
         let mut lock_conn = self.pool.acquire().await?.detach();
         loop {
             let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK_KEY)
+                .bind(self.settings.lock_key)
                 .fetch_one(&mut lock_conn)
                 .await?;
             if locked {
                 break;
             }
+            self.set_status(RelayStatus::Standby);
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.standby_interval) => {}
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
-        metrics::gauge!("saga_outbox_relay_active").set(1.0);
+        self.set_status(RelayStatus::Active);
         info!("outbox relay active");
         self.recover().await?;
 
@@ -185,11 +224,11 @@ impl OutboxRelay {
         // Drain what committed before shutdown began, then hand the lock over.
         self.publish_batch().await?;
         let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(RELAY_LOCK_KEY)
+            .bind(self.settings.lock_key)
             .execute(&mut lock_conn)
             .await;
         let _ = lock_conn.close().await;
-        metrics::gauge!("saga_outbox_relay_active").set(0.0);
+        self.set_status(RelayStatus::Stopped);
         Ok(())
     }
 

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
 use saga_events::Service;
-use saga_messaging::reader::TopicReader;
+use saga_messaging::reader::{TopicReader, committed_offsets};
 use serde_json::{Value, json};
 
 use crate::Context;
@@ -93,23 +92,17 @@ fn group_lag(
     topic: &str,
     end_offsets: &[(i32, i64)],
 ) -> anyhow::Result<Option<i64>> {
-    let consumer: BaseConsumer = kafka.reader_config().set("group.id", group).create()?;
-    let mut wanted = TopicPartitionList::new();
-    for (partition, _) in end_offsets {
-        wanted.add_partition(topic, *partition);
-    }
-    let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+    let partitions: Vec<i32> = end_offsets.iter().map(|(p, _)| *p).collect();
+    let committed = committed_offsets(kafka, group, topic, &partitions)?;
     let mut any = false;
     let mut lag = 0;
-    for (partition, end) in end_offsets {
-        if let Some(Offset::Offset(offset)) = committed
-            .find_partition(topic, *partition)
-            .map(|p| p.offset())
-        {
-            any = true;
-            lag += (end - offset).max(0);
-        } else {
-            lag += end;
+    for ((_, end), (_, offset)) in end_offsets.iter().zip(committed) {
+        match offset {
+            Some(offset) => {
+                any = true;
+                lag += (end - offset).max(0);
+            }
+            None => lag += end,
         }
     }
     Ok(any.then_some(lag))

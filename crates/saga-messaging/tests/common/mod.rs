@@ -1,0 +1,156 @@
+//! Shared by the messaging integration tests: a schema of their own in the `saga_test` database,
+//! topics of their own on the broker, and sample events.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use saga_events::{
+    EventCodec, EventMetadata, EventType, OrderConfirmed, SagaEvent, Service, TopicNames,
+};
+use saga_messaging::KafkaSettings;
+use saga_messaging::reader::{RawRecord, TopicReader};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+
+pub fn kafka() -> KafkaSettings {
+    KafkaSettings::new(std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()))
+}
+
+pub fn registry_url() -> String {
+    std::env::var("SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
+}
+
+fn database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://saga_test:saga_test@127.0.0.1:5432/saga_test".into())
+}
+
+/// Everything one test needs, isolated from every other test: a Postgres schema with the outbox,
+/// inbox and an `effects` table, topics under a unique prefix, and a codec for them.
+pub struct Isolated {
+    pub pool: PgPool,
+    pub topics: TopicNames,
+    pub codec: EventCodec,
+    pub kafka: KafkaSettings,
+    pub lock_key: i64,
+}
+
+impl Isolated {
+    pub async fn new(partitions: i32) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let schema = format!("t_{}", &id[..16]);
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database_url())
+            .await?;
+        admin
+            .execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .await?;
+        admin.close().await;
+        let search_path = format!("SET search_path = {schema}");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .after_connect(move |conn, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    conn.execute(AssertSqlSafe(search_path)).await?;
+                    Ok(())
+                })
+            })
+            .connect(&database_url())
+            .await?;
+        let mut migrator = sqlx::migrate!("./tests/migrations");
+        saga_messaging::migrate(&pool, &mut migrator).await?;
+
+        let topics = TopicNames::new(format!("mt-{}.", &id[..12]));
+        let kafka = kafka();
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &kafka.bootstrap)
+            .create()?;
+        let new_topics: Vec<String> = Service::ALL.iter().map(|s| topics.events(*s)).collect();
+        let specs: Vec<NewTopic> = new_topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        for result in admin
+            .create_topics(
+                &specs,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            )
+            .await?
+        {
+            result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
+        }
+        let codec = EventCodec::new(&registry_url(), topics.clone())?;
+        // Each test elects its own relay: tests share one database.
+        let lock_key = i64::from_str_radix(&id[..15], 16)?;
+        Ok(Self {
+            pool,
+            topics,
+            codec,
+            kafka,
+            lock_key,
+        })
+    }
+
+    /// Every record on `topic`, partition by partition.
+    pub async fn records(&self, topic: &str) -> anyhow::Result<Vec<RawRecord>> {
+        let kafka = self.kafka.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
+            let reader = TopicReader::new(&kafka)?;
+            let mut records = Vec::new();
+            for partition in 0..reader.partition_count(&topic)? {
+                records.extend(reader.read_partition(&topic, partition)?);
+            }
+            Ok(records)
+        })
+        .await?
+    }
+
+    pub async fn unpublished(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// A small event of `order_id`, distinct every call.
+pub fn event(order_id: &str) -> SagaEvent {
+    OrderConfirmed {
+        metadata: EventMetadata::first(order_id, "test"),
+        order_id: order_id.to_owned(),
+    }
+    .into()
+}
+
+pub fn event_type_of(record: &RawRecord) -> Option<&str> {
+    record.headers.get("event-type").map(String::as_str)
+}
+
+/// Polls until `done` holds or the deadline passes; then fails with what it last saw.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(bool, String)>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let (done, seen) = check().await?;
+        if done {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= until {
+            anyhow::bail!("timed out waiting for {what}; last saw {seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub const ORDER_CONFIRMED: EventType = EventType::OrderConfirmed;

@@ -1,0 +1,195 @@
+//! The idempotent consumer against the real broker and Postgres: a redelivered event changes
+//! nothing, and no offset is committed past a message whose transaction did not commit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use saga_events::{EventType, SagaEvent, Service};
+use saga_messaging::reader::committed_offset;
+use saga_messaging::{Delivery, EventConsumer, HandlerError, Outbox, Reactions};
+use sqlx::PgConnection;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Records each applied event in `effects`; events of `held_order` fail transiently, forever.
+struct Recording {
+    held_order: Option<String>,
+    attempts: mpsc::UnboundedSender<String>,
+}
+
+impl Reactions for Recording {
+    fn wants(&self, _event_type: EventType) -> bool {
+        true
+    }
+
+    async fn react(
+        &self,
+        tx: &mut PgConnection,
+        event: &SagaEvent,
+        _delivery: &Delivery,
+    ) -> Result<Vec<SagaEvent>, HandlerError> {
+        let _ = self.attempts.send(event.metadata().event_id.clone());
+        if self.held_order.as_deref() == Some(event.order_id()) {
+            return Err(HandlerError::transient("held back by the test"));
+        }
+        sqlx::query("INSERT INTO effects (event_id, order_id, event_type) VALUES ($1, $2, $3)")
+            .bind(&event.metadata().event_id)
+            .bind(event.order_id())
+            .bind(event.event_type().name())
+            .execute(&mut *tx)
+            .await?;
+        Ok(Vec::new())
+    }
+}
+
+fn group(iso: &Isolated) -> String {
+    format!("{}test-consumer", iso.topics.prefix())
+}
+
+fn consumer(
+    iso: &Isolated,
+    held_order: Option<&str>,
+) -> (EventConsumer<Recording>, mpsc::UnboundedReceiver<String>) {
+    let (attempts, seen) = mpsc::unbounded_channel();
+    let consumer = EventConsumer::new(
+        "test",
+        group(iso),
+        vec![iso.topics.events(Service::Order)],
+        iso.pool.clone(),
+        Outbox::new(iso.codec.clone()),
+        iso.kafka.clone(),
+        Recording {
+            held_order: held_order.map(str::to_owned),
+            attempts,
+        },
+    );
+    (consumer, seen)
+}
+
+/// Produces `events` (the same bytes again for a repeated event) to the one-partition topic.
+async fn produce(iso: &Isolated, events: &[&SagaEvent]) -> anyhow::Result<()> {
+    let producer: FutureProducer = iso.kafka.producer_config().create()?;
+    for event in events {
+        let encoded = iso.codec.encode(event).await?;
+        producer
+            .send(
+                FutureRecord::to(&encoded.topic)
+                    .key(&encoded.key)
+                    .payload(&encoded.payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+async fn effects(iso: &Isolated) -> anyhow::Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT event_id FROM effects ORDER BY event_id")
+            .fetch_all(&iso.pool)
+            .await?,
+    )
+}
+
+async fn committed(iso: &Isolated) -> anyhow::Result<Option<i64>> {
+    let kafka = iso.kafka.clone();
+    let group = group(iso);
+    let topic = iso.topics.events(Service::Order);
+    Ok(tokio::task::spawn_blocking(move || committed_offset(&kafka, &group, &topic, 0)).await??)
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_applied_once() -> anyhow::Result<()> {
+    let iso = Isolated::new(1).await?;
+    let first = event("order-a");
+    let second = event("order-b");
+    produce(&iso, &[&first, &first, &second]).await?;
+
+    let (consumer, _attempts) = consumer(&iso, None);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    eventually("all three records committed", DEADLINE, || async {
+        let offset = committed(&iso).await?;
+        Ok((offset == Some(3), format!("committed {offset:?}")))
+    })
+    .await?;
+    shutdown.cancel();
+    running.await??;
+
+    let mut expected = vec![
+        first.metadata().event_id.clone(),
+        second.metadata().event_id.clone(),
+    ];
+    expected.sort();
+    assert_eq!(
+        effects(&iso).await?,
+        expected,
+        "each event applied exactly once"
+    );
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&iso.pool)
+        .await?;
+    assert_eq!(inbox, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_offset_is_committed_past_an_unfinished_message() -> anyhow::Result<()> {
+    let iso = Isolated::new(1).await?;
+    let before = event("order-ok");
+    let held = event("order-held");
+    let after = event("order-later");
+    produce(&iso, &[&before, &held, &after]).await?;
+
+    // The first consumer applies `before`, then keeps failing on `held`.
+    let (first, mut attempts) = consumer(&iso, Some("order-held"));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(first.run(shutdown.clone()));
+    let held_id = held.metadata().event_id.clone();
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(id) = attempts.recv().await {
+            if id == held_id {
+                break;
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the held event was never attempted"))?;
+    shutdown.cancel();
+    running.await??;
+
+    assert_eq!(
+        effects(&iso).await?,
+        vec![before.metadata().event_id.clone()]
+    );
+    assert_eq!(
+        committed(&iso).await?,
+        Some(1),
+        "the committed offset stops at the held message"
+    );
+
+    // A successor starts at the held message and applies it and the rest, each once.
+    let (second, _attempts) = consumer(&iso, None);
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(second.run(shutdown.clone()));
+    eventually("the rest committed", DEADLINE, || async {
+        let offset = committed(&iso).await?;
+        Ok((offset == Some(3), format!("committed {offset:?}")))
+    })
+    .await?;
+    shutdown.cancel();
+    running.await??;
+    let mut expected: Vec<String> = [&before, &held, &after]
+        .iter()
+        .map(|e| e.metadata().event_id.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(effects(&iso).await?, expected);
+    Ok(())
+}
