@@ -27,6 +27,9 @@ step "stack"
 # Debug service binaries share every compiled dependency with the test build; `make up` on its
 # own builds release binaries.
 export SERVICE_PROFILE=${SERVICE_PROFILE:-dev}
+# The fault tests make handlers fail on purpose; only these test builds can.
+export SERVICE_FEATURES=${SERVICE_FEATURES:-saga-messaging/fault-injection}
+export RETRY_DELAY_MS=${RETRY_DELAY_MS:-200}
 deploy/local/stack.sh up
 # Integration tests make topics of their own (it-…, mt-…); clear what earlier runs left.
 deploy/local/stack.sh kafka-topics --bootstrap-server "127.0.0.1:${KAFKA_PORT:-9092}" \

@@ -24,6 +24,8 @@ SHIPPING_PORT=${SHIPPING_PORT:-8084}
 SERVICES=(order payment inventory shipping)
 # `cargo build` profile of the service binaries; release unless told otherwise.
 SERVICE_PROFILE=${SERVICE_PROFILE:-release}
+# Extra cargo features of the service binaries (make test adds saga-messaging/fault-injection).
+SERVICE_FEATURES=${SERVICE_FEATURES:-}
 
 APICURIO_VERSION=3.3.3
 # Apicurio's Confluent API; the registry answers on it once its storage is ready.
@@ -384,10 +386,10 @@ services_build() {
     return
   fi
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) to build the services"
-  step "building the services (cargo build --profile $SERVICE_PROFILE)"
+  step "building the services (cargo build --profile $SERVICE_PROFILE${SERVICE_FEATURES:+ --features $SERVICE_FEATURES})"
   local packages=() name
   for name in "${SERVICES[@]}"; do packages+=(-p "$name-service"); done
-  (cd "$ROOT" && cargo build --quiet --profile "$SERVICE_PROFILE" "${packages[@]}") ||
+  (cd "$ROOT" && cargo build --quiet --profile "$SERVICE_PROFILE" ${SERVICE_FEATURES:+--features "$SERVICE_FEATURES"} "${packages[@]}") ||
     die "building the services failed"
 }
 

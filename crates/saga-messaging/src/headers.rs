@@ -11,6 +11,23 @@ pub const EVENT_ID: &str = "event-id";
 /// to learn what already reached the broker.
 pub const OUTBOX_ID: &str = "outbox-id";
 
+/// Added to records on `<service>.retry` and `<service>.dlq`.
+pub const ATTEMPTS: &str = "saga-attempts";
+pub const NOT_BEFORE: &str = "saga-not-before";
+pub const SERVICE: &str = "saga-service";
+pub const SOURCE_TOPIC: &str = "saga-source-topic";
+pub const SOURCE_PARTITION: &str = "saga-source-partition";
+pub const SOURCE_OFFSET: &str = "saga-source-offset";
+pub const SOURCE_TIMESTAMP: &str = "saga-source-timestamp";
+pub const ERROR_KIND: &str = "saga-error-kind";
+pub const ERROR: &str = "saga-error";
+pub const FIRST_FAILURE: &str = "saga-first-failure";
+pub const LAST_FAILURE: &str = "saga-last-failure";
+/// Added by `sagactl dlq redrive`: when, from which dead letter, by whom.
+pub const REDRIVEN_AT: &str = "saga-redriven-at";
+pub const REDRIVEN_FROM: &str = "saga-redriven-from";
+pub const REDRIVEN_BY: &str = "saga-redriven-by";
+
 use std::collections::BTreeMap;
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};

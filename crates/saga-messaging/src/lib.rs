@@ -4,14 +4,17 @@
 
 pub mod consumer;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod headers;
 pub mod kafka;
 pub mod outbox;
+pub mod parking;
 pub mod reader;
 pub mod relay;
 pub mod trace;
 
-pub use consumer::{Delivery, EventConsumer, Reactions};
+pub use consumer::{ConsumerSettings, Delivery, EventConsumer, Reactions};
 pub use error::{FailureKind, HandlerError, parse_uuid};
 pub use kafka::KafkaSettings;
 pub use outbox::Outbox;

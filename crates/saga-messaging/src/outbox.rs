@@ -66,10 +66,44 @@ impl Outbox {
             metrics::counter!("saga_events_written_total", "event_type" => encoded.event_type.name())
                 .increment(1);
         }
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        notify(conn).await
     }
+
+    /// Appends a record that is not a new event (a retry or a dead letter: original bytes, new
+    /// headers). It gets a message id of its own; the event's id stays in its headers.
+    pub async fn append_raw(
+        &self,
+        conn: &mut PgConnection,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: &BTreeMap<String, String>,
+    ) -> Result<(), HandlerError> {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(
+            headers
+                .get(headers::EVENT_TYPE)
+                .map(String::as_str)
+                .unwrap_or("unknown"),
+        )
+        .bind(topic)
+        .bind(key)
+        .bind(payload)
+        .bind(sqlx::types::Json(headers))
+        .execute(&mut *conn)
+        .await?;
+        notify(conn).await
+    }
+}
+
+async fn notify(conn: &mut PgConnection) -> Result<(), HandlerError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

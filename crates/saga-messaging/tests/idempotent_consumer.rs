@@ -9,7 +9,7 @@ use common::*;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::reader::committed_offset;
-use saga_messaging::{Delivery, EventConsumer, HandlerError, Outbox, Reactions};
+use saga_messaging::{ConsumerSettings, Delivery, EventConsumer, HandlerError, Outbox, Reactions};
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,7 @@ fn consumer(
 ) -> (EventConsumer<Recording>, mpsc::UnboundedReceiver<String>) {
     let (attempts, seen) = mpsc::unbounded_channel();
     let consumer = EventConsumer::new(
-        "test",
+        Service::Order,
         group(iso),
         vec![iso.topics.events(Service::Order)],
         iso.pool.clone(),
@@ -67,6 +67,7 @@ fn consumer(
             held_order: held_order.map(str::to_owned),
             attempts,
         },
+        ConsumerSettings::default(),
     );
     (consumer, seen)
 }

@@ -1,6 +1,8 @@
 use std::str::FromStr;
+use std::time::Duration;
 
 use saga_events::Service;
+use saga_messaging::ConsumerSettings;
 
 use crate::RuntimeError;
 
@@ -20,6 +22,8 @@ pub struct ServiceConfig {
     pub topic_prefix: String,
     /// `HTTP_ADDR`, default `127.0.0.1:<the service's port>`.
     pub http_addr: String,
+    /// `RETRY_MAX_ATTEMPTS` (default 3) and `RETRY_DELAY_MS` (default 1000, doubling per retry).
+    pub consumer: ConsumerSettings,
 }
 
 /// The database (and role) each service owns.
@@ -49,6 +53,10 @@ impl ServiceConfig {
             ),
             topic_prefix: env_or("TOPIC_PREFIX", String::new()),
             http_addr: env_or("HTTP_ADDR", format!("127.0.0.1:{default_port}")),
+            consumer: ConsumerSettings {
+                max_attempts: env_parse("RETRY_MAX_ATTEMPTS", 3)?,
+                retry_delay: Duration::from_millis(env_parse("RETRY_DELAY_MS", 1000)?),
+            },
         })
     }
 }

@@ -142,13 +142,14 @@ impl ServiceRuntime {
             .map(|s| self.topics.events(*s))
             .collect();
         let consumer = EventConsumer::new(
-            self.service.name(),
+            self.service,
             group,
             topics,
             self.pool.clone(),
             self.outbox.clone(),
             self.kafka.clone(),
             reactions,
+            self.config.consumer.clone(),
         );
         let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
 

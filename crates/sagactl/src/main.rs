@@ -7,15 +7,10 @@
 //! sagactl bench --orders 1000 --concurrency 32     throughput and latency of whole sagas
 //! ```
 
-mod bench;
-mod output;
-mod saga;
-mod tail;
-mod topics;
-
 use clap::{Parser, Subcommand};
 use saga_events::{EventCodec, TopicNames};
 use saga_messaging::KafkaSettings;
+use sagactl::{Context, audit, bench, dlq, saga, tail, topics};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +51,11 @@ enum Command {
     Topics,
     /// Records of a topic, decoded from Avro through the registry into JSON.
     Tail(tail::TailArgs),
+    /// A service's dead letters: list, show, redrive.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Cross-service consistency: every order ended or explained, money and stock conserved.
+    Audit(audit::AuditArgs),
     /// Places a load of orders through the running services and reports throughput and latency.
     Bench(bench::BenchArgs),
     /// One order's saga: its events across the four topics, causes before effects.
@@ -63,15 +63,6 @@ enum Command {
         /// The order id.
         order_id: String,
     },
-}
-
-/// What every command needs to reach the system.
-#[derive(Debug)]
-pub struct Context {
-    pub kafka: KafkaSettings,
-    pub codec: EventCodec,
-    pub topics: TopicNames,
-    pub json: bool,
 }
 
 #[tokio::main]
@@ -89,5 +80,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Tail(args) => tail::run(&context, args).await,
         Command::Saga { order_id } => saga::run(&context, &order_id).await,
         Command::Bench(args) => bench::run(&context, args).await,
+        Command::Dlq(command) => dlq::run(&context, command).await,
+        Command::Audit(args) => {
+            let clean = audit::run(&context, args).await?;
+            if !clean {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

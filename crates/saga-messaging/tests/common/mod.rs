@@ -7,9 +7,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use saga_events::{
-    EventCodec, EventMetadata, EventType, OrderConfirmed, SagaEvent, Service, TopicNames,
-};
+use saga_events::{EventCodec, EventMetadata, EventType, OrderConfirmed, SagaEvent, TopicNames};
 use saga_messaging::KafkaSettings;
 use saga_messaging::reader::{RawRecord, TopicReader};
 use sqlx::postgres::PgPoolOptions;
@@ -71,7 +69,7 @@ impl Isolated {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &kafka.bootstrap)
             .create()?;
-        let new_topics: Vec<String> = Service::ALL.iter().map(|s| topics.events(*s)).collect();
+        let new_topics: Vec<String> = topics.all();
         let specs: Vec<NewTopic> = new_topics
             .iter()
             .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))

@@ -1,0 +1,384 @@
+//! `sagactl audit`: does the system keep its promises? Reads the four services' databases and
+//! the event topics and checks, for every order:
+//! - it ended (CONFIRMED or CANCELLED), or is explained: a message of it is parked (retrying or
+//!   dead-lettered) at a named service;
+//! - confirmed: an authorized payment of the order's total, a reservation of exactly its lines,
+//!   a scheduled shipment;
+//! - cancelled: never charged or refunded, holds no stock, no scheduled shipment, and the reason
+//!   matches what happened;
+//! - per SKU, reserved units equal the lines of the reservations still held;
+//! - no order charged, refunded, reserved, released or shipped twice (distinct events on the
+//!   topics), and nothing exists for an order Order never saw.
+//!
+//! Exits non-zero on any violation, listing each. The fault tests use it as their oracle.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use saga_events::Service;
+use saga_messaging::headers;
+use saga_messaging::reader::{RawRecord, TopicReader};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::types::Json;
+
+use crate::Context;
+use crate::output::emit;
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    #[arg(
+        long,
+        env = "ORDERS_DATABASE_URL",
+        default_value = "postgres://orders:orders@127.0.0.1:5432/orders"
+    )]
+    pub orders_db: String,
+    #[arg(
+        long,
+        env = "PAYMENTS_DATABASE_URL",
+        default_value = "postgres://payments:payments@127.0.0.1:5432/payments"
+    )]
+    pub payments_db: String,
+    #[arg(
+        long,
+        env = "INVENTORY_DATABASE_URL",
+        default_value = "postgres://inventory:inventory@127.0.0.1:5432/inventory"
+    )]
+    pub inventory_db: String,
+    #[arg(
+        long,
+        env = "SHIPPING_DATABASE_URL",
+        default_value = "postgres://shipping:shipping@127.0.0.1:5432/shipping"
+    )]
+    pub shipping_db: String,
+    /// Re-check for up to this many seconds while violations remain (sagas still in flight
+    /// settle); 0 checks once.
+    #[arg(long, default_value_t = 0)]
+    pub settle: u64,
+    /// Skip scanning the event topics for duplicate charges, refunds, reservations, shipments.
+    #[arg(long)]
+    pub skip_topics: bool,
+}
+
+/// What an audit found.
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    pub orders: usize,
+    pub confirmed: usize,
+    pub cancelled: usize,
+    /// Orders not ended, with the parked message that explains why.
+    pub explained: Vec<String>,
+    pub violations: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "orders": self.orders, "confirmed": self.confirmed, "cancelled": self.cancelled,
+            "explained": self.explained, "violations": self.violations, "clean": self.is_clean(),
+        })
+    }
+}
+
+struct Databases {
+    orders: PgPool,
+    payments: PgPool,
+    inventory: PgPool,
+    shipping: PgPool,
+}
+
+async fn connect(url: &str) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await?)
+}
+
+/// Runs the audit, re-checking while `args.settle` allows and violations remain.
+pub async fn audit(context: &Context, args: &AuditArgs) -> anyhow::Result<AuditReport> {
+    let databases = Databases {
+        orders: connect(&args.orders_db).await?,
+        payments: connect(&args.payments_db).await?,
+        inventory: connect(&args.inventory_db).await?,
+        shipping: connect(&args.shipping_db).await?,
+    };
+    let started = Instant::now();
+    loop {
+        let report = check(context, &databases, args.skip_topics).await?;
+        if report.is_clean() || started.elapsed() >= Duration::from_secs(args.settle) {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Prints the report; true when there is no violation.
+pub async fn run(context: &Context, args: AuditArgs) -> anyhow::Result<bool> {
+    let report = audit(context, &args).await?;
+    if context.json {
+        emit(report.to_json())?;
+        return Ok(report.is_clean());
+    }
+    emit(format!(
+        "{} orders: {} confirmed, {} cancelled, {} explained (parked), {} violations",
+        report.orders,
+        report.confirmed,
+        report.cancelled,
+        report.explained.len(),
+        report.violations.len()
+    ))?;
+    for line in &report.explained {
+        emit(format!("  explained: {line}"))?;
+    }
+    for line in &report.violations {
+        emit(format!("  VIOLATION: {line}"))?;
+    }
+    Ok(report.is_clean())
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Line {
+    sku: String,
+    quantity: i64,
+}
+
+fn lines_by_sku(lines: &[Line]) -> BTreeMap<String, i64> {
+    let mut merged = BTreeMap::new();
+    for line in lines {
+        *merged.entry(line.sku.clone()).or_insert(0) += line.quantity;
+    }
+    merged
+}
+
+async fn check(
+    context: &Context,
+    db: &Databases,
+    skip_topics: bool,
+) -> anyhow::Result<AuditReport> {
+    let orders: Vec<(String, String, Option<String>, i64, Json<Vec<Line>>)> = sqlx::query_as(
+        "SELECT order_id::text, status, cancellation_reason, total_cents, items FROM orders",
+    )
+    .fetch_all(&db.orders)
+    .await?;
+    let payments: HashMap<String, (String, i64)> = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT order_id::text, status, amount_cents FROM payments",
+    )
+    .fetch_all(&db.payments)
+    .await?
+    .into_iter()
+    .map(|(order, status, amount)| (order, (status, amount)))
+    .collect();
+    let reservations: HashMap<String, (String, Vec<Line>)> =
+        sqlx::query_as::<_, (String, String, Json<Vec<Line>>)>(
+            "SELECT order_id::text, status, items FROM reservations",
+        )
+        .fetch_all(&db.inventory)
+        .await?
+        .into_iter()
+        .map(|(order, status, items)| (order, (status, items.0)))
+        .collect();
+    let stock: Vec<(String, i64, i64)> = sqlx::query_as("SELECT sku, on_hand, reserved FROM stock")
+        .fetch_all(&db.inventory)
+        .await?;
+    let shipments: HashMap<String, String> =
+        sqlx::query_as::<_, (String, String)>("SELECT order_id::text, status FROM shipments")
+            .fetch_all(&db.shipping)
+            .await?
+            .into_iter()
+            .collect();
+    let mut parked: HashMap<String, Vec<String>> = HashMap::new();
+    for (service, pool) in [
+        ("order", &db.orders),
+        ("payment", &db.payments),
+        ("inventory", &db.inventory),
+        ("shipping", &db.shipping),
+    ] {
+        let rows: Vec<(String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT order_id, status, event_type, error FROM parked ORDER BY id")
+                .fetch_all(pool)
+                .await?;
+        for (order, status, event_type, error) in rows {
+            parked.entry(order).or_default().push(format!(
+                "{event_type} {status} at {service}{}",
+                error.map(|e| format!(": {e}")).unwrap_or_default()
+            ));
+        }
+    }
+
+    let mut report = AuditReport {
+        orders: orders.len(),
+        ..AuditReport::default()
+    };
+    let known: HashSet<&str> = orders.iter().map(|o| o.0.as_str()).collect();
+    let v = &mut report.violations;
+    for (order_id, status, reason, total, items) in &orders {
+        let payment = payments.get(order_id);
+        let reservation = reservations.get(order_id);
+        let shipment = shipments.get(order_id).map(String::as_str);
+        let payment_status = payment.map(|p| p.0.as_str());
+        let reservation_status = reservation.map(|r| r.0.as_str());
+        match status.as_str() {
+            "CONFIRMED" => {
+                report.confirmed += 1;
+                match payment {
+                    Some((s, amount)) if s == "AUTHORIZED" && amount == total => {}
+                    other => v.push(format!(
+                        "order {order_id} CONFIRMED but payment is {other:?}, total {total}"
+                    )),
+                }
+                match reservation {
+                    Some((s, lines))
+                        if s == "RESERVED" && lines_by_sku(lines) == lines_by_sku(&items.0) => {}
+                    other => v.push(format!(
+                        "order {order_id} CONFIRMED but reservation is {:?}",
+                        other.map(|r| &r.0)
+                    )),
+                }
+                if shipment != Some("SCHEDULED") {
+                    v.push(format!(
+                        "order {order_id} CONFIRMED but shipment is {shipment:?}"
+                    ));
+                }
+            }
+            "CANCELLED" => {
+                report.cancelled += 1;
+                if payment_status == Some("AUTHORIZED") {
+                    v.push(format!(
+                        "order {order_id} CANCELLED but its payment is still AUTHORIZED (charged)"
+                    ));
+                }
+                if reservation_status == Some("RESERVED") {
+                    v.push(format!("order {order_id} CANCELLED but still holds stock"));
+                }
+                if shipment == Some("SCHEDULED") {
+                    v.push(format!(
+                        "order {order_id} CANCELLED but a shipment is scheduled"
+                    ));
+                }
+                let consistent = match reason.as_deref() {
+                    Some("PAYMENT_DECLINED") => payment_status == Some("DECLINED"),
+                    Some("OUT_OF_STOCK") => {
+                        payment_status == Some("REFUNDED") && reservation_status == Some("FAILED")
+                    }
+                    Some("SHIPPING_FAILED") => {
+                        payment_status == Some("REFUNDED")
+                            && reservation_status == Some("RELEASED")
+                            && shipment == Some("FAILED")
+                    }
+                    _ => false,
+                };
+                if !consistent {
+                    v.push(format!(
+                        "order {order_id} CANCELLED({reason:?}) but payment {payment_status:?}, reservation {reservation_status:?}, shipment {shipment:?}"
+                    ));
+                }
+            }
+            _ => match parked.get(order_id) {
+                Some(why) => report
+                    .explained
+                    .push(format!("order {order_id} {status}: {}", why.join("; "))),
+                None => v.push(format!(
+                    "order {order_id} is {status} and nothing explains it"
+                )),
+            },
+        }
+    }
+    for (what, ids) in [
+        ("payment", payments.keys().collect::<Vec<_>>()),
+        ("reservation", reservations.keys().collect()),
+        ("shipment", shipments.keys().collect()),
+    ] {
+        for id in ids {
+            if !known.contains(id.as_str()) {
+                v.push(format!(
+                    "a {what} exists for order {id}, which Order never accepted"
+                ));
+            }
+        }
+    }
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    for (status, lines) in reservations.values() {
+        if status == "RESERVED" {
+            for (sku, quantity) in lines_by_sku(lines) {
+                *held.entry(sku).or_insert(0) += quantity;
+            }
+        }
+    }
+    for (sku, on_hand, reserved) in &stock {
+        let expected = held.get(sku).copied().unwrap_or(0);
+        if *reserved != expected {
+            v.push(format!(
+                "SKU {sku}: {reserved} reserved, but held reservations add up to {expected}"
+            ));
+        }
+        if reserved > on_hand {
+            v.push(format!(
+                "SKU {sku}: {reserved} reserved of {on_hand} on hand (oversold)"
+            ));
+        }
+    }
+    if !skip_topics {
+        v.extend(repeated_effects(context).await?);
+    }
+    Ok(report)
+}
+
+/// Orders with more than one distinct charge, refund, reservation, release or shipment event on
+/// the topics (the same event delivered twice is one event).
+async fn repeated_effects(context: &Context) -> anyhow::Result<Vec<String>> {
+    let kafka = context.kafka.clone();
+    let topics = context.topics.clone();
+    let records = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
+        let reader = TopicReader::new(&kafka)?;
+        let mut records = Vec::new();
+        for service in [Service::Payment, Service::Inventory, Service::Shipping] {
+            let topic = topics.events(service);
+            for partition in 0..reader.partition_count(&topic)? {
+                records.extend(reader.read_partition(&topic, partition)?);
+            }
+        }
+        Ok(records)
+    })
+    .await??;
+    const ONCE: [&str; 5] = [
+        "PaymentAuthorized",
+        "PaymentRefunded",
+        "StockReserved",
+        "StockReleased",
+        "ShipmentScheduled",
+    ];
+    let mut seen: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
+    for record in &records {
+        let event_type = record
+            .headers
+            .get(headers::EVENT_TYPE)
+            .map(String::as_str)
+            .unwrap_or("");
+        if !ONCE.contains(&event_type) {
+            continue;
+        }
+        let order = record.key.clone().unwrap_or_default();
+        let event_id = record
+            .headers
+            .get(headers::EVENT_ID)
+            .cloned()
+            .unwrap_or_default();
+        seen.entry((order, event_type.to_owned()))
+            .or_default()
+            .insert(event_id);
+    }
+    Ok(seen
+        .into_iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|((order, event_type), ids)| {
+            format!("order {order}: {} distinct {event_type} events", ids.len())
+        })
+        .collect())
+}

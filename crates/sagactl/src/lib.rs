@@ -1,0 +1,22 @@
+//! The operator CLI's commands, as a library so that the fault tests can use `audit` as their
+//! oracle without going through a shell.
+
+pub mod audit;
+pub mod bench;
+pub mod dlq;
+pub mod output;
+pub mod saga;
+pub mod tail;
+pub mod topics;
+
+use saga_events::{EventCodec, TopicNames};
+use saga_messaging::KafkaSettings;
+
+/// What every command needs to reach the system.
+#[derive(Debug)]
+pub struct Context {
+    pub kafka: KafkaSettings,
+    pub codec: EventCodec,
+    pub topics: TopicNames,
+    pub json: bool,
+}
