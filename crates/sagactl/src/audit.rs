@@ -149,6 +149,9 @@ struct Line {
     quantity: i64,
 }
 
+/// order_id, status, cancellation_reason, total_cents, items.
+type OrderRow = (String, String, Option<String>, i64, Json<Vec<Line>>);
+
 fn lines_by_sku(lines: &[Line]) -> BTreeMap<String, i64> {
     let mut merged = BTreeMap::new();
     for line in lines {
@@ -162,7 +165,7 @@ async fn check(
     db: &Databases,
     skip_topics: bool,
 ) -> anyhow::Result<AuditReport> {
-    let orders: Vec<(String, String, Option<String>, i64, Json<Vec<Line>>)> = sqlx::query_as(
+    let orders: Vec<OrderRow> = sqlx::query_as(
         "SELECT order_id::text, status, cancellation_reason, total_cents, items FROM orders",
     )
     .fetch_all(&db.orders)
