@@ -10,6 +10,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet --features saga-messaging/fault-injection -- -D warnings
 
 step "docker-compose.yml"
 if command -v docker-compose >/dev/null 2>&1; then
@@ -42,7 +43,9 @@ export SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-http://127.0.0.1:${REGISTRY_PO
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+# The fault tests drive sagactl as a person would.
+cargo build --quiet -p sagactl
+cargo test --workspace --no-fail-fast --features "$SERVICE_FEATURES" 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      END { printf "\ntests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
 exit "$status"

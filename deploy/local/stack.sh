@@ -513,6 +513,27 @@ cmd_logs() {
   done
 }
 
+cmd_kill() {
+  local pid_file
+  case "$1" in
+    postgres)
+      step "stopping PostgreSQL immediately (no checkpoint: crash recovery on the next start)"
+      as_pg "$(pg_bin)/pg_ctl" stop -D "$PG_DATA" -m immediate -w -t 60 >/dev/null
+      return
+      ;;
+    kafka) pid_file=$KAFKA_DIR/kafka.pid ;;
+    registry) pid_file=$REGISTRY_DIR/registry.pid ;;
+    order | payment | inventory | shipping) pid_file=$SERVICES_DIR/$1.pid ;;
+    *) die "usage: $0 kill postgres|kafka|registry|order|payment|inventory|shipping" ;;
+  esac
+  pid_alive "$pid_file" || die "$1 is not running"
+  local pid
+  pid=$(cat "$pid_file")
+  step "killing $1 (kill -9 $pid)"
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+}
+
 cmd_clean() {
   cmd_down
   step "wiping stack data (downloads are kept)"
@@ -530,8 +551,24 @@ case "${1:-}" in
     shift
     topic_command "$@"
     ;;
+  # Kafka's kafka-consumer-groups tool (inspect groups, reset offsets).
+  kafka-consumer-groups)
+    shift
+    kafka_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@"
+    ;;
+  # Simulates a crash of one component: kill -9 (Postgres: an immediate shutdown). `up` restarts it.
+  kill)
+    cmd_kill "${2:-}"
+    ;;
+  # Stops one service gracefully (SIGTERM); `up` starts it again.
+  stop)
+    case "${2:-}" in
+      order | payment | inventory | shipping) stop_pid "the $2 service" "$SERVICES_DIR/$2.pid" 40 ;;
+      *) die "usage: $0 stop order|payment|inventory|shipping" ;;
+    esac
+    ;;
   *)
-    say "usage: $0 up|down|status|logs|clean|kafka-topics <args>" >&2
+    say "usage: $0 up|down|status|logs|clean|kill <component>|stop <service>|kafka-topics <args>|kafka-consumer-groups <args>" >&2
     exit 2
     ;;
 esac

@@ -67,12 +67,48 @@ impl std::fmt::Display for StackRun {
 /// Runs `deploy/local/stack.sh <command>` and waits for it (it has its own deadlines). The
 /// services are already built by `make test`, so the stack does not rebuild them.
 pub fn stack(command: &str) -> anyhow::Result<StackRun> {
+    stack_with(&[command], &[])
+}
+
+/// `deploy/local/stack.sh <args…>` with extra environment (e.g. `FAULT_INJECTION` for the
+/// services it starts); fails unless it succeeds.
+pub fn stack_ok(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<StackRun> {
+    let run = stack_with(args, env)?;
+    if !run.success {
+        bail!("stack.sh {}:\n{run}", args.join(" "));
+    }
+    Ok(run)
+}
+
+fn stack_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<StackRun> {
     let output = Command::new(repo_root().join("deploy/local/stack.sh"))
-        .arg(command)
+        .args(args)
         .env("SAGA_SKIP_BUILD", "1")
+        .envs(env.iter().copied())
         .current_dir(repo_root())
         .output()?;
     Ok(StackRun::from_output(output))
+}
+
+/// Runs the `sagactl` binary `make test` built; returns its stdout, failing on a non-zero exit
+/// unless `allow_failure`.
+pub fn sagactl(args: &[&str], allow_failure: bool) -> anyhow::Result<(bool, String)> {
+    let binary = std::env::var_os("SAGACTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/sagactl"));
+    let output = Command::new(&binary)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} (cargo build -p sagactl)", binary.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() && !allow_failure {
+        bail!(
+            "sagactl {} failed:\n{stdout}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok((output.status.success(), stdout))
 }
 
 /// Polls `probe` until it returns `Some`, or fails after `deadline` showing the last thing it saw.

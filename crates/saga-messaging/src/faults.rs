@@ -2,9 +2,9 @@
 //!
 //! Only compiled with the `fault-injection` feature, which release builds never enable: a
 //! production binary has no way to turn it on. Rules come from `FAULT_INJECTION`, e.g.
-//! `inventory:sku=fault-twice-:2,payment:order=01a2…:3`: at the named service, events whose
-//! order id, or one of whose SKUs, starts with the given text fail permanently that many times
-//! each.
+//! `inventory:sku=fault-twice-:2,order:order=01a2…:3:PaymentAuthorized`: at the named service,
+//! events (of the named type, if one is given) whose order id, or one of whose SKUs, starts with
+//! the given text fail permanently that many times each.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +21,7 @@ enum Target {
 struct Rule {
     target: Target,
     times: u32,
+    event_type: Option<String>,
 }
 
 /// The rules that apply to one service, and how often each event has been failed so far.
@@ -35,11 +36,15 @@ impl FaultInjection {
     pub fn parse(spec: &str, service: &str) -> Result<Self, String> {
         let mut rules = Vec::new();
         for rule in spec.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-            let parts: Vec<&str> = rule.splitn(3, ':').collect();
-            let [rule_service, target, times] = parts.as_slice() else {
-                return Err(format!(
-                    "{rule:?}: expected <service>:<sku|order>=<prefix>:<times>"
-                ));
+            let parts: Vec<&str> = rule.split(':').collect();
+            let (rule_service, target, times, event_type) = match parts.as_slice() {
+                [s, t, n] => (*s, *t, *n, None),
+                [s, t, n, e] => (*s, *t, *n, Some((*e).to_owned())),
+                _ => {
+                    return Err(format!(
+                        "{rule:?}: expected <service>:<sku|order>=<prefix>:<times>[:<EventType>]"
+                    ));
+                }
             };
             let times: u32 = times.parse().map_err(|e| format!("{rule:?}: times: {e}"))?;
             let target = match target.split_once('=') {
@@ -51,8 +56,12 @@ impl FaultInjection {
                     ));
                 }
             };
-            if *rule_service == service {
-                rules.push(Rule { target, times });
+            if rule_service == service {
+                rules.push(Rule {
+                    target,
+                    times,
+                    event_type,
+                });
             }
         }
         Ok(Self {
@@ -92,6 +101,13 @@ impl FaultInjection {
 }
 
 fn matches(rule: &Rule, event: &SagaEvent) -> bool {
+    if rule
+        .event_type
+        .as_deref()
+        .is_some_and(|t| t != event.event_type().name())
+    {
+        return false;
+    }
     match &rule.target {
         Target::Order(prefix) => event.order_id().starts_with(prefix.as_str()),
         Target::Sku(prefix) => {
@@ -140,5 +156,7 @@ mod tests {
         assert!(FaultInjection::parse("payment:sku=a:1", "inventory").is_ok_and(|f| f.is_empty()));
         assert!(FaultInjection::parse("inventory:color=red:1", "inventory").is_err());
         assert!(FaultInjection::parse("inventory:sku=a", "inventory").is_err());
+        let typed = FaultInjection::parse("inventory:sku=f:1:StockReserved", "inventory");
+        assert!(typed.is_ok_and(|f| f.should_fail(&released("f-1")).is_none()));
     }
 }

@@ -60,6 +60,14 @@ pub struct RelaySettings {
     pub recovery_window: i64,
     /// Postgres advisory lock that elects the active relay of a database.
     pub lock_key: i64,
+    /// Published outbox rows and inbox entries older than this are deleted. It must exceed the
+    /// topics' retention: an inbox entry has to outlive every copy of its event that could
+    /// still be delivered.
+    pub retention: Duration,
+    /// How often the active relay deletes what is past retention.
+    pub cleanup_interval: Duration,
+    /// Rows deleted per statement, so that no cleanup transaction grows large.
+    pub cleanup_batch: i64,
 }
 
 impl Default for RelaySettings {
@@ -70,6 +78,10 @@ impl Default for RelaySettings {
             standby_interval: Duration::from_secs(1),
             recovery_window: 200,
             lock_key: RELAY_LOCK_KEY,
+            // Topics keep 7 days; one more day of margin.
+            retention: Duration::from_secs(8 * 24 * 3600),
+            cleanup_interval: Duration::from_secs(60),
+            cleanup_batch: 1000,
         }
     }
 }
@@ -203,6 +215,8 @@ impl OutboxRelay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         let mut lock_checked = Instant::now();
+        // The elected relay is also the database's one cleaner.
+        let mut cleaned: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -213,7 +227,12 @@ impl OutboxRelay {
             }
             if lock_checked.elapsed() > Duration::from_secs(5) {
                 lock_conn.ping().await.map_err(|_| RelayError::LockLost)?;
+                self.report_backlog().await?;
                 lock_checked = Instant::now();
+            }
+            if cleaned.is_none_or(|at| at.elapsed() >= self.settings.cleanup_interval) {
+                self.clean_up().await?;
+                cleaned = Some(Instant::now());
             }
             tokio::select! {
                 notification = listener.recv() => { notification?; }
@@ -229,6 +248,56 @@ impl OutboxRelay {
             .await;
         let _ = lock_conn.close().await;
         self.set_status(RelayStatus::Stopped);
+        Ok(())
+    }
+
+    /// Deletes published outbox rows and inbox entries past retention, a bounded batch per
+    /// statement. `SKIP LOCKED` means a row some transaction is using is simply left for the
+    /// next round: cleanup never waits on, nor blocks, the hot path. Returns the rows deleted.
+    pub async fn clean_up(&self) -> Result<u64, RelayError> {
+        let horizon = format!("{} seconds", self.settings.retention.as_secs());
+        let mut deleted = 0;
+        for statement in [
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox WHERE published_at < now() - $1::interval
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM inbox WHERE event_id IN (
+                 SELECT event_id FROM inbox WHERE processed_at < now() - $1::interval
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        ] {
+            loop {
+                let rows = sqlx::query(statement)
+                    .bind(&horizon)
+                    .bind(self.settings.cleanup_batch)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                deleted += rows;
+                if rows < self.settings.cleanup_batch as u64 {
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            info!(
+                rows = deleted,
+                "deleted outbox and inbox rows past retention"
+            );
+        }
+        metrics::counter!("saga_retention_deleted_rows_total").increment(deleted);
+        Ok(deleted)
+    }
+
+    /// Unpublished rows and the age of the oldest, as gauges.
+    async fn report_backlog(&self) -> Result<(), RelayError> {
+        let (backlog, oldest): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        metrics::gauge!("saga_outbox_backlog").set(backlog as f64);
+        metrics::gauge!("saga_outbox_oldest_unpublished_seconds").set(oldest.unwrap_or(0.0));
         Ok(())
     }
 

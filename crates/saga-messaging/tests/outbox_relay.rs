@@ -166,3 +166,70 @@ async fn a_second_relay_stays_idle_until_the_first_lets_go() -> anyhow::Result<(
     second_running.await?;
     assert_published_once_in_order(&iso, &written).await
 }
+
+#[tokio::test]
+async fn cleanup_deletes_only_what_is_past_retention_in_small_batches() -> anyhow::Result<()> {
+    let iso = Isolated::new(1).await?;
+    write(&iso, interleaved(2, 3)).await?;
+    let publisher = relay(&iso)?;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(publisher.clone().run(shutdown.clone()));
+    wait_until_all_stamped(&iso).await?;
+    shutdown.cancel();
+    running.await?;
+    write(&iso, interleaved(1, 2)).await?; // never published: must survive any cleanup
+
+    // Half of the published rows, and two of three inbox entries, are past retention.
+    sqlx::query(
+        "UPDATE outbox SET published_at = now() - interval '9 days'
+         WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL ORDER BY id LIMIT 3)",
+    )
+    .execute(&iso.pool)
+    .await?;
+    sqlx::query(
+        "UPDATE outbox SET created_at = now() - interval '30 days' WHERE published_at IS NULL",
+    )
+    .execute(&iso.pool)
+    .await?;
+    for age_days in [9, 10, 0] {
+        sqlx::query(
+            "INSERT INTO inbox (event_id, event_type, topic, kafka_partition, kafka_offset, processed_at)
+             VALUES ($1, 'OrderConfirmed', 't', 0, 0, now() - make_interval(days => $2))",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(age_days)
+        .execute(&iso.pool)
+        .await?;
+    }
+
+    let cleaner = OutboxRelay::new(
+        iso.pool.clone(),
+        &iso.kafka,
+        RelaySettings {
+            lock_key: iso.lock_key,
+            cleanup_batch: 2,
+            ..RelaySettings::default()
+        },
+    )?;
+    assert_eq!(
+        cleaner.clean_up().await?,
+        5,
+        "3 outbox rows and 2 inbox entries"
+    );
+    let outbox: (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE published_at IS NOT NULL), count(*) FILTER (WHERE published_at IS NULL) FROM outbox",
+    )
+    .fetch_one(&iso.pool)
+    .await?;
+    assert_eq!(
+        outbox,
+        (3, 2),
+        "recent published rows and every unpublished row stay"
+    );
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&iso.pool)
+        .await?;
+    assert_eq!(inbox, 1);
+    assert_eq!(cleaner.clean_up().await?, 0, "nothing left to delete");
+    Ok(())
+}

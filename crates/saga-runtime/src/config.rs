@@ -2,7 +2,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use saga_events::Service;
-use saga_messaging::ConsumerSettings;
+use saga_messaging::{ConsumerSettings, RelaySettings};
 
 use crate::RuntimeError;
 
@@ -24,6 +24,9 @@ pub struct ServiceConfig {
     pub http_addr: String,
     /// `RETRY_MAX_ATTEMPTS` (default 3) and `RETRY_DELAY_MS` (default 1000, doubling per retry).
     pub consumer: ConsumerSettings,
+    /// `RETENTION_HOURS` (default 192: the topics' 7 days plus one): how long published outbox
+    /// rows and inbox entries are kept.
+    pub relay: RelaySettings,
 }
 
 /// The database (and role) each service owns.
@@ -56,6 +59,10 @@ impl ServiceConfig {
             consumer: ConsumerSettings {
                 max_attempts: env_parse("RETRY_MAX_ATTEMPTS", 3)?,
                 retry_delay: Duration::from_millis(env_parse("RETRY_DELAY_MS", 1000)?),
+            },
+            relay: RelaySettings {
+                retention: Duration::from_secs(3600 * env_parse("RETENTION_HOURS", 192u64)?),
+                ..RelaySettings::default()
             },
         })
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use saga_events::{EventCodec, Service, TopicNames};
-use saga_messaging::{EventConsumer, KafkaSettings, Outbox, OutboxRelay, Reactions, RelaySettings};
+use saga_messaging::{EventConsumer, KafkaSettings, Outbox, OutboxRelay, Reactions};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use thiserror::Error;
@@ -133,7 +133,7 @@ impl ServiceRuntime {
         let relay_shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
 
-        let relay = OutboxRelay::new(self.pool.clone(), &self.kafka, RelaySettings::default())?;
+        let relay = OutboxRelay::new(self.pool.clone(), &self.kafka, self.config.relay.clone())?;
         let relay_task = tokio::spawn(relay.run(relay_shutdown.clone()));
 
         let group = format!("{}{}-service", self.topics.prefix(), self.service.name());
