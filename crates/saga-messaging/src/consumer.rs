@@ -331,31 +331,28 @@ impl<R: Reactions> Shared<R> {
         shutdown: &CancellationToken,
     ) -> bool {
         let mut backoff = Backoff::new();
-        let event = loop {
+        let decoded = loop {
             match self.codec.decode(payload).await {
-                Ok(event) => break Some(event),
+                Ok(event) => break Ok(event),
                 Err(error) if error.is_transient() => {
                     warn!(%error, %delivery, "cannot decode yet; retrying");
                     if !backoff.wait(shutdown).await {
                         return false;
                     }
                 }
-                Err(error) => {
-                    warn!(%error, %delivery, "undecodable message; dead-lettering it");
-                    break None;
-                }
+                Err(error) => break Err(error.to_string()),
             }
         };
-        let Some(event) = event else {
-            let reason = match self.codec.decode(payload).await {
-                Err(error) => error.to_string(),
-                Ok(_) => "undecodable".to_owned(),
-            };
-            return self
-                .retry_in_place(shutdown, "undecodable", || {
-                    self.dead_letter_undecodable(payload, delivery, &reason)
-                })
-                .await;
+        let event = match decoded {
+            Ok(event) => event,
+            Err(reason) => {
+                warn!(%reason, %delivery, "undecodable message; dead-lettering it");
+                return self
+                    .retry_in_place(shutdown, "undecodable", || {
+                        self.dead_letter_undecodable(payload, delivery, &reason)
+                    })
+                    .await;
+            }
         };
         let event_type = event.event_type();
         if !self.reactions.wants(event_type) {
@@ -380,10 +377,8 @@ impl<R: Reactions> Shared<R> {
         async {
             let started = Instant::now();
             let finished = if delivery.topic == self.topics.retry(self.service) {
-                self.retry_in_place(shutdown, event_type.name(), || {
-                    self.retry(&event, payload, delivery)
-                })
-                .await
+                self.retry_in_place(shutdown, event_type.name(), || self.retry(&event, delivery))
+                    .await
             } else {
                 self.retry_in_place(shutdown, event_type.name(), || {
                     self.first_delivery(&event, payload, delivery)
@@ -526,7 +521,6 @@ impl<R: Reactions> Shared<R> {
     async fn retry(
         &self,
         event: &SagaEvent,
-        _payload: &[u8],
         delivery: &Delivery,
     ) -> Result<&'static str, HandlerError> {
         let order_id = event.order_id();
