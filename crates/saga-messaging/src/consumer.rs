@@ -39,7 +39,7 @@ use crate::error::{FailureKind, HandlerError};
 use crate::headers;
 use crate::kafka::KafkaSettings;
 use crate::outbox::Outbox;
-use crate::parking::{self, NewParked, ParkedStatus};
+use crate::parking::{self, Arrival, NewParked, ParkedStatus};
 use crate::trace;
 
 /// Where a message came from.
@@ -349,11 +349,21 @@ impl<R: Reactions> Shared<R> {
                 warn!(%reason, %delivery, "undecodable message; dead-lettering it");
                 return self
                     .retry_in_place(shutdown, "undecodable", || {
-                        self.dead_letter_undecodable(payload, delivery, &reason)
+                        self.dead_letter_now(payload, delivery, FailureKind::Undecodable, &reason)
                     })
                     .await;
             }
         };
+        if let Err(error) = event_uuid(&event) {
+            // Without a valid event id the message can be neither deduplicated nor parked.
+            let reason = error.to_string();
+            warn!(%reason, %delivery, "event without a valid event id; dead-lettering it");
+            return self
+                .retry_in_place(shutdown, event.event_type().name(), || {
+                    self.dead_letter_now(payload, delivery, FailureKind::Permanent, &reason)
+                })
+                .await;
+        }
         let event_type = event.event_type();
         if !self.reactions.wants(event_type) {
             metrics::counter!("saga_events_consumed_total", "event_type" => event_type.name(), "outcome" => "ignored").increment(1);
@@ -459,13 +469,12 @@ impl<R: Reactions> Shared<R> {
         let order_id = event.order_id();
         let mut tx = self.pool.begin().await?;
         parking::lock_order(&mut tx, order_id).await?;
-        if parking::is_processed(&mut tx, event_id).await?
-            || parking::is_parked(&mut tx, &event.metadata().event_id).await?
-        {
+        let arrival = parking::arrival(&mut tx, event_id, order_id).await?;
+        if arrival == Arrival::Duplicate {
             tx.rollback().await?;
             return Ok("duplicate");
         }
-        if parking::order_has_parked(&mut tx, order_id).await? {
+        if arrival == Arrival::BehindParked {
             parking::insert(
                 &mut tx,
                 NewParked {
@@ -699,11 +708,13 @@ impl<R: Reactions> Shared<R> {
         }
     }
 
-    /// A message that is not a saga event: straight to the dead-letter topic, raw bytes and all.
-    async fn dead_letter_undecodable(
+    /// A message no retry can help (not a saga event, or one without a usable id): straight to
+    /// the dead-letter topic, raw bytes and all.
+    async fn dead_letter_now(
         &self,
         payload: &[u8],
         delivery: &Delivery,
+        kind: FailureKind,
         reason: &str,
     ) -> Result<&'static str, HandlerError> {
         let now = chrono::Utc::now();
@@ -711,7 +722,7 @@ impl<R: Reactions> Shared<R> {
             self.service.name(),
             delivery,
             1,
-            FailureKind::Undecodable,
+            kind,
             reason,
             now,
             now,

@@ -108,40 +108,38 @@ pub async fn lock_order(conn: &mut PgConnection, order_id: &str) -> Result<(), s
     Ok(())
 }
 
-pub async fn is_parked(conn: &mut PgConnection, event_id: &str) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT id FROM parked WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(conn)
-            .await?
-            .is_some(),
-    )
+/// Where an arriving message stands for this service, in one round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Already handled (in the inbox) or already parked: a duplicate.
+    Duplicate,
+    /// Another message of the order is parked: this one waits behind it.
+    BehindParked,
+    /// Nothing stands in the way.
+    Clear,
 }
 
-pub async fn order_has_parked(
-    conn: &mut PgConnection,
-    order_id: &str,
-) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT id FROM parked WHERE order_id = $1 LIMIT 1")
-            .bind(order_id)
-            .fetch_optional(conn)
-            .await?
-            .is_some(),
-    )
-}
-
-pub async fn is_processed(
+pub async fn arrival(
     conn: &mut PgConnection,
     event_id: uuid::Uuid,
-) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query_scalar::<_, uuid::Uuid>("SELECT event_id FROM inbox WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(conn)
-            .await?
-            .is_some(),
+    order_id: &str,
+) -> Result<Arrival, sqlx::Error> {
+    let (processed, parked, order_parked): (bool, bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM inbox WHERE event_id = $1),
+                EXISTS (SELECT 1 FROM parked WHERE event_id = $1::text),
+                EXISTS (SELECT 1 FROM parked WHERE order_id = $2)",
     )
+    .bind(event_id)
+    .bind(order_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(if processed || parked {
+        Arrival::Duplicate
+    } else if order_parked {
+        Arrival::BehindParked
+    } else {
+        Arrival::Clear
+    })
 }
 
 /// What a new parked row records.
