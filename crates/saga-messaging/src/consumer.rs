@@ -477,15 +477,7 @@ impl<R: Reactions> Shared<R> {
         if arrival == Arrival::BehindParked {
             parking::insert(
                 &mut tx,
-                NewParked {
-                    order_id,
-                    event_id: &event.metadata().event_id,
-                    event_type: event.event_type().name(),
-                    status: ParkedStatus::Waiting,
-                    source: delivery,
-                    payload,
-                    failure: None,
-                },
+                NewParked::of(event, delivery, payload, ParkedStatus::Waiting, None),
             )
             .await?;
             tx.commit().await?;
@@ -503,17 +495,10 @@ impl<R: Reactions> Shared<R> {
             Err(error) => {
                 attempt.rollback().await?;
                 let reason = error.to_string();
+                let failure = Some((error.kind(), reason.as_str()));
                 let id = parking::insert(
                     &mut tx,
-                    NewParked {
-                        order_id,
-                        event_id: &event.metadata().event_id,
-                        event_type: event.event_type().name(),
-                        status: ParkedStatus::Retrying,
-                        source: delivery,
-                        payload,
-                        failure: Some((error.kind(), &reason)),
-                    },
+                    NewParked::of(event, delivery, payload, ParkedStatus::Retrying, failure),
                 )
                 .await?;
                 let outcome = self

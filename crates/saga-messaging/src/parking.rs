@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use saga_events::SagaEvent;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
@@ -152,6 +153,26 @@ pub struct NewParked<'a> {
     pub source: &'a Delivery,
     pub payload: &'a [u8],
     pub failure: Option<(FailureKind, &'a str)>,
+}
+
+impl<'a> NewParked<'a> {
+    pub fn of(
+        event: &'a SagaEvent,
+        source: &'a Delivery,
+        payload: &'a [u8],
+        status: ParkedStatus,
+        failure: Option<(FailureKind, &'a str)>,
+    ) -> Self {
+        Self {
+            order_id: event.order_id(),
+            event_id: &event.metadata().event_id,
+            event_type: event.event_type().name(),
+            status,
+            source,
+            payload,
+            failure,
+        }
+    }
 }
 
 pub async fn insert(conn: &mut PgConnection, parked: NewParked<'_>) -> Result<i64, sqlx::Error> {

@@ -56,11 +56,19 @@ pub async fn lock(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<Option<PaymentView>, sqlx::Error> {
-    sqlx::query_as(
+    select(conn, order_id, " FOR UPDATE").await
+}
+
+async fn select(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    locking: &str,
+) -> Result<Option<PaymentView>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT order_id, payment_id, status, amount_cents, currency, decline_reason, refund_reason,
                 created_at, updated_at
-         FROM payments WHERE order_id = $1 FOR UPDATE",
-    )
+         FROM payments WHERE order_id = $1{locking}"
+    )))
     .bind(order_id)
     .fetch_optional(conn)
     .await
@@ -85,12 +93,5 @@ pub async fn find(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<Option<PaymentView>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT order_id, payment_id, status, amount_cents, currency, decline_reason, refund_reason,
-                created_at, updated_at
-         FROM payments WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(conn)
-    .await
+    select(conn, order_id, "").await
 }
