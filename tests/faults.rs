@@ -467,19 +467,30 @@ async fn a_handler_failing_twice_completes_through_the_retry_topic_in_order() ->
     assert_eq!(order["status"], "CONFIRMED", "{order}");
 
     // Order failed PaymentAuthorized twice: two records on order.retry, attempts 1 and 2.
-    let retries = tokio::task::spawn_blocking({
-        let order_id = order_id.clone();
-        move || -> anyhow::Result<Vec<String>> {
-            let reader = TopicReader::new(&KafkaSettings::new(bootstrap()))?;
-            Ok(reader
-                .records_with_key("order.retry", &order_id)?
-                .into_iter()
-                .map(|r| r.headers.get("saga-attempts").cloned().unwrap_or_default())
-                .collect())
-        }
-    })
-    .await??;
-    assert_eq!(retries, ["1", "2"], "retry records of the order");
+    wait_for(
+        "both retry records of the order",
+        Duration::from_secs(30),
+        || {
+            let order_id = order_id.clone();
+            async move {
+                let attempts =
+                    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+                        let reader = TopicReader::new(&KafkaSettings::new(bootstrap()))?;
+                        Ok(reader
+                            .records_with_key("order.retry", &order_id)?
+                            .into_iter()
+                            .map(|r| r.headers.get("saga-attempts").cloned().unwrap_or_default())
+                            .collect())
+                    })
+                    .await??;
+                Ok((
+                    (attempts == ["1", "2"]).then_some(()),
+                    format!("attempts {attempts:?}"),
+                ))
+            }
+        },
+    )
+    .await?;
 
     // The later events of the order waited behind it at Order: they were handled after it.
     let handled = orders_inbox(&order_id).await?;

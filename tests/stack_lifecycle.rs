@@ -4,9 +4,7 @@
 //! This test stops and starts the shared stack, so it lives alone in its own test binary: cargo
 //! runs test binaries one after another, never two at once.
 
-use std::fs;
-
-use saga_e2e::{registry_url, stack, state_dir};
+use saga_e2e::{registry_url, stack};
 use saga_events::{EventCodec, TopicNames};
 
 const COMPONENTS: [&str; 7] = [
@@ -19,24 +17,20 @@ const COMPONENTS: [&str; 7] = [
     "shipping",
 ];
 
+/// The pid of every component, as `make status` reports it.
 fn pids() -> anyhow::Result<Vec<(String, String)>> {
-    let state = state_dir();
-    let files = [
-        ("kafka", state.join("kafka/kafka.pid")),
-        ("registry", state.join("registry/registry.pid")),
-        ("postgres", state.join("postgres/data/postmaster.pid")),
-        ("order", state.join("services/order.pid")),
-        ("payment", state.join("services/payment.pid")),
-        ("inventory", state.join("services/inventory.pid")),
-        ("shipping", state.join("services/shipping.pid")),
-    ];
-    files
-        .into_iter()
-        .map(|(name, path)| {
-            let text = fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let pid = text.lines().next().unwrap_or_default().trim().to_owned();
-            Ok((name.to_owned(), pid))
+    let status = stack("status")?;
+    COMPONENTS
+        .iter()
+        .map(|component| {
+            let pid = status
+                .stdout
+                .lines()
+                .find(|l| l.starts_with(component) && l.contains("running"))
+                .and_then(|l| l.split("(pid ").nth(1))
+                .and_then(|rest| rest.split([')', ',']).next())
+                .ok_or_else(|| anyhow::anyhow!("no pid for {component} in:\n{status}"))?;
+            Ok(((*component).to_owned(), pid.trim().to_owned()))
         })
         .collect()
 }

@@ -41,6 +41,12 @@ DATABASES=(orders payments inventory shipping registry saga_test)
 KAFKA_DIR=$STATE/kafka
 REGISTRY_DIR=$STATE/registry
 PG_DIR=$STATE/postgres
+# Postgres runs as the postgres OS user. As root in a checkout that user cannot reach (under
+# /root, say), the cluster lives in /var/tmp instead, one directory per checkout.
+if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+  PG_DIR=/var/tmp/saga-postgres-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
+fi
+PG_LOG=$PG_DIR/postgres.log
 PG_DATA=$PG_DIR/data
 PG_SOCKET_DIR=$PG_DIR/run
 
@@ -149,9 +155,9 @@ postgres_up() {
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || die "the postgres OS user is missing (reinstall the postgresql package)"
     chown postgres: "$PG_DIR"
-    touch "$LOGS/postgres.log" && chown postgres: "$LOGS/postgres.log"
     as_pg test -w "$PG_DIR" ||
       die "the postgres user cannot write $PG_DIR: a parent directory is not traversable (chmod o+x it, or set SAGA_STATE_DIR)"
+    [ "$PG_DIR" = "$STATE/postgres" ] || say "postgres   $ROOT is not reachable by the postgres user: its cluster lives in $PG_DIR"
   fi
   if [ ! -f "$PG_DATA/PG_VERSION" ]; then
     step "initialising PostgreSQL in $PG_DATA"
@@ -179,8 +185,8 @@ EOF
   else
     port_open "$PGPORT" && die "port $PGPORT is taken by another process: stop it or set PGPORT"
     step "starting PostgreSQL on 127.0.0.1:$PGPORT"
-    as_pg "$bin/pg_ctl" start -D "$PG_DATA" -w -t 60 -l "$LOGS/postgres.log" -o "-p $PGPORT" >/dev/null ||
-      { tail -n 20 "$LOGS/postgres.log" >&2; die "PostgreSQL did not start"; }
+    as_pg "$bin/pg_ctl" start -D "$PG_DATA" -w -t 60 -l "$PG_LOG" -o "-p $PGPORT" >/dev/null ||
+      { tail -n 20 "$PG_LOG" >&2; die "PostgreSQL did not start"; }
   fi
   local db
   for db in "${DATABASES[@]}"; do
@@ -478,7 +484,12 @@ status_line() {
 
 cmd_status() {
   local all=0
-  if pg_running; then status_line postgres running "127.0.0.1:$PGPORT"; else status_line postgres stopped "-"; all=1; fi
+  if pg_running; then
+    status_line postgres running "127.0.0.1:$PGPORT (pid $(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null), data $PG_DATA)"
+  else
+    status_line postgres stopped "-"
+    all=1
+  fi
   if pid_alive "$KAFKA_DIR/kafka.pid"; then status_line kafka running "127.0.0.1:$KAFKA_PORT (pid $(cat "$KAFKA_DIR/kafka.pid"))"; else status_line kafka stopped "-"; all=1; fi
   if pid_alive "$REGISTRY_DIR/registry.pid"; then
     if registry_ready; then status_line registry running "$REGISTRY_URL (pid $(cat "$REGISTRY_DIR/registry.pid"))"; else status_line registry starting "$REGISTRY_URL"; all=1; fi
@@ -505,7 +516,7 @@ cmd_status() {
 
 cmd_logs() {
   local log
-  for log in "$LOGS"/postgres.log "$LOGS"/kafka.log "$LOGS"/registry.log "$LOGS"/order.log \
+  for log in "$PG_LOG" "$LOGS"/kafka.log "$LOGS"/registry.log "$LOGS"/order.log \
     "$LOGS"/payment.log "$LOGS"/inventory.log "$LOGS"/shipping.log; do
     [ -f "$log" ] || continue
     printf '\n===== %s =====\n' "$log"

@@ -86,9 +86,13 @@ impl TopicReader {
         assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
         self.consumer.assign(&assignment)?;
         let deadline = Instant::now() + Duration::from_secs(60);
+        // An end-of-partition event can come before the last record that was already there when
+        // the watermarks were read; only a few seconds without records ends the read early.
+        let mut quiet_since: Option<Instant> = None;
         while Instant::now() < deadline {
-            match self.consumer.poll(Duration::from_millis(500)) {
+            match self.consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(message)) => {
+                    quiet_since = None;
                     records.push(RawRecord {
                         topic: topic.to_owned(),
                         partition,
@@ -104,9 +108,13 @@ impl TopicReader {
                         return Ok(records);
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(records),
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {
+                    let since = *quiet_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(3) {
+                        return Ok(records);
+                    }
+                }
                 Some(Err(error)) => return Err(error),
-                None => {}
             }
         }
         Err(KafkaError::MessageConsumption(
