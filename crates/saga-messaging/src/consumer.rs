@@ -651,41 +651,32 @@ impl<R: Reactions> Shared<R> {
         let (first, last) =
             parking::record_failure(tx, parked_id, status, attempts, kind, reason).await?;
         let key = source.key.clone().unwrap_or_default();
+        let delay = self.settings.retry_delay * 2u32.saturating_pow((attempts - 1).max(0) as u32);
+        let (topic, not_before) = if dead {
+            (self.topics.dlq(self.service), None)
+        } else {
+            let due = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
+            (self.topics.retry(self.service), Some(due))
+        };
+        let record = parking::failure_headers(
+            self.service.name(),
+            source,
+            attempts,
+            kind,
+            reason,
+            first,
+            last,
+            not_before,
+        );
+        self.outbox
+            .append_raw(tx, &topic, &key, payload, &record)
+            .await?;
         if dead {
-            let record = parking::failure_headers(
-                self.service.name(),
-                source,
-                attempts,
-                kind,
-                reason,
-                first,
-                last,
-                None,
-            );
-            self.outbox
-                .append_raw(tx, &self.topics.dlq(self.service), &key, payload, &record)
-                .await?;
             metrics::counter!("saga_dead_letters_total", "service" => self.service.name())
                 .increment(1);
             error!(%source, attempts, reason, "dead-lettered after its last attempt");
             Ok("dead_lettered")
         } else {
-            let delay =
-                self.settings.retry_delay * 2u32.saturating_pow((attempts - 1).max(0) as u32);
-            let not_before = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
-            let record = parking::failure_headers(
-                self.service.name(),
-                source,
-                attempts,
-                kind,
-                reason,
-                first,
-                last,
-                Some(not_before),
-            );
-            self.outbox
-                .append_raw(tx, &self.topics.retry(self.service), &key, payload, &record)
-                .await?;
             metrics::counter!("saga_retries_scheduled_total", "service" => self.service.name())
                 .increment(1);
             warn!(%source, attempts, reason, retry_in = ?delay, "handling failed; scheduled a retry");
