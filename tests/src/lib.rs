@@ -20,13 +20,6 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// Where the stack keeps its state (pid files, data), as `deploy/local/stack.sh` sees it.
-pub fn state_dir() -> PathBuf {
-    std::env::var_os("SAGA_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".local"))
-}
-
 pub fn registry_url() -> String {
     std::env::var("SCHEMA_REGISTRY_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())

@@ -238,12 +238,6 @@ impl EventCodec {
             })
     }
 
-    /// Forgets cached registry failures (e.g. an unknown id that has since been registered).
-    pub fn forget_registry_errors(&self) {
-        self.inner.decoder.remove_errors_from_cache();
-        self.inner.encoder.remove_errors_from_cache();
-    }
-
     async fn decode_value(&self, payload: &[u8]) -> Result<(u32, EventType, Value), DecodeError> {
         let id = wire_schema_id(payload)?;
         let decoded = self.decode_with_writer_schema(id, payload).await?;

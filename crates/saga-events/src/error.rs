@@ -80,16 +80,4 @@ impl DecodeError {
     pub fn is_transient(&self) -> bool {
         matches!(self, DecodeError::RegistryUnavailable { .. })
     }
-
-    /// The schema id the payload names, when it names one.
-    pub fn schema_id(&self) -> Option<u32> {
-        match self {
-            DecodeError::NotAvro { .. } => None,
-            DecodeError::UnknownSchemaId { id }
-            | DecodeError::Malformed { id, .. }
-            | DecodeError::UnknownEventType { id, .. }
-            | DecodeError::Unreadable { id, .. }
-            | DecodeError::RegistryUnavailable { id, .. } => Some(*id),
-        }
-    }
 }

@@ -53,7 +53,6 @@ pub struct Parked {
     pub source: Delivery,
     pub payload: Vec<u8>,
     pub attempts: i32,
-    pub first_failed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -70,7 +69,6 @@ struct ParkedRow {
     payload: Vec<u8>,
     headers: Json<BTreeMap<String, String>>,
     attempts: i32,
-    first_failed_at: Option<DateTime<Utc>>,
 }
 
 impl From<ParkedRow> for Parked {
@@ -90,14 +88,13 @@ impl From<ParkedRow> for Parked {
             },
             payload: row.payload,
             attempts: row.attempts,
-            first_failed_at: row.first_failed_at,
         }
     }
 }
 
 const COLUMNS: &str =
     "id, order_id, event_id, status, source_topic, source_partition, source_offset,
-    source_timestamp, message_key, payload, headers, attempts, first_failed_at";
+    source_timestamp, message_key, payload, headers, attempts";
 
 /// Serializes the handling of one order's messages within this service's database, across
 /// partitions and topics, until the transaction ends.
