@@ -19,7 +19,7 @@ use saga_events::{
     ShipmentScheduled, StockLine, StockReserved, TopicNames,
 };
 use saga_messaging::KafkaSettings;
-use saga_messaging::reader::{TopicReader, committed_offsets};
+use saga_messaging::reader::{PartitionReader, committed_offsets};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -236,7 +236,7 @@ async fn rewound_consumer_groups_redo_nothing() -> anyhow::Result<()> {
 /// Records the four service groups have not committed yet, over the topics each reads.
 fn total_lag(kafka: &KafkaSettings, topics: &TopicNames) -> anyhow::Result<i64> {
     use saga_events::Service::*;
-    let reader = TopicReader::new(kafka)?;
+    let reader = PartitionReader::new(kafka)?;
     let reads = [
         (Order, vec![Order, Payment, Inventory, Shipping]),
         (Payment, vec![Order, Inventory, Shipping]),
@@ -475,11 +475,16 @@ async fn a_handler_failing_twice_completes_through_the_retry_topic_in_order() ->
             async move {
                 let attempts =
                     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-                        let reader = TopicReader::new(&KafkaSettings::new(bootstrap()))?;
+                        let reader = PartitionReader::new(&KafkaSettings::new(bootstrap()))?;
                         Ok(reader
                             .records_with_key("order.retry", &order_id)?
                             .into_iter()
-                            .map(|r| r.headers.get("saga-attempts").cloned().unwrap_or_default())
+                            .map(|r| {
+                                r.headers
+                                    .get("saga-attempts")
+                                    .unwrap_or_default()
+                                    .to_owned()
+                            })
                             .collect())
                     })
                     .await??;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use saga_events::{EventCodec, SagaEvent, Service};
+use saga_messaging::Delivery as RawRecord;
 use saga_messaging::KafkaSettings;
-use saga_messaging::reader::{RawRecord, TopicReader};
+use saga_messaging::reader::PartitionReader;
 use serde_json::{Value, json};
 
 /// The checkout's root directory.
@@ -286,7 +287,7 @@ pub async fn events_on_topics(
     let topics = codec.topics().clone();
     let key = order_id.to_owned();
     let raw = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
-        let reader = TopicReader::new(&KafkaSettings::new(bootstrap()))?;
+        let reader = PartitionReader::new(&KafkaSettings::new(bootstrap()))?;
         let mut records = Vec::new();
         for service in Service::ALL {
             records.extend(reader.records_with_key(&topics.events(service), &key)?);
@@ -302,13 +303,14 @@ pub async fn events_on_topics(
                 record.topic, record.partition, record.offset
             )
         })?;
+        let key = record.key_str().unwrap_or_default().to_owned();
         seen.push(SeenEvent {
             topic: record.topic,
             partition: record.partition,
             offset: record.offset,
-            key: record.key.unwrap_or_default(),
+            key,
+            headers: record.headers.to_text_map(),
             payload: record.payload,
-            headers: record.headers,
             event,
         });
     }

@@ -1,23 +1,24 @@
 //! Avro encoding and decoding of saga events in the Confluent wire format (magic byte 0, 4-byte
 //! big-endian schema id, Avro binary), with subjects named by the TopicRecordName strategy.
+//!
+//! Writer schemas are fetched from the registry by id once and kept parsed; nothing that failed
+//! is remembered (see [`crate::registry`]), so a registry that was briefly away or wrong is asked
+//! again on the next record.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
-use schema_registry_converter::async_impl::schema_registry::{
-    SrSettings, get_all_subjects, post_schema,
-};
-use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
-};
+use apache_avro::writer::datum::GenericDatumWriter;
 
 use crate::catalogue::SchemaCatalogue;
 use crate::error::{CodecError, DecodeError};
 use crate::events::{EventType, SagaEvent};
-use crate::topics::TopicNames;
+use crate::registry::{RegistryClient, RegistryError};
+use crate::topics::{Service, TopicNames};
 
 /// An event ready to produce: Kafka key is the order id so one order's events stay in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,6 @@ pub struct EncodedEvent {
 pub struct RegisteredSubject {
     pub subject: String,
     pub id: u32,
-    pub version: Option<u32>,
 }
 
 /// Encodes and decodes saga events through a Confluent-compatible schema registry. Cheap to clone;
@@ -46,11 +46,22 @@ pub struct EventCodec {
 
 #[derive(Debug)]
 struct Inner {
-    settings: SrSettings,
-    encoder: AvroEncoder,
-    decoder: AvroDecoder,
+    registry: RegistryClient,
     catalogue: SchemaCatalogue,
     topics: TopicNames,
+    writers: RwLock<HashMap<u32, Arc<WriterSchema>>>,
+    /// Ids of this build's schemas, once registered.
+    ids: RwLock<HashMap<EventType, u32>>,
+}
+
+/// A writer schema fetched by id, parsed once.
+#[derive(Debug)]
+struct WriterSchema {
+    schema: Schema,
+    full_name: String,
+    event_type: Option<EventType>,
+    /// Whether values written with it can be read without schema resolution.
+    same_as_reader: bool,
 }
 
 /// Size of the Confluent wire-format header: magic byte + schema id.
@@ -59,20 +70,20 @@ const WIRE_HEADER_LEN: usize = 5;
 impl EventCodec {
     /// `registry_url` is the Confluent API base, e.g. `http://127.0.0.1:8081/apis/ccompat/v7`.
     pub fn new(registry_url: &str, topics: TopicNames) -> Result<Self, CodecError> {
-        let settings = SrSettings::new_builder(registry_url.trim_end_matches('/').to_owned())
-            .set_timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-            .map_err(|e| CodecError::Settings {
-                detail: e.to_string(),
+        let registry =
+            RegistryClient::new(registry_url, Duration::from_secs(10)).map_err(|source| {
+                CodecError::Registry {
+                    subject: String::new(),
+                    source,
+                }
             })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                encoder: AvroEncoder::new(settings.clone()),
-                decoder: AvroDecoder::new(settings.clone()),
-                settings,
+                registry,
                 catalogue: SchemaCatalogue::load()?,
                 topics,
+                writers: RwLock::default(),
+                ids: RwLock::default(),
             }),
         })
     }
@@ -83,6 +94,10 @@ impl EventCodec {
 
     pub fn catalogue(&self) -> &SchemaCatalogue {
         &self.inner.catalogue
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.inner.registry
     }
 
     /// `<topic>-<record full name>`: several event types share a topic, each with its own subject.
@@ -97,12 +112,8 @@ impl EventCodec {
     /// has is a no-op that returns the existing id, so this is safe at every start.
     pub async fn register_all(&self) -> Result<Vec<RegisteredSubject>, CodecError> {
         let mut registered = Vec::with_capacity(EventType::ALL.len());
-        for schema in self.inner.catalogue.iter() {
-            let topic = self.inner.topics.events(schema.event_type.publisher());
-            registered.push(
-                self.register(&topic, schema.event_type.full_name(), &schema.json)
-                    .await?,
-            );
+        for &event_type in EventType::ALL {
+            registered.push(self.register_event(event_type).await?);
         }
         Ok(registered)
     }
@@ -111,19 +122,61 @@ impl EventCodec {
     /// that an incompatible change stops it before it writes a single event.
     pub async fn register_published_by(
         &self,
-        service: crate::Service,
+        service: Service,
     ) -> Result<Vec<RegisteredSubject>, CodecError> {
         let mut registered = Vec::new();
-        for schema in self.inner.catalogue.iter() {
-            if schema.event_type.publisher() == service {
-                let topic = self.inner.topics.events(service);
-                registered.push(
-                    self.register(&topic, schema.event_type.full_name(), &schema.json)
-                        .await?,
-                );
+        for &event_type in EventType::ALL {
+            if event_type.publisher() == service {
+                registered.push(self.register_event(event_type).await?);
             }
         }
         Ok(registered)
+    }
+
+    /// Fetches and parses the current schema of every event `service` consumes, so that the
+    /// first record after a start is decoded from memory rather than after a registry round trip.
+    pub async fn warm_up(&self, consumed: &[EventType]) -> Result<(), CodecError> {
+        for &event_type in consumed {
+            let id = self.register_event(event_type).await?.id;
+            self.writer_schema(id).await.map_err(|e| match e {
+                DecodeError::RegistryUnavailable { source, .. } => CodecError::Registry {
+                    subject: self.subject(event_type),
+                    source,
+                },
+                other => CodecError::Encode {
+                    event_type: event_type.name().to_owned(),
+                    detail: other.to_string(),
+                },
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn register_event(&self, event_type: EventType) -> Result<RegisteredSubject, CodecError> {
+        let topic = self.inner.topics.events(event_type.publisher());
+        let json = &self.inner.catalogue.get(event_type).json;
+        let registered = self.register(&topic, event_type.full_name(), json).await?;
+        self.inner
+            .ids
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(event_type, registered.id);
+        Ok(registered)
+    }
+
+    /// The id of `event_type`'s schema: from memory after the first registration.
+    async fn schema_id(&self, event_type: EventType) -> Result<u32, CodecError> {
+        let known = self
+            .inner
+            .ids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&event_type)
+            .copied();
+        match known {
+            Some(id) => Ok(id),
+            None => Ok(self.register_event(event_type).await?.id),
+        }
     }
 
     /// Registers `schema_json` (a self-contained Avro schema) for `<topic>-<full_name>`. The
@@ -135,60 +188,40 @@ impl EventCodec {
         schema_json: &str,
     ) -> Result<RegisteredSubject, CodecError> {
         let subject = subject_name(topic, full_name);
-        let supplied = SuppliedSchema::new(
-            Some(full_name.to_owned()),
-            SchemaType::Avro,
-            schema_json.to_owned(),
-        );
-        let registered = post_schema(&self.inner.settings, subject.clone(), supplied)
+        let id = self
+            .inner
+            .registry
+            .register(&subject, schema_json)
             .await
-            .map_err(|e| registration_error(&subject, &e))?;
-        Ok(RegisteredSubject {
-            subject,
-            id: registered.id,
-            version: registered.version,
-        })
+            .map_err(|source| CodecError::Registry {
+                subject: subject.clone(),
+                source,
+            })?;
+        Ok(RegisteredSubject { subject, id })
     }
 
     /// Encodes `event` for its publisher's topic, registering its schema on first use.
     pub async fn encode(&self, event: &SagaEvent) -> Result<EncodedEvent, CodecError> {
         let event_type = event.event_type();
-        let topic = self.inner.topics.events(event_type.publisher());
-        let schema = self.inner.catalogue.get(event_type);
-        let value = event.to_avro_value().map_err(|e| CodecError::Encode {
+        let id = self.schema_id(event_type).await?;
+        let schema = &self.inner.catalogue.get(event_type).schema;
+        let encode_error = |detail: String| CodecError::Encode {
             event_type: event_type.name().to_owned(),
-            detail: e.to_string(),
-        })?;
-        let strategy = SubjectNameStrategy::TopicRecordNameStrategyWithSchema(
-            topic.clone(),
-            SuppliedSchema::new(
-                Some(event_type.full_name().to_owned()),
-                SchemaType::Avro,
-                schema.json.clone(),
-            ),
-        );
-        let subject = subject_name(&topic, event_type.full_name());
-        let payload = self
-            .inner
-            .encoder
-            .encode_value(value, &strategy)
-            .await
-            .map_err(|e| {
-                if e.retriable {
-                    CodecError::RegistryUnavailable {
-                        detail: describe(&e),
-                    }
-                } else if http_status(&e).is_some() {
-                    registration_error(&subject, &e)
-                } else {
-                    CodecError::Encode {
-                        event_type: event_type.name().to_owned(),
-                        detail: describe(&e),
-                    }
-                }
-            })?;
+            detail,
+        };
+        let value = event
+            .to_avro_value()
+            .map_err(|e| encode_error(e.to_string()))?;
+        let body = GenericDatumWriter::builder(schema)
+            .build()
+            .and_then(|writer| writer.write_value_to_vec(value))
+            .map_err(|e| encode_error(e.to_string()))?;
+        let mut payload = Vec::with_capacity(WIRE_HEADER_LEN + body.len());
+        payload.push(0);
+        payload.extend_from_slice(&id.to_be_bytes());
+        payload.extend_from_slice(&body);
         Ok(EncodedEvent {
-            topic,
+            topic: self.inner.topics.events(event_type.publisher()),
             key: event.order_id().to_owned(),
             payload,
             event_type,
@@ -199,17 +232,30 @@ impl EventCodec {
     /// Decodes a payload into the current Rust type of its event, resolving it from the writer's
     /// schema (so older writers with fewer fields still decode, using the defaults).
     pub async fn decode(&self, payload: &[u8]) -> Result<SagaEvent, DecodeError> {
-        let (id, event_type, value) = self.decode_value(payload).await?;
+        let (id, body) = split_wire(payload)?;
+        let writer = self.writer_schema(id).await?;
+        let event_type = writer
+            .event_type
+            .ok_or_else(|| DecodeError::UnknownEventType {
+                id,
+                full_name: writer.full_name.clone(),
+            })?;
         let reader = &self.inner.catalogue.get(event_type).schema;
         let unreadable = |detail: String| DecodeError::Unreadable {
             id,
             event_type: event_type.name().to_owned(),
             detail,
         };
-        let resolved = value
-            .resolve(reader)
-            .map_err(|e| unreadable(e.to_string()))?;
-        SagaEvent::from_avro_value(event_type, &resolved).map_err(|e| unreadable(e.to_string()))
+        let value = read_value(
+            &writer.schema,
+            (!writer.same_as_reader).then_some(reader),
+            body,
+        )
+        .map_err(|e| match e {
+            ReadFailure::Malformed(detail) => DecodeError::Malformed { id, detail },
+            ReadFailure::Resolution(detail) => unreadable(detail),
+        })?;
+        SagaEvent::from_avro_value(event_type, &value).map_err(|e| unreadable(e.to_string()))
     }
 
     /// Decodes a payload into JSON with its writer schema, without needing a Rust type: what the
@@ -218,63 +264,110 @@ impl EventCodec {
         &self,
         payload: &[u8],
     ) -> Result<(String, serde_json::Value), DecodeError> {
-        let id = wire_schema_id(payload)?;
-        let decoded = self.decode_with_writer_schema(id, payload).await?;
-        let name = decoded.name.map(|n| n.fullname(None)).unwrap_or_default();
-        let json =
-            serde_json::Value::try_from(decoded.value).map_err(|e| DecodeError::Malformed {
-                id,
-                detail: e.to_string(),
-            })?;
-        Ok((name, json))
+        let (id, body) = split_wire(payload)?;
+        let writer = self.writer_schema(id).await?;
+        let value = read_value(&writer.schema, None, body).map_err(|e| DecodeError::Malformed {
+            id,
+            detail: e.detail().to_owned(),
+        })?;
+        let json = serde_json::Value::try_from(value).map_err(|e| DecodeError::Malformed {
+            id,
+            detail: e.to_string(),
+        })?;
+        Ok((writer.full_name.clone(), json))
     }
 
     /// Every subject the registry holds.
     pub async fn subjects(&self) -> Result<Vec<String>, CodecError> {
-        get_all_subjects(&self.inner.settings)
-            .await
-            .map_err(|e| CodecError::RegistryUnavailable {
-                detail: describe(&e),
-            })
-    }
-
-    async fn decode_value(&self, payload: &[u8]) -> Result<(u32, EventType, Value), DecodeError> {
-        let id = wire_schema_id(payload)?;
-        let decoded = self.decode_with_writer_schema(id, payload).await?;
-        let full_name = decoded.name.map(|n| n.fullname(None)).unwrap_or_default();
-        let event_type = EventType::from_full_name(&full_name)
-            .ok_or(DecodeError::UnknownEventType { id, full_name })?;
-        Ok((id, event_type, decoded.value))
-    }
-
-    async fn decode_with_writer_schema(
-        &self,
-        id: u32,
-        payload: &[u8],
-    ) -> Result<schema_registry_converter::avro_common::DecodeResult, DecodeError> {
-        // Fetch the writer schema first so that a registry problem is never mistaken for a
-        // malformed payload: the two end up in very different places (retry vs dead letter).
-        if let Err(e) = self.inner.decoder.get_schema(id).await {
-            return Err(match http_status(&e) {
-                Some(404) => DecodeError::UnknownSchemaId { id },
-                Some(status) if status < 500 => DecodeError::Malformed {
-                    id,
-                    detail: describe(&e),
-                },
-                _ => DecodeError::RegistryUnavailable {
-                    id,
-                    detail: describe(&e),
-                },
-            });
-        }
         self.inner
-            .decoder
-            .decode(Some(payload))
+            .registry
+            .subjects()
             .await
-            .map_err(|e| DecodeError::Malformed {
-                id,
-                detail: describe(&e),
+            .map_err(|source| CodecError::Registry {
+                subject: String::new(),
+                source,
             })
+    }
+
+    async fn writer_schema(&self, id: u32) -> Result<Arc<WriterSchema>, DecodeError> {
+        if let Some(writer) = self
+            .inner
+            .writers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+        {
+            return Ok(writer.clone());
+        }
+        let text = self
+            .inner
+            .registry
+            .schema_by_id(id)
+            .await
+            .map_err(|source| match source {
+                RegistryError::NotFound { .. } => DecodeError::UnknownSchemaId { id },
+                source if source.is_transient() => DecodeError::RegistryUnavailable { id, source },
+                source => DecodeError::RegistryRefused { id, source },
+            })?;
+        let schema = Schema::parse_str(&text).map_err(|e| DecodeError::Malformed {
+            id,
+            detail: format!("the registry's schema {id} does not parse: {e}"),
+        })?;
+        let full_name = schema.name().map(|n| n.fullname(None)).unwrap_or_default();
+        let event_type = EventType::from_full_name(&full_name);
+        let same_as_reader = event_type.is_some_and(|t| {
+            self.inner.catalogue.get(t).schema.canonical_form() == schema.canonical_form()
+        });
+        let writer = Arc::new(WriterSchema {
+            schema,
+            full_name,
+            event_type,
+            same_as_reader,
+        });
+        self.inner
+            .writers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, writer.clone());
+        Ok(writer)
+    }
+}
+
+enum ReadFailure {
+    /// The bytes do not follow the writer schema.
+    Malformed(String),
+    /// The bytes follow the writer schema, but the reader cannot take what was written.
+    Resolution(String),
+}
+
+impl ReadFailure {
+    fn detail(&self) -> &str {
+        match self {
+            ReadFailure::Malformed(d) | ReadFailure::Resolution(d) => d,
+        }
+    }
+}
+
+fn read_value(
+    writer: &Schema,
+    reader: Option<&Schema>,
+    mut body: &[u8],
+) -> Result<Value, ReadFailure> {
+    let value = GenericDatumReader::builder(writer)
+        .build()
+        .and_then(|r| r.read_value(&mut body))
+        .map_err(|e| ReadFailure::Malformed(e.to_string()))?;
+    if !body.is_empty() {
+        return Err(ReadFailure::Malformed(format!(
+            "{} bytes left over after the record",
+            body.len()
+        )));
+    }
+    match reader {
+        Some(reader) => value
+            .resolve(reader)
+            .map_err(|e| ReadFailure::Resolution(e.to_string())),
+        None => Ok(value),
     }
 }
 
@@ -282,11 +375,11 @@ pub(crate) fn subject_name(topic: &str, full_name: &str) -> String {
     format!("{topic}-{full_name}")
 }
 
-/// Reads the schema id from the wire-format header, refusing anything that is not one.
-fn wire_schema_id(payload: &[u8]) -> Result<u32, DecodeError> {
+/// The schema id and the Avro body of a wire-format payload, refusing anything that is not one.
+fn split_wire(payload: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     match payload {
-        [0, a, b, c, d, ..] if payload.len() > WIRE_HEADER_LEN => {
-            Ok(u32::from_be_bytes([*a, *b, *c, *d]))
+        [0, a, b, c, d, body @ ..] if !body.is_empty() => {
+            Ok((u32::from_be_bytes([*a, *b, *c, *d]), body))
         }
         _ => Err(DecodeError::NotAvro {
             len: payload.len(),
@@ -300,66 +393,21 @@ fn wire_schema_id(payload: &[u8]) -> Result<u32, DecodeError> {
     }
 }
 
-fn describe(e: &SRCError) -> String {
-    match &e.cause {
-        Some(cause) => format!("{}: {cause}", e.error),
-        None => e.error.clone(),
-    }
-}
-
-/// The HTTP status the registry answered with, when the failure was an HTTP answer at all
-/// (schema_registry_converter reports it only in its message).
-fn http_status(e: &SRCError) -> Option<u16> {
-    let rest = e.error.split("failed with status ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
-fn registration_error(subject: &str, e: &SRCError) -> CodecError {
-    let subject = subject.to_owned();
-    let detail = describe(e);
-    match http_status(e) {
-        Some(409) => CodecError::IncompatibleSchema { subject, detail },
-        Some(422) => CodecError::InvalidSchema { subject, detail },
-        Some(status) if status < 500 => CodecError::Registry { subject, detail },
-        _ => CodecError::RegistryUnavailable { detail },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_the_confluent_wire_format_is_accepted() {
-        assert!(matches!(wire_schema_id(&[0, 0, 0, 0, 7, 2]), Ok(7)));
+        assert!(matches!(split_wire(&[0, 0, 0, 0, 7, 2]), Ok((7, [2]))));
         assert!(matches!(
-            wire_schema_id(b"hello world"),
+            split_wire(b"hello world"),
             Err(DecodeError::NotAvro { len: 11, .. })
         ));
         assert!(matches!(
-            wire_schema_id(&[0, 0, 0]),
+            split_wire(&[0, 0, 0]),
             Err(DecodeError::NotAvro { .. })
         ));
-        assert!(matches!(
-            wire_schema_id(&[]),
-            Err(DecodeError::NotAvro { .. })
-        ));
-    }
-
-    #[test]
-    fn registry_statuses_are_read_from_converter_errors() {
-        let conflict = SRCError::new(
-            "HTTP request to schema registry failed with status 409 Conflict",
-            Some("incompatible".into()),
-            false,
-        );
-        assert_eq!(http_status(&conflict), Some(409));
-        assert!(matches!(
-            registration_error("s", &conflict),
-            CodecError::IncompatibleSchema { .. }
-        ));
-        let down = SRCError::new("http call to schema registry failed", None, true);
-        assert_eq!(http_status(&down), None);
-        assert!(registration_error("s", &down).is_transient());
+        assert!(matches!(split_wire(&[]), Err(DecodeError::NotAvro { .. })));
     }
 }

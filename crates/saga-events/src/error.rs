@@ -1,5 +1,7 @@
 use thiserror::Error;
 
+use crate::registry::RegistryError;
+
 /// A schema file in `schemas/` that cannot be used. Only a broken checkout produces one.
 #[derive(Debug, Error)]
 pub enum SchemaFileError {
@@ -22,27 +24,31 @@ pub enum SchemaFileError {
 pub enum CodecError {
     #[error(transparent)]
     SchemaFile(#[from] SchemaFileError),
-    #[error(
-        "the schema registry refused the new schema for subject {subject}: it is incompatible with \
-         the subject's earlier versions ({detail})"
-    )]
-    IncompatibleSchema { subject: String, detail: String },
-    #[error("the schema registry rejected the schema for subject {subject} as invalid: {detail}")]
-    InvalidSchema { subject: String, detail: String },
-    #[error("the schema registry is unreachable or failing: {detail}")]
-    RegistryUnavailable { detail: String },
-    #[error("the schema registry answered with an error for subject {subject}: {detail}")]
-    Registry { subject: String, detail: String },
+    #[error("schema registry, subject {subject}")]
+    Registry {
+        subject: String,
+        #[source]
+        source: RegistryError,
+    },
     #[error("{event_type} does not fit its schema: {detail}")]
     Encode { event_type: String, detail: String },
-    #[error("invalid schema registry settings: {detail}")]
-    Settings { detail: String },
 }
 
 impl CodecError {
     /// Whether trying the same thing later may succeed (the registry was away).
     pub fn is_transient(&self) -> bool {
-        matches!(self, CodecError::RegistryUnavailable { .. })
+        matches!(self, CodecError::Registry { source, .. } if source.is_transient())
+    }
+
+    /// Whether the registry refused a schema as incompatible with the subject's history.
+    pub fn is_incompatible(&self) -> bool {
+        matches!(
+            self,
+            CodecError::Registry {
+                source: RegistryError::Incompatible { .. },
+                ..
+            }
+        )
     }
 }
 
@@ -68,10 +74,18 @@ pub enum DecodeError {
         event_type: String,
         detail: String,
     },
-    #[error(
-        "the schema registry is unreachable or failing while fetching schema id {id}: {detail}"
-    )]
-    RegistryUnavailable { id: u32, detail: String },
+    #[error("the schema registry is unreachable or failing while fetching schema id {id}")]
+    RegistryUnavailable {
+        id: u32,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("the schema registry refused to give schema id {id}")]
+    RegistryRefused {
+        id: u32,
+        #[source]
+        source: RegistryError,
+    },
 }
 
 impl DecodeError {

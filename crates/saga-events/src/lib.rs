@@ -9,6 +9,7 @@ mod causality;
 mod codec;
 mod error;
 mod events;
+pub mod registry;
 mod topics;
 
 pub use catalogue::{EventSchema, SchemaCatalogue, self_contained_schema};
@@ -16,6 +17,7 @@ pub use causality::{CausalEvent, causal_order};
 pub use codec::{EncodedEvent, EventCodec, RegisteredSubject};
 pub use error::{CodecError, DecodeError, SchemaFileError};
 pub use events::*;
+pub use registry::{RegistryClient, RegistryError};
 pub use topics::{Service, TopicNames};
 
 /// Re-exported so that callers can build values and schemas with the exact Avro version the codec

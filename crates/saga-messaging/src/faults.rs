@@ -4,7 +4,8 @@
 //! production binary has no way to turn it on. Rules come from `FAULT_INJECTION`, e.g.
 //! `inventory:sku=fault-twice-:2,order:order=01a2…:3:PaymentAuthorized`: at the named service,
 //! events (of the named type, if one is given) whose order id, or one of whose SKUs, starts with
-//! the given text fail permanently that many times each.
+//! the given text fail permanently that many times each. A fifth part `panic` makes the handler
+//! panic instead of failing, e.g. `payment:sku=boom-:1:OrderPlaced:panic`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +23,16 @@ struct Rule {
     target: Target,
     times: u32,
     event_type: Option<String>,
+    panic: bool,
+}
+
+/// How an injected fault shows itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The handler returns an error with this reason.
+    Fail(String),
+    /// The handler panics with this message.
+    Panic(String),
 }
 
 /// The rules that apply to one service, and how often each event has been failed so far.
@@ -37,12 +48,13 @@ impl FaultInjection {
         let mut rules = Vec::new();
         for rule in spec.split(',').map(str::trim).filter(|r| !r.is_empty()) {
             let parts: Vec<&str> = rule.split(':').collect();
-            let (rule_service, target, times, event_type) = match parts.as_slice() {
-                [s, t, n] => (*s, *t, *n, None),
-                [s, t, n, e] => (*s, *t, *n, Some((*e).to_owned())),
+            let (rule_service, target, times, event_type, panic) = match parts.as_slice() {
+                [s, t, n] => (*s, *t, *n, None, false),
+                [s, t, n, e] => (*s, *t, *n, Some((*e).to_owned()), false),
+                [s, t, n, e, "panic"] => (*s, *t, *n, Some((*e).to_owned()), true),
                 _ => {
                     return Err(format!(
-                        "{rule:?}: expected <service>:<sku|order>=<prefix>:<times>[:<EventType>]"
+                        "{rule:?}: expected <service>:<sku|order>=<prefix>:<times>[:<EventType>[:panic]]"
                     ));
                 }
             };
@@ -61,6 +73,7 @@ impl FaultInjection {
                     target,
                     times,
                     event_type,
+                    panic,
                 });
             }
         }
@@ -81,8 +94,8 @@ impl FaultInjection {
         self.rules.is_empty()
     }
 
-    /// Some(reason) if this handling of `event` must fail.
-    pub fn should_fail(&self, event: &SagaEvent) -> Option<String> {
+    /// Some(fault) if this handling of `event` must fail.
+    pub fn should_fail(&self, event: &SagaEvent) -> Option<Fault> {
         let rule = self.rules.iter().find(|rule| matches(rule, event))?;
         let mut failed = self
             .failed
@@ -93,10 +106,15 @@ impl FaultInjection {
             return None;
         }
         *count += 1;
-        Some(format!(
+        let reason = format!(
             "injected fault {} of {} ({:?})",
             count, rule.times, rule.target
-        ))
+        );
+        Some(if rule.panic {
+            Fault::Panic(reason)
+        } else {
+            Fault::Fail(reason)
+        })
     }
 }
 
@@ -158,5 +176,10 @@ mod tests {
         assert!(FaultInjection::parse("inventory:sku=a", "inventory").is_err());
         let typed = FaultInjection::parse("inventory:sku=f:1:StockReserved", "inventory");
         assert!(typed.is_ok_and(|f| f.should_fail(&released("f-1")).is_none()));
+        let panicking = FaultInjection::parse("inventory:sku=f:1:StockReleased:panic", "inventory");
+        assert!(
+            panicking
+                .is_ok_and(|f| matches!(f.should_fail(&released("f-1")), Some(Fault::Panic(_))))
+        );
     }
 }

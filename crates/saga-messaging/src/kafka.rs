@@ -1,60 +1,123 @@
-//! Client settings for the saga's producers and consumers, in one place.
+//! Every Kafka client the saga creates is configured here, and nowhere else: the relay's
+//! producer, the services' consumers, the readers of tools and relay recovery, and the probe
+//! behind `/readyz`. Each setting that differs from librdkafka's default says why.
 
 use rdkafka::ClientConfig;
 
-/// Where the broker is and how every client of it is tuned.
+/// Where the broker is, how to authenticate, and how every client of it is tuned.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub bootstrap: String,
+    /// Extra client properties applied to every client (security settings: `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`).
+    pub common: Vec<(String, String)>,
 }
 
 impl KafkaSettings {
     pub fn new(bootstrap: impl Into<String>) -> Self {
         Self {
             bootstrap: bootstrap.into(),
+            common: Vec::new(),
         }
     }
 
-    /// An idempotent producer: acks from every in-sync replica, no duplicates or reordering from
-    /// its own retries, Java-compatible partitioning so that every client agrees where a key lives.
-    pub fn producer_config(&self) -> ClientConfig {
+    /// Reads `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME` and
+    /// `KAFKA_SASL_PASSWORD`, all unset by default (plaintext, no authentication: the local
+    /// stack).
+    pub fn with_security_from_env(mut self) -> Self {
+        for (variable, property) in [
+            ("KAFKA_SECURITY_PROTOCOL", "security.protocol"),
+            ("KAFKA_SASL_MECHANISM", "sasl.mechanism"),
+            ("KAFKA_SASL_USERNAME", "sasl.username"),
+            ("KAFKA_SASL_PASSWORD", "sasl.password"),
+        ] {
+            if let Ok(value) = std::env::var(variable)
+                && !value.is_empty()
+            {
+                self.common.push((property.to_owned(), value));
+            }
+        }
+        self
+    }
+
+    fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        for (key, value) in &self.common {
+            config.set(key, value);
+        }
         config
-            .set("bootstrap.servers", &self.bootstrap)
+    }
+
+    /// The outbox relay's producer.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            // No duplicates or reordering from the producer's own retries; acks from every
+            // in-sync replica before a row is stamped published.
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("partitioner", "murmur2_random")
-            // librdkafka waits 5 ms by default to fill batches: the relay already sends in batches.
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", "30000");
+            // How long a record may wait for the broker: long enough to ride out a broker
+            // restart or failover. A record that times out fails its batch; the relay starts
+            // over and recovers from what actually reached the broker, so nothing is lost. (If
+            // later records of the same partition got through meanwhile, the failed one is sent
+            // after them: consumers take a late event as they take any late reply.)
+            .set("message.timeout.ms", "300000")
+            // The relay hands over a whole batch at once and waits for its acks; records queued
+            // while a request is in flight are batched anyway, so waiting to fill batches (the
+            // default 5 ms) only adds latency to every hop of the saga.
+            .set("linger.ms", "0")
+            // Records are partitioned by the relay itself (`partition_for`); this is the Java
+            // clients' choice too, should anything else produce with the same keys.
+            .set("partitioner", "murmur2_random");
         config
     }
 
     /// A consumer in `group` that commits only offsets stored after the message's transaction
     /// committed (at-least-once delivery, effectively-once effects through the inbox).
-    pub fn consumer_config(&self, group: &str) -> ClientConfig {
-        let mut config = ClientConfig::new();
+    /// `instance` makes it a static member (`group.instance.id`), so that a restart within the
+    /// session timeout gets its partitions back without a rebalance of the whole group.
+    pub fn consumer_config(&self, group: &str, instance: Option<&str>) -> ClientConfig {
+        let mut config = self.base();
         config
-            .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", group)
+            // Offsets are stored by the consumer after each transaction commits, and librdkafka
+            // commits what was stored every second (and on revocation and shutdown).
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // A dead member is noticed after 10 s; the saga's deadlines are set well above it.
             .set("session.timeout.ms", "10000")
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            // Partitions move one at a time between members instead of every member stopping.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // A fetch returns as soon as one record is there (fetch.min.bytes 1); fetch.wait.max.ms
+            // only bounds how long an idle fetch waits, so latency does not depend on it.
+            .set("fetch.wait.max.ms", "500")
+            // Prefetch at most 16 MiB (default 64 MiB): enough for thousands of records per
+            // partition, and it keeps a service's memory small.
+            .set("queued.max.messages.kbytes", "16384");
+        if let Some(instance) = instance {
+            config.set("group.instance.id", instance);
+        }
         config
     }
 
-    /// A consumer that reads by explicit assignment only (tools, the relay's recovery probe).
+    /// A consumer that reads by explicit assignment only: tools, tests and the relay's recovery.
     pub fn reader_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
+        let mut config = self.base();
         config
-            .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", "saga-reader")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true");
+        config
+    }
+
+    /// A client that only asks for metadata: what `/readyz` uses to see the broker.
+    pub fn probe_config(&self) -> ClientConfig {
+        let mut config = self.base();
+        config.set("socket.timeout.ms", "2000");
         config
     }
 }

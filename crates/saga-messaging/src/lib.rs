@@ -1,12 +1,16 @@
 //! Everything Kafka-shaped that the four services share, written once: the transactional outbox
-//! and its relay, the idempotent consumer, failure classification, and W3C trace context carried
-//! in Kafka headers.
+//! and its relay, the idempotent consumer with its inbox, per-order parking, retries and dead
+//! letters, failure classification, and W3C trace context carried in Kafka headers.
 
+pub mod backoff;
 pub mod consumer;
+pub mod delivery;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod headers;
+pub mod health;
+pub mod inbox;
 pub mod kafka;
 pub mod outbox;
 pub mod parking;
@@ -14,8 +18,12 @@ pub mod reader;
 pub mod relay;
 pub mod trace;
 
-pub use consumer::{ConsumerSettings, Delivery, EventConsumer, Reactions};
+pub use backoff::Backoff;
+pub use consumer::{ConsumerSettings, ConsumerSetup, EventConsumer, Reactions};
+pub use delivery::Delivery;
 pub use error::{FailureKind, HandlerError, parse_uuid};
+pub use headers::Headers;
+pub use health::Health;
 pub use kafka::KafkaSettings;
 pub use outbox::Outbox;
 pub use relay::{OutboxRelay, RelaySettings, RelayStatus};

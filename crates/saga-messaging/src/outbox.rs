@@ -1,19 +1,32 @@
 //! The writing half of the transactional outbox: events are encoded and stored in the same
 //! transaction as the state change that produced them, so either both happen or neither does.
-
-use std::collections::BTreeMap;
+//! All of the outbox's SQL is here (the relay reads and stamps through these functions too).
 
 use saga_events::{EventCodec, SagaEvent};
 use sqlx::PgConnection;
-use tracing::instrument;
+use uuid::Uuid;
 
 use crate::error::HandlerError;
-use crate::headers;
+use crate::headers::{self, Headers};
 use crate::trace;
 
 /// Postgres channel the relay listens on; a notification is delivered when the writing
 /// transaction commits, never before.
 pub const NOTIFY_CHANNEL: &str = "saga_outbox";
+
+/// One record to publish: a new event, or a retry or dead letter carrying someone else's bytes.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    /// The event's id, or a fresh one for a retry or dead-letter record (the event's own id stays
+    /// in its headers).
+    pub id: Uuid,
+    /// Short event type name, or `unknown` for bytes that are not a saga event.
+    pub event_type: String,
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Headers,
+}
 
 /// Appends events to the outbox table within a caller's transaction.
 #[derive(Debug, Clone)]
@@ -30,80 +43,165 @@ impl Outbox {
         &self.codec
     }
 
-    /// Encodes `events` (registering their schemas on first use) and inserts them, in order, into
-    /// the outbox of the transaction behind `conn`. The current span's trace context goes into
-    /// each row's headers, so consumers continue this trace.
-    #[instrument(skip_all, fields(events = events.len()))]
+    /// Encodes `events` and inserts them, in order, into the outbox of the transaction behind
+    /// `conn`. The current span's trace context goes into each record's headers, so that
+    /// consumers continue this trace.
     pub async fn append(
         &self,
         conn: &mut PgConnection,
         events: &[SagaEvent],
     ) -> Result<(), HandlerError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let trace_headers = trace::current_context_headers();
+        let context = trace::current_context_headers();
+        let mut records = Vec::with_capacity(events.len());
         for event in events {
-            let encoded = self.codec.encode(event).await?;
-            let event_id = uuid::Uuid::parse_str(&encoded.event_id).map_err(|e| {
-                HandlerError::permanent(format!("event_id {} is not a UUID: {e}", encoded.event_id))
-            })?;
-            let mut row_headers: BTreeMap<String, String> = trace_headers.clone();
-            row_headers.insert(headers::EVENT_TYPE.into(), encoded.event_type.name().into());
-            row_headers.insert(headers::EVENT_ID.into(), encoded.event_id.clone());
-            sqlx::query(
-                "INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(event_id)
-            .bind(encoded.event_type.name())
-            .bind(&encoded.topic)
-            .bind(&encoded.key)
-            .bind(&encoded.payload)
-            .bind(sqlx::types::Json(&row_headers))
-            .execute(&mut *conn)
-            .await?;
-            metrics::counter!("saga_events_written_total", "event_type" => encoded.event_type.name())
-                .increment(1);
+            records.push(self.record(event, &context).await?);
         }
-        notify(conn).await
+        insert(conn, &records).await?;
+        Ok(())
     }
 
-    /// Appends a record that is not a new event (a retry or a dead letter: original bytes, new
-    /// headers). It gets a message id of its own; the event's id stays in its headers.
-    pub async fn append_raw(
+    /// An event as an outbox record, with the trace context it was caused under.
+    pub async fn record(
         &self,
-        conn: &mut PgConnection,
-        topic: &str,
-        key: &str,
-        payload: &[u8],
-        headers: &BTreeMap<String, String>,
-    ) -> Result<(), HandlerError> {
-        sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(uuid::Uuid::new_v4())
-        .bind(
-            headers
-                .get(headers::EVENT_TYPE)
-                .map(String::as_str)
-                .unwrap_or("unknown"),
-        )
-        .bind(topic)
-        .bind(key)
-        .bind(payload)
-        .bind(sqlx::types::Json(headers))
-        .execute(&mut *conn)
-        .await?;
-        notify(conn).await
+        event: &SagaEvent,
+        trace_context: &Headers,
+    ) -> Result<OutboxRecord, HandlerError> {
+        let encoded = self.codec.encode(event).await?;
+        let id = crate::error::parse_uuid("event_id", &encoded.event_id)?;
+        let mut record_headers = trace_context.clone();
+        record_headers.insert(headers::EVENT_TYPE, encoded.event_type.name());
+        record_headers.insert(headers::EVENT_ID, id.to_string());
+        Ok(OutboxRecord {
+            id,
+            event_type: encoded.event_type.name().to_owned(),
+            topic: encoded.topic,
+            key: Some(encoded.key.into_bytes()),
+            payload: encoded.payload,
+            headers: record_headers,
+        })
     }
 }
 
-async fn notify(conn: &mut PgConnection) -> Result<(), HandlerError> {
+/// Inserts `records` in order with one statement and wakes the relay when the transaction
+/// commits.
+pub async fn insert(conn: &mut PgConnection, records: &[OutboxRecord]) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(records.len());
+    let mut types = Vec::with_capacity(records.len());
+    let mut topics = Vec::with_capacity(records.len());
+    let mut keys = Vec::with_capacity(records.len());
+    let mut payloads = Vec::with_capacity(records.len());
+    let mut header_bytes = Vec::with_capacity(records.len());
+    for record in records {
+        ids.push(record.id);
+        types.push(record.event_type.as_str());
+        topics.push(record.topic.as_str());
+        keys.push(record.key.as_deref());
+        payloads.push(record.payload.as_slice());
+        header_bytes.push(record.headers.encode());
+    }
+    // Ids follow the order of the arrays, which is the order the relay publishes in.
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
+         SELECT event_id, event_type, topic, message_key, payload, headers
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[])
+              WITH ORDINALITY AS r(event_id, event_type, topic, message_key, payload, headers, n)
+         ORDER BY n",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&topics)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&header_bytes)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(NOTIFY_CHANNEL)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     Ok(())
+}
+
+/// An unpublished row, as the relay reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Unpublished {
+    pub id: i64,
+    pub topic: String,
+    pub message_key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<u8>,
+}
+
+/// Up to `limit` unpublished rows, oldest first.
+pub async fn unpublished(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<Unpublished>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, topic, message_key, payload, headers FROM outbox
+         WHERE published_at IS NULL ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// For each topic and key with unpublished rows, the creation time of the oldest (epoch ms):
+/// where the relay's recovery starts reading each partition back.
+pub async fn unpublished_since(
+    conn: &mut PgConnection,
+) -> Result<Vec<(String, Option<Vec<u8>>, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT topic, message_key, (extract(epoch FROM min(created_at)) * 1000)::bigint
+         FROM outbox WHERE published_at IS NULL GROUP BY topic, message_key",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Stamps rows published. The relay's session commits stamps without waiting for the disk: a
+/// stamp is only a shortcut for the next relay, which can learn the same from the topics.
+pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query(
+        "UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Unpublished rows and the age of the oldest, in seconds.
+pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
+    let (count, oldest): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+         FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((count, oldest.unwrap_or(0.0)))
+}
+
+/// Deletes up to `batch` published rows older than `horizon_seconds`, skipping rows in use.
+pub async fn delete_published_before(
+    conn: &mut PgConnection,
+    horizon_seconds: u64,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM outbox WHERE id IN (
+             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1)
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(horizon_seconds as f64)
+    .bind(batch)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }

@@ -1,42 +1,55 @@
-//! Reading records back from the topics by explicit assignment (no consumer group): what the
-//! operator CLI and the black-box tests use to look at one order's events.
+//! Reading a partition by explicit assignment (no consumer group): the one way records are read
+//! back, by the relay's recovery (what reached the broker?) and by the operator CLI and the tests
+//! (what is on a topic?).
+//!
+//! A read covers one partition from a starting offset up to the high watermark seen when it
+//! began. It ends when the record just below that mark has been seen. An end-of-partition event
+//! alone does not end it, because librdkafka can report one before the last records already on
+//! the broker are delivered; only when the consumer's own position has reached the mark, or when
+//! nothing arrives for a while after the event (the tail may hold no records a client sees, such
+//! as transaction markers), is the read complete.
 
-use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::headers;
+use crate::delivery::Delivery;
 use crate::kafka::{KafkaSettings, partition_for};
 
-/// One record as it sits on a topic.
-#[derive(Debug, Clone)]
-pub struct RawRecord {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub timestamp_millis: Option<i64>,
-    pub key: Option<String>,
-    pub payload: Vec<u8>,
-    pub headers: BTreeMap<String, String>,
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest record still on the partition.
+    Beginning,
+    /// The first record at or after this offset.
+    Offset(i64),
+    /// The first record whose timestamp is at or after these epoch milliseconds.
+    Time(i64),
 }
 
 /// Blocking reads; call from a blocking thread.
-pub struct TopicReader {
+pub struct PartitionReader {
     consumer: BaseConsumer,
     timeout: Duration,
 }
 
-impl std::fmt::Debug for TopicReader {
+impl std::fmt::Debug for PartitionReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TopicReader").finish_non_exhaustive()
+        f.debug_struct("PartitionReader").finish_non_exhaustive()
     }
 }
 
-impl TopicReader {
+/// How long a read may take in all before it is abandoned as stuck.
+const READ_DEADLINE: Duration = Duration::from_secs(60);
+/// After an end-of-partition event, how long silence means the tail holds nothing to see.
+const QUIET_AFTER_EOF: Duration = Duration::from_secs(2);
+
+impl PartitionReader {
     pub fn new(kafka: &KafkaSettings) -> Result<Self, KafkaError> {
         Ok(Self {
             consumer: kafka.reader_config().create()?,
@@ -48,78 +61,122 @@ impl TopicReader {
         &self.consumer
     }
 
+    /// Partitions of `topic`; 0 when the topic does not exist.
     pub fn partition_count(&self, topic: &str) -> Result<i32, KafkaError> {
         let metadata = self.consumer.fetch_metadata(Some(topic), self.timeout)?;
-        Ok(metadata
-            .topics()
-            .first()
-            .map(|t| t.partitions().len() as i32)
-            .unwrap_or(0))
+        let Some(topic) = metadata.topics().first() else {
+            return Ok(0);
+        };
+        if topic.error().is_some() {
+            return Ok(0);
+        }
+        Ok(i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX))
+    }
+
+    /// Low and high watermarks of one partition.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError> {
+        self.consumer
+            .fetch_watermarks(topic, partition, self.timeout)
+    }
+
+    fn resolve(&self, topic: &str, partition: i32, start: Start) -> Result<i64, KafkaError> {
+        let (low, high) = self.watermarks(topic, partition)?;
+        Ok(match start {
+            Start::Beginning => low,
+            Start::Offset(offset) => offset.clamp(low, high),
+            Start::Time(millis) => {
+                let mut wanted = TopicPartitionList::new();
+                wanted.add_partition_offset(topic, partition, Offset::Offset(millis))?;
+                let found = self.consumer.offsets_for_times(wanted, self.timeout)?;
+                match found.find_partition(topic, partition).map(|p| p.offset()) {
+                    Some(Offset::Offset(offset)) => offset.clamp(low, high),
+                    // No record that late: nothing to read.
+                    _ => high,
+                }
+            }
+        })
+    }
+
+    /// Calls `visit` with every record of one partition from `start` up to the high watermark at
+    /// the time of the call, in offset order, until `visit` breaks.
+    pub fn scan(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: Start,
+        mut visit: impl FnMut(Delivery) -> ControlFlow<()>,
+    ) -> Result<(), KafkaError> {
+        let (_, high) = self.watermarks(topic, partition)?;
+        let from = self.resolve(topic, partition, start)?;
+        if from >= high {
+            return Ok(());
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+        self.consumer.assign(&assignment)?;
+        let deadline = Instant::now() + READ_DEADLINE;
+        let mut eof_at: Option<Instant> = None;
+        while Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    eof_at = None;
+                    let offset = message.offset();
+                    if visit(Delivery::from_message(&message)).is_break() || offset >= high - 1 {
+                        return Ok(());
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    if self.position(topic, partition)? >= high {
+                        return Ok(());
+                    }
+                    eof_at.get_or_insert_with(Instant::now);
+                }
+                Some(Err(error)) => return Err(error),
+                None => {
+                    if eof_at.is_some_and(|at| at.elapsed() >= QUIET_AFTER_EOF) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(KafkaError::MessageConsumption(
+            RDKafkaErrorCode::RequestTimedOut,
+        ))
+    }
+
+    fn position(&self, topic: &str, partition: i32) -> Result<i64, KafkaError> {
+        let position = self.consumer.position()?;
+        Ok(
+            match position
+                .find_partition(topic, partition)
+                .map(|p| p.offset())
+            {
+                Some(Offset::Offset(offset)) => offset,
+                _ => -1,
+            },
+        )
+    }
+
+    /// Every record of one partition, from its low to its high watermark at the time of the call.
+    pub fn read_partition(&self, topic: &str, partition: i32) -> Result<Vec<Delivery>, KafkaError> {
+        let mut records = Vec::new();
+        self.scan(topic, partition, Start::Beginning, |record| {
+            records.push(record);
+            ControlFlow::Continue(())
+        })?;
+        Ok(records)
     }
 
     /// Every record of `topic` whose key is `key`, reading only the partition the key maps to.
-    pub fn records_with_key(&self, topic: &str, key: &str) -> Result<Vec<RawRecord>, KafkaError> {
+    pub fn records_with_key(&self, topic: &str, key: &str) -> Result<Vec<Delivery>, KafkaError> {
         let partitions = self.partition_count(topic)?;
         if partitions == 0 {
             return Ok(Vec::new());
         }
         let partition = partition_for(key.as_bytes(), partitions);
         let mut records = self.read_partition(topic, partition)?;
-        records.retain(|r| r.key.as_deref() == Some(key));
+        records.retain(|r| r.key.as_deref() == Some(key.as_bytes()));
         Ok(records)
-    }
-
-    /// Every record of one partition, from its low to its high watermark at the time of the call.
-    pub fn read_partition(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Vec<RawRecord>, KafkaError> {
-        let (low, high) = self
-            .consumer
-            .fetch_watermarks(topic, partition, self.timeout)?;
-        let mut records = Vec::new();
-        if high <= low {
-            return Ok(records);
-        }
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
-        self.consumer.assign(&assignment)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // An end-of-partition event can come before the last record that was already there when
-        // the watermarks were read; only a few seconds without records ends the read early.
-        let mut quiet_since: Option<Instant> = None;
-        while Instant::now() < deadline {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(message)) => {
-                    quiet_since = None;
-                    records.push(RawRecord {
-                        topic: topic.to_owned(),
-                        partition,
-                        offset: message.offset(),
-                        timestamp_millis: message.timestamp().to_millis(),
-                        key: message
-                            .key()
-                            .map(|k| String::from_utf8_lossy(k).into_owned()),
-                        payload: message.payload().unwrap_or_default().to_vec(),
-                        headers: headers::to_map(message.headers()),
-                    });
-                    if message.offset() >= high - 1 {
-                        return Ok(records);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {
-                    let since = *quiet_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(3) {
-                        return Ok(records);
-                    }
-                }
-                Some(Err(error)) => return Err(error),
-            }
-        }
-        Err(KafkaError::MessageConsumption(
-            rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
-        ))
     }
 }
 

@@ -3,8 +3,6 @@
 //! Spans get real OpenTelemetry trace and span ids even when nothing exports them, so the ids in
 //! Kafka headers tie one order's HTTP request, reactions and compensations into one trace.
 
-use std::collections::BTreeMap;
-
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -13,6 +11,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::headers::Headers;
 
 /// HTTP header names of W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
@@ -51,44 +51,50 @@ pub fn init(service: &'static str) -> TracingGuard {
     TracingGuard { provider }
 }
 
-struct MapInjector<'a>(&'a mut BTreeMap<String, String>);
+struct HeaderInjector<'a>(&'a mut Headers);
 
-impl Injector for MapInjector<'_> {
+impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_owned(), value);
+        // An empty `tracestate` says nothing; leave it out of every record.
+        if !value.is_empty() {
+            self.0.insert(key, value);
+        }
     }
 }
 
-struct MapExtractor<'a>(&'a BTreeMap<String, String>);
+struct HeaderExtractor<'a>(&'a Headers);
 
-impl Extractor for MapExtractor<'_> {
+impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        self.0.get(key)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(String::as_str).collect()
+        self.0.iter().map(|(key, _)| key).collect()
     }
 }
 
 /// `traceparent` (and `tracestate`) of the current span, ready to travel in Kafka headers.
-pub fn current_context_headers() -> BTreeMap<String, String> {
-    let mut headers = BTreeMap::new();
-    let context = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&context, &mut MapInjector(&mut headers));
-    // An empty `tracestate` says nothing; leave it out of every record.
-    headers.retain(|_, value| !value.is_empty());
+pub fn current_context_headers() -> Headers {
+    context_headers(&tracing::Span::current())
+}
+
+/// `traceparent` (and `tracestate`) of `span`.
+pub fn context_headers(span: &tracing::Span) -> Headers {
+    let mut headers = Headers::new();
+    TraceContextPropagator::new()
+        .inject_context(&span.context(), &mut HeaderInjector(&mut headers));
     headers
 }
 
 /// The remote parent named by `traceparent` in `headers`, if any.
-pub fn parent_from_headers(headers: &BTreeMap<String, String>) -> opentelemetry::Context {
-    TraceContextPropagator::new().extract(&MapExtractor(headers))
+pub fn parent_from_headers(headers: &Headers) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
 /// Makes `span` a child of the context carried in `headers`. Must be called before the span is
 /// first entered, or the span keeps its own trace.
-pub fn continue_trace(span: &tracing::Span, headers: &BTreeMap<String, String>) {
+pub fn continue_trace(span: &tracing::Span, headers: &Headers) {
     let parent = parent_from_headers(headers);
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);

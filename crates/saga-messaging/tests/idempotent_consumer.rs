@@ -9,14 +9,18 @@ use common::*;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::reader::committed_offset;
-use saga_messaging::{ConsumerSettings, Delivery, EventConsumer, HandlerError, Outbox, Reactions};
+use saga_messaging::{
+    ConsumerSettings, ConsumerSetup, Delivery, EventConsumer, HandlerError, Health, Outbox,
+    Reactions,
+};
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Records each applied event in `effects`; events of `held_order` fail transiently, forever.
+/// Records each applied event in `effects`; events of the order called `held_order` fail
+/// as if the database were away, forever.
 struct Recording {
     held_order: Option<String>,
     attempts: mpsc::UnboundedSender<String>,
@@ -35,7 +39,7 @@ impl Reactions for Recording {
     ) -> Result<Vec<SagaEvent>, HandlerError> {
         let _ = self.attempts.send(event.metadata().event_id.clone());
         if self.held_order.as_deref() == Some(event.order_id()) {
-            return Err(HandlerError::transient("held back by the test"));
+            return Err(HandlerError::Database(sqlx::Error::PoolTimedOut));
         }
         sqlx::query("INSERT INTO effects (event_id, order_id, event_type) VALUES ($1, $2, $3)")
             .bind(&event.metadata().event_id)
@@ -57,17 +61,20 @@ fn consumer(
 ) -> (EventConsumer<Recording>, mpsc::UnboundedReceiver<String>) {
     let (attempts, seen) = mpsc::unbounded_channel();
     let consumer = EventConsumer::new(
-        Service::Order,
-        group(iso),
-        vec![iso.topics.events(Service::Order)],
-        iso.pool.clone(),
-        Outbox::new(iso.codec.clone()),
-        iso.kafka.clone(),
+        ConsumerSetup {
+            service: Service::Order,
+            group: group(iso),
+            subscriptions: vec![iso.topics.events(Service::Order)],
+            pool: iso.pool.clone(),
+            outbox: Outbox::new(iso.codec.clone()),
+            kafka: iso.kafka.clone(),
+            settings: ConsumerSettings::default(),
+            health: Health::new(),
+        },
         Recording {
-            held_order: held_order.map(str::to_owned),
+            held_order: held_order.map(order),
             attempts,
         },
-        ConsumerSettings::default(),
     );
     (consumer, seen)
 }
@@ -165,14 +172,17 @@ async fn no_offset_is_committed_past_an_unfinished_message() -> anyhow::Result<(
     shutdown.cancel();
     running.await??;
 
-    assert_eq!(
-        effects(&iso).await?,
-        vec![before.metadata().event_id.clone()]
+    // `before` may have been handled in a transaction of its own, or in one batch with `held`
+    // (then it waits with it): either way nothing past `held` is applied or committed.
+    let applied = effects(&iso).await?;
+    assert!(
+        applied.is_empty() || applied == vec![before.metadata().event_id.clone()],
+        "only what came before the held message may be applied: {applied:?}"
     );
-    assert_eq!(
-        committed(&iso).await?,
-        Some(1),
-        "the committed offset stops at the held message"
+    let offset = committed(&iso).await?;
+    assert!(
+        offset.is_none_or(|o| o <= 1),
+        "the committed offset never passes the held message: {offset:?}"
     );
 
     // A successor starts at the held message and applies it and the rest, each once.

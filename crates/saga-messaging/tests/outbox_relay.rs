@@ -78,7 +78,7 @@ async fn assert_published_once_in_order(
         let event = iso.codec.decode(&record.payload).await?;
         let id = event.metadata().event_id.clone();
         *copies.entry(id.clone()).or_default() += 1;
-        assert_eq!(record.key.as_deref(), Some(event.order_id()));
+        assert_eq!(record.key_str(), Some(event.order_id()));
         per_order
             .entry(event.order_id().to_owned())
             .or_default()

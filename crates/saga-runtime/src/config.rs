@@ -2,7 +2,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use saga_events::Service;
-use saga_messaging::{ConsumerSettings, RelaySettings};
+use saga_messaging::{ConsumerSettings, KafkaSettings, RelaySettings};
 
 use crate::RuntimeError;
 
@@ -14,15 +14,22 @@ pub struct ServiceConfig {
     pub database_url: String,
     /// `DATABASE_POOL_SIZE`, default 10.
     pub database_pool_size: u32,
-    /// `KAFKA_BOOTSTRAP`, default `127.0.0.1:9092`.
-    pub kafka_bootstrap: String,
+    /// `KAFKA_BOOTSTRAP`, default `127.0.0.1:9092`; `KAFKA_SECURITY_PROTOCOL`,
+    /// `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, unset by default
+    /// (plaintext, as the local stack runs).
+    pub kafka: KafkaSettings,
     /// `SCHEMA_REGISTRY_URL`, the Confluent API base, default `http://127.0.0.1:8081/apis/ccompat/v7`.
     pub registry_url: String,
     /// `TOPIC_PREFIX`, default empty: lets isolated sagas share one broker.
     pub topic_prefix: String,
     /// `HTTP_ADDR`, default `127.0.0.1:<the service's port>`.
     pub http_addr: String,
-    /// `RETRY_MAX_ATTEMPTS` (default 3) and `RETRY_DELAY_MS` (default 1000, doubling per retry).
+    /// `RETRY_MAX_ATTEMPTS` (default 3) and `RETRY_DELAY_MS` (default 1000, doubling per
+    /// retry); `CONSUMER_BATCH_SIZE` (default 200: most records per transaction);
+    /// `CONSUMER_LANES` (default 4: transactions in flight at once); `STUCK_AFTER_SECONDS`
+    /// (default 300: a retry in place this long marks the service not ready);
+    /// `CONSUMER_INSTANCE_ID` (default unset: a stable name per replica makes the consumer a
+    /// static group member, so a quick restart moves no partition).
     pub consumer: ConsumerSettings,
     /// `RETENTION_HOURS` (default 192: the topics' 7 days plus one): how long published outbox
     /// rows and inbox entries are kept.
@@ -49,7 +56,8 @@ impl ServiceConfig {
                 format!("postgres://{db}:{db}@127.0.0.1:{pg_port}/{db}"),
             ),
             database_pool_size: env_parse("DATABASE_POOL_SIZE", 10)?,
-            kafka_bootstrap: env_or("KAFKA_BOOTSTRAP", "127.0.0.1:9092".into()),
+            kafka: KafkaSettings::new(env_or("KAFKA_BOOTSTRAP", "127.0.0.1:9092".into()))
+                .with_security_from_env(),
             registry_url: env_or(
                 "SCHEMA_REGISTRY_URL",
                 "http://127.0.0.1:8081/apis/ccompat/v7".into(),
@@ -59,6 +67,12 @@ impl ServiceConfig {
             consumer: ConsumerSettings {
                 max_attempts: env_parse("RETRY_MAX_ATTEMPTS", 3)?,
                 retry_delay: Duration::from_millis(env_parse("RETRY_DELAY_MS", 1000)?),
+                batch_size: env_parse("CONSUMER_BATCH_SIZE", 200)?,
+                lanes: env_parse("CONSUMER_LANES", 4)?,
+                stuck_after: Duration::from_secs(env_parse("STUCK_AFTER_SECONDS", 300)?),
+                instance_id: std::env::var("CONSUMER_INSTANCE_ID")
+                    .ok()
+                    .filter(|v| !v.is_empty()),
             },
             relay: RelaySettings {
                 retention: Duration::from_secs(3600 * env_parse("RETENTION_HOURS", 192u64)?),

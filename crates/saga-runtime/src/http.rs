@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rdkafka::producer::{BaseProducer, Producer};
-use saga_messaging::{KafkaSettings, trace};
+use saga_messaging::{Headers, Health, KafkaSettings, trace};
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Instrument, info_span};
@@ -23,11 +23,13 @@ use crate::problem::Problem;
 /// Largest request body accepted; an order with many lines is a few KiB.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// What `/readyz` checks: the service's database and the broker answer.
+/// What `/readyz` checks: the service's database and the broker answer, the consumer is in its
+/// group, and no partition has been retrying in place for too long.
 #[derive(Clone)]
 pub struct Readiness {
     pool: PgPool,
     kafka: Arc<BaseProducer>,
+    health: Health,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -37,12 +39,15 @@ impl std::fmt::Debug for Readiness {
 }
 
 impl Readiness {
-    pub fn new(pool: PgPool, kafka: &KafkaSettings) -> Result<Self, rdkafka::error::KafkaError> {
-        let mut config = rdkafka::ClientConfig::new();
-        config.set("bootstrap.servers", &kafka.bootstrap);
+    pub fn new(
+        pool: PgPool,
+        kafka: &KafkaSettings,
+        health: Health,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
         Ok(Self {
             pool,
-            kafka: Arc::new(config.create()?),
+            kafka: Arc::new(kafka.probe_config().create()?),
+            health,
         })
     }
 
@@ -75,6 +80,15 @@ impl Readiness {
                 Ok(Ok(())) => "ok".to_owned(),
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => e.to_string(),
+            },
+        );
+        let problems = self.health.problems();
+        checks.insert(
+            "consumer",
+            if problems.is_empty() {
+                "ok".to_owned()
+            } else {
+                problems.join("; ")
             },
         );
         checks
@@ -117,10 +131,10 @@ async fn trace_request(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().clone();
-    let mut carrier = BTreeMap::new();
+    let mut carrier = Headers::new();
     for name in [trace::TRACEPARENT_HEADER, trace::TRACESTATE_HEADER] {
         if let Some(value) = request.headers().get(name).and_then(|v| v.to_str().ok()) {
-            carrier.insert(name.to_owned(), value.to_owned());
+            carrier.insert(name, value);
         }
     }
     let span = info_span!("http", %method, route = %route);
@@ -137,6 +151,13 @@ async fn trace_request(request: Request, next: Next) -> Response {
     .record(started.elapsed().as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert("trace-id", value);
+    }
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read: the connection cannot carry another request,
+        // and a client must not try to reuse it.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

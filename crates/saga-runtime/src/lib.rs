@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use saga_events::{EventCodec, Service, TopicNames};
-use saga_messaging::{EventConsumer, KafkaSettings, Outbox, OutboxRelay, Reactions};
+use saga_events::{EventCodec, EventType, Service, TopicNames};
+use saga_messaging::{
+    Backoff, ConsumerSetup, EventConsumer, Health, KafkaSettings, Outbox, OutboxRelay, Reactions,
+};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::{ServiceConfig, env_parse};
 pub use http::{Readiness, openapi_route};
@@ -35,6 +37,8 @@ pub enum RuntimeError {
     Codec(#[from] saga_events::CodecError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("event consumer")]
+    Consumer(#[from] saga_messaging::consumer::ConsumerError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
     #[error("metrics: {0}")]
@@ -80,6 +84,7 @@ impl ServiceRuntime {
 
         let started = Instant::now();
         let mut migrator = migrator;
+        let mut backoff = startup_backoff();
         loop {
             match saga_messaging::migrate(&pool, &mut migrator).await {
                 Ok(()) => break,
@@ -88,24 +93,25 @@ impl ServiceRuntime {
                         && started.elapsed() < STARTUP_PATIENCE =>
                 {
                     warn!(%error, "database not reachable yet");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(error) => return Err(error.into()),
             }
         }
         let topics = TopicNames::new(config.topic_prefix.clone());
         let codec = EventCodec::new(&config.registry_url, topics.clone())?;
+        let mut backoff = startup_backoff();
         loop {
             match codec.register_published_by(service).await {
                 Ok(_) => break,
                 Err(error) if error.is_transient() && started.elapsed() < STARTUP_PATIENCE => {
-                    warn!(%error, "schema registry not reachable yet");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    warn!(error = %saga_messaging::error::error_chain(&error), "schema registry not reachable yet");
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(error) => return Err(error.into()),
             }
         }
-        let kafka = KafkaSettings::new(config.kafka_bootstrap.clone());
+        let kafka = config.kafka.clone();
         Ok(Self {
             service,
             outbox: Outbox::new(codec.clone()),
@@ -132,28 +138,31 @@ impl ServiceRuntime {
         let shutdown = CancellationToken::new();
         let relay_shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
+        let health = Health::new();
 
         let relay = OutboxRelay::new(self.pool.clone(), &self.kafka, self.config.relay.clone())?;
+        self.warm_up(&relay, subscriptions).await;
         let relay_task = tokio::spawn(relay.run(relay_shutdown.clone()));
 
-        let group = format!("{}{}-service", self.topics.prefix(), self.service.name());
-        let topics = subscriptions
-            .iter()
-            .map(|s| self.topics.events(*s))
-            .collect();
         let consumer = EventConsumer::new(
-            self.service,
-            group,
-            topics,
-            self.pool.clone(),
-            self.outbox.clone(),
-            self.kafka.clone(),
+            ConsumerSetup {
+                service: self.service,
+                group: format!("{}{}-service", self.topics.prefix(), self.service.name()),
+                subscriptions: subscriptions
+                    .iter()
+                    .map(|s| self.topics.events(*s))
+                    .collect(),
+                pool: self.pool.clone(),
+                outbox: self.outbox.clone(),
+                kafka: self.kafka.clone(),
+                settings: self.config.consumer.clone(),
+                health: health.clone(),
+            },
             reactions,
-            self.config.consumer.clone(),
         );
         let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
 
-        let readiness = Readiness::new(self.pool.clone(), &self.kafka)?;
+        let readiness = Readiness::new(self.pool.clone(), &self.kafka, health)?;
         let app = http::service_router(api, readiness, self.metrics.clone());
         let listener = tokio::net::TcpListener::bind(&self.config.http_addr).await?;
         info!(service = self.service.name(), addr = %self.config.http_addr, "listening");
@@ -163,16 +172,62 @@ impl ServiceRuntime {
         shutdown.cancel();
 
         let deadline = Duration::from_secs(30);
-        if tokio::time::timeout(deadline, consumer_task).await.is_err() {
-            warn!("consumer did not stop within {deadline:?}");
-        }
+        let consumed = match tokio::time::timeout(deadline, consumer_task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(joined)) => {
+                error!(%joined, "the consumer task failed");
+                Ok(())
+            }
+            Err(_) => {
+                warn!("consumer did not stop within {deadline:?}");
+                Ok(())
+            }
+        };
         relay_shutdown.cancel();
         if tokio::time::timeout(deadline, relay_task).await.is_err() {
             warn!("outbox relay did not stop within {deadline:?}");
         }
         info!(service = self.service.name(), "stopped");
-        server.map_err(RuntimeError::Io)
+        server.map_err(RuntimeError::Io)?;
+        // A consumer that failed (a lane or its poll thread died) stops the service with an
+        // error, so that its supervisor starts it again.
+        consumed.map_err(RuntimeError::Consumer)
     }
+
+    /// Everything the first saga would otherwise wait for: pooled connections, the broker's
+    /// metadata, and the schemas of every event the service reads. Failures only cost that
+    /// first saga its speed, so they are logged, not fatal.
+    async fn warm_up(&self, relay: &OutboxRelay, subscriptions: &[Service]) {
+        let connections: Vec<_> = futures::future::join_all(
+            (0..self.config.database_pool_size.min(4)).map(|_| self.pool.acquire()),
+        )
+        .await;
+        drop(connections);
+        if let Err(error) = relay.warm_up(&self.outbox_topics()).await {
+            warn!(error = %saga_messaging::error::error_chain(&error), "could not reach the broker ahead of time");
+        }
+        let consumed: Vec<EventType> = EventType::ALL
+            .iter()
+            .copied()
+            .filter(|t| subscriptions.contains(&t.publisher()))
+            .collect();
+        if let Err(error) = self.codec.warm_up(&consumed).await {
+            warn!(error = %saga_messaging::error::error_chain(&error), "could not fetch the consumed schemas ahead of time");
+        }
+    }
+
+    /// The topics this service's relay writes to.
+    fn outbox_topics(&self) -> Vec<String> {
+        vec![
+            self.topics.events(self.service),
+            self.topics.retry(self.service),
+            self.topics.dlq(self.service),
+        ]
+    }
+}
+
+fn startup_backoff() -> Backoff {
+    Backoff::with(Duration::from_millis(200), Duration::from_secs(2))
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

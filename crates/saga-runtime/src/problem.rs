@@ -129,9 +129,10 @@ impl From<sqlx::Error> for Problem {
 
 impl From<HandlerError> for Problem {
     fn from(error: HandlerError) -> Self {
+        let reason = error.reason();
         match error.kind() {
-            FailureKind::Transient => Problem::unavailable(&error),
-            _ => Problem::internal(&error),
+            FailureKind::Transient => Problem::unavailable(&reason),
+            _ => Problem::internal(&reason),
         }
     }
 }

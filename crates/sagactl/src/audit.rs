@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use saga_events::Service;
+use saga_messaging::Delivery as RawRecord;
 use saga_messaging::headers;
-use saga_messaging::reader::{RawRecord, TopicReader};
+use saga_messaging::reader::PartitionReader;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -203,11 +204,12 @@ async fn check(
         ("inventory", &db.inventory),
         ("shipping", &db.shipping),
     ] {
-        let rows: Vec<(String, String, String, Option<String>)> =
+        let rows: Vec<(String, String, Option<String>, Option<String>)> =
             sqlx::query_as("SELECT order_id, status, event_type, error FROM parked ORDER BY id")
                 .fetch_all(pool)
                 .await?;
         for (order, status, event_type, error) in rows {
+            let event_type = event_type.unwrap_or_else(|| "an undecodable record".to_owned());
             parked.entry(order).or_default().push(format!(
                 "{event_type} {status} at {service}{}",
                 error.map(|e| format!(": {e}")).unwrap_or_default()
@@ -339,7 +341,7 @@ async fn repeated_effects(context: &Context) -> anyhow::Result<Vec<String>> {
     let kafka = context.kafka.clone();
     let topics = context.topics.clone();
     let records = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
-        let reader = TopicReader::new(&kafka)?;
+        let reader = PartitionReader::new(&kafka)?;
         let mut records = Vec::new();
         for service in [Service::Payment, Service::Inventory, Service::Shipping] {
             let topic = topics.events(service);
@@ -359,20 +361,16 @@ async fn repeated_effects(context: &Context) -> anyhow::Result<Vec<String>> {
     ];
     let mut seen: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
     for record in &records {
-        let event_type = record
-            .headers
-            .get(headers::EVENT_TYPE)
-            .map(String::as_str)
-            .unwrap_or("");
+        let event_type = record.headers.get(headers::EVENT_TYPE).unwrap_or("");
         if !ONCE.contains(&event_type) {
             continue;
         }
-        let order = record.key.clone().unwrap_or_default();
+        let order = record.key_str().unwrap_or_default().to_owned();
         let event_id = record
             .headers
             .get(headers::EVENT_ID)
-            .cloned()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_owned();
         seen.entry((order, event_type.to_owned()))
             .or_default()
             .insert(event_id);

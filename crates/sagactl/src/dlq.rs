@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::Service;
+use saga_messaging::Delivery as RawRecord;
 use saga_messaging::headers;
-use saga_messaging::reader::{RawRecord, TopicReader};
+use saga_messaging::reader::PartitionReader;
 use serde_json::{Value, json};
 
 use crate::Context;
@@ -63,7 +64,7 @@ async fn dead_letters(context: &Context, service: Service) -> anyhow::Result<Vec
     let kafka = context.kafka.clone();
     let topic = context.topics.dlq(service);
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
-        let reader = TopicReader::new(&kafka)?;
+        let reader = PartitionReader::new(&kafka)?;
         let partitions = reader.partition_count(&topic)?;
         if partitions == 0 {
             bail!("topic {topic} does not exist");
@@ -83,7 +84,7 @@ fn id_of(record: &RawRecord) -> String {
 }
 
 fn header<'a>(record: &'a RawRecord, name: &str) -> &'a str {
-    record.headers.get(name).map(String::as_str).unwrap_or("")
+    record.headers.get(name).unwrap_or("")
 }
 
 fn age(record: &RawRecord) -> String {
@@ -112,7 +113,7 @@ fn age(record: &RawRecord) -> String {
 fn summary(record: &RawRecord) -> Value {
     json!({
         "id": id_of(record),
-        "order_id": record.key,
+        "order_id": record.key_str(),
         "event_type": header(record, headers::EVENT_TYPE),
         "event_id": header(record, headers::EVENT_ID),
         "error_kind": header(record, headers::ERROR_KIND),
@@ -145,7 +146,7 @@ pub async fn run(context: &Context, command: DlqCommand) -> anyhow::Result<()> {
                 emit(format!(
                     "{:<8} {:<38} {:<24} {:>8} {:>5}  {error}",
                     id_of(record),
-                    record.key.as_deref().unwrap_or("-"),
+                    record.key_str().unwrap_or("-"),
                     header(record, headers::EVENT_TYPE),
                     header(record, headers::ATTEMPTS),
                     age(record),
@@ -169,10 +170,10 @@ pub async fn run(context: &Context, command: DlqCommand) -> anyhow::Result<()> {
             let shown = json!({
                 "id": id,
                 "topic": record.topic,
-                "key": record.key,
+                "key": record.key.as_deref().map(String::from_utf8_lossy),
                 "writer_schema": writer,
                 "event_type": writer.as_str().map(short_name),
-                "headers": record.headers,
+                "headers": record.headers.to_text_map(),
                 "value": value,
             });
             if context.json {
@@ -199,7 +200,7 @@ async fn redrive(context: &Context, args: RedriveArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|r| match (&args.id, &args.order) {
             (Some(id), _) => &id_of(r) == id,
-            (None, Some(order)) => r.key.as_deref() == Some(order.as_str()),
+            (None, Some(order)) => r.key_str() == Some(order.as_str()),
             (None, None) => true,
         })
         .collect();
@@ -216,18 +217,20 @@ async fn redrive(context: &Context, args: RedriveArgs) -> anyhow::Result<()> {
     let mut redriven = Vec::new();
     for record in chosen {
         let mut record_headers = record.headers.clone();
+        // The dead letter's own outbox id means nothing on the retry topic, and a relay
+        // recovering that topic must never mistake it for one of its rows.
         record_headers.remove(headers::OUTBOX_ID);
         record_headers.remove(headers::NOT_BEFORE);
-        record_headers.insert(headers::REDRIVEN_AT.into(), Utc::now().to_rfc3339());
+        record_headers.insert(headers::REDRIVEN_AT, Utc::now().to_rfc3339());
         record_headers.insert(
-            headers::REDRIVEN_FROM.into(),
+            headers::REDRIVEN_FROM,
             format!("{}[{}]@{}", record.topic, record.partition, record.offset),
         );
-        record_headers.insert(headers::REDRIVEN_BY.into(), who.clone());
+        record_headers.insert(headers::REDRIVEN_BY, who.clone());
         if let Some(producer) = &producer {
             let mut outgoing = FutureRecord::to(&retry_topic)
                 .payload(&record.payload)
-                .headers(headers::from_map(&record_headers));
+                .headers(record_headers.to_kafka());
             if let Some(key) = &record.key {
                 outgoing = outgoing.key(key);
             }
@@ -238,7 +241,7 @@ async fn redrive(context: &Context, args: RedriveArgs) -> anyhow::Result<()> {
         }
         redriven.push(json!({
             "id": id_of(record),
-            "order_id": record.key,
+            "order_id": record.key_str(),
             "event_type": header(record, headers::EVENT_TYPE),
             "to": retry_topic,
         }));

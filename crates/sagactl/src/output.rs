@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use saga_events::EventCodec;
-use saga_messaging::reader::RawRecord;
+use saga_messaging::Delivery as RawRecord;
 use serde_json::{Value, json};
 
 /// A record as JSON: where it is, its key and headers, and its value decoded with the writer's
@@ -21,8 +21,8 @@ pub async fn record_json(codec: &EventCodec, record: &RawRecord) -> Value {
         "partition": record.partition,
         "offset": record.offset,
         "timestamp": record.timestamp_millis.and_then(DateTime::<Utc>::from_timestamp_millis),
-        "key": record.key,
-        "headers": record.headers,
+        "key": record.key.as_deref().map(String::from_utf8_lossy),
+        "headers": record.headers.to_text_map(),
         "event_type": event_type,
         "value": value,
         "decode_error": error,

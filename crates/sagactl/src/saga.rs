@@ -1,7 +1,8 @@
 //! `sagactl saga`: one order's events across the four topics, causes before effects.
 
 use saga_events::{Service, causal_order};
-use saga_messaging::reader::{RawRecord, TopicReader};
+use saga_messaging::Delivery as RawRecord;
+use saga_messaging::reader::PartitionReader;
 use serde_json::Value;
 
 use crate::Context;
@@ -12,7 +13,7 @@ pub async fn run(context: &Context, order_id: &str) -> anyhow::Result<()> {
     let topics = context.topics.clone();
     let key = order_id.to_owned();
     let records = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
-        let reader = TopicReader::new(&kafka)?;
+        let reader = PartitionReader::new(&kafka)?;
         let mut records = Vec::new();
         for service in Service::ALL {
             records.extend(reader.records_with_key(&topics.events(service), &key)?);

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use saga_messaging::reader::{RawRecord, TopicReader};
+use saga_messaging::Delivery as RawRecord;
+use saga_messaging::reader::PartitionReader;
 use tokio::sync::mpsc;
 
 use crate::Context;
@@ -33,7 +33,7 @@ pub struct TailArgs {
 
 pub async fn run(context: &Context, args: TailArgs) -> anyhow::Result<()> {
     let (sender, mut receiver) = mpsc::channel::<RawRecord>(1024);
-    let reader = TopicReader::new(&context.kafka)?;
+    let reader = PartitionReader::new(&context.kafka)?;
     let follow = std::thread::spawn({
         let topic = args.topic.clone();
         let order_id = args.order_id.clone();
@@ -86,7 +86,7 @@ pub async fn run(context: &Context, args: TailArgs) -> anyhow::Result<()> {
 /// Reads the topic (or the order's partition) in a blocking thread until the receiver is gone.
 fn follow(
     consumer: &BaseConsumer,
-    reader: &TopicReader,
+    reader: &PartitionReader,
     topic: &str,
     order_id: Option<&str>,
     from_beginning: bool,
@@ -116,21 +116,10 @@ fn follow(
     loop {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
-                let key = message
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned());
-                if order_id.is_some() && key.as_deref() != order_id {
+                let record = RawRecord::from_message(&message);
+                if order_id.is_some_and(|order| record.key.as_deref() != Some(order.as_bytes())) {
                     continue;
                 }
-                let record = RawRecord {
-                    topic: topic.to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    timestamp_millis: message.timestamp().to_millis(),
-                    key,
-                    payload: message.payload().unwrap_or_default().to_vec(),
-                    headers: saga_messaging::headers::to_map(message.headers()),
-                };
                 if sender.blocking_send(record).is_err() {
                     return Ok(());
                 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use saga_events::Service;
-use saga_messaging::reader::{TopicReader, committed_offsets};
+use saga_messaging::reader::{PartitionReader, committed_offsets};
 use serde_json::{Value, json};
 
 use crate::Context;
@@ -14,7 +14,7 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
     let kafka = context.kafka.clone();
     let topics = context.topics.clone();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Value>> {
-        let reader = TopicReader::new(&kafka)?;
+        let reader = PartitionReader::new(&kafka)?;
         let metadata = reader
             .consumer()
             .fetch_metadata(None, Duration::from_secs(10))?;

@@ -107,7 +107,7 @@ async fn reserve(
 async fn release(tx: &mut PgConnection, cause: &SagaEvent) -> Result<Vec<SagaEvent>, HandlerError> {
     let order_id = parse_uuid("order_id", cause.order_id())?;
     let Some((status, lines)) = store::lock_reservation(tx, order_id).await? else {
-        return Err(HandlerError::permanent(format!(
+        return Err(HandlerError::rejected(format!(
             "{} for order {order_id}, which holds no reservation",
             cause.event_type()
         )));
@@ -120,7 +120,7 @@ async fn release(tx: &mut PgConnection, cause: &SagaEvent) -> Result<Vec<SagaEve
     let levels = store::lock_levels(tx, &skus).await?;
     for line in &lines {
         let level = levels.get(&line.sku).ok_or_else(|| {
-            HandlerError::permanent(format!("reserved SKU {} no longer exists", line.sku))
+            HandlerError::rejected(format!("reserved SKU {} no longer exists", line.sku))
         })?;
         store::set_reserved(tx, &line.sku, level.reserved - line.quantity).await?;
     }
@@ -142,7 +142,7 @@ fn stock_lines(lines: &[ReservedLine]) -> Result<Vec<StockLine>, HandlerError> {
             Ok(StockLine {
                 sku: line.sku.clone(),
                 quantity: i32::try_from(line.quantity).map_err(|_| {
-                    HandlerError::permanent(format!(
+                    HandlerError::rejected(format!(
                         "quantity {} of {} is out of range",
                         line.quantity, line.sku
                     ))

@@ -83,10 +83,10 @@ async fn end_saga(
 ) -> Result<Vec<SagaEvent>, HandlerError> {
     let order_id = parse_uuid("order_id", event.order_id())?;
     let Some((status, reason)) = store::lock_status(tx, order_id).await? else {
-        return Err(HandlerError::permanent(format!("unknown order {order_id}")));
+        return Err(HandlerError::rejected(format!("unknown order {order_id}")));
     };
     let current = OrderStatus::from_columns(&status, reason.as_deref()).ok_or_else(|| {
-        HandlerError::permanent(format!(
+        HandlerError::rejected(format!(
             "order {order_id} has an impossible status {status}"
         ))
     })?;

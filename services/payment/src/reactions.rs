@@ -120,13 +120,13 @@ async fn refund(
 ) -> Result<Vec<SagaEvent>, HandlerError> {
     let order_id = parse_uuid("order_id", cause.order_id())?;
     let Some(payment) = store::lock(tx, order_id).await? else {
-        return Err(HandlerError::permanent(format!(
+        return Err(HandlerError::rejected(format!(
             "{} for order {order_id}, which has no payment",
             cause.event_type()
         )));
     };
     let status = PaymentStatus::parse(&payment.status).ok_or_else(|| {
-        HandlerError::permanent(format!(
+        HandlerError::rejected(format!(
             "payment of {order_id} has an impossible status {}",
             payment.status
         ))

@@ -8,8 +8,9 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use saga_events::{EventCodec, EventMetadata, EventType, OrderConfirmed, SagaEvent, TopicNames};
+use saga_messaging::Delivery;
 use saga_messaging::KafkaSettings;
-use saga_messaging::reader::{RawRecord, TopicReader};
+use saga_messaging::reader::PartitionReader;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Executor, PgPool};
 
@@ -96,11 +97,11 @@ impl Isolated {
     }
 
     /// Every record on `topic`, partition by partition.
-    pub async fn records(&self, topic: &str) -> anyhow::Result<Vec<RawRecord>> {
+    pub async fn records(&self, topic: &str) -> anyhow::Result<Vec<Delivery>> {
         let kafka = self.kafka.clone();
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
-            let reader = TopicReader::new(&kafka)?;
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Delivery>> {
+            let reader = PartitionReader::new(&kafka)?;
             let mut records = Vec::new();
             for partition in 0..reader.partition_count(&topic)? {
                 records.extend(reader.read_partition(&topic, partition)?);
@@ -119,17 +120,29 @@ impl Isolated {
     }
 }
 
-/// A small event of `order_id`, distinct every call.
-pub fn event(order_id: &str) -> SagaEvent {
+/// The order id a test calls `name`: the same UUID for the same name, as the saga's ids are.
+pub fn order(name: &str) -> String {
+    // FNV-1a, widened to 128 bits: enough to keep a handful of test names apart.
+    let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for byte in name.bytes() {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    uuid::Uuid::from_u128(hash).to_string()
+}
+
+/// A small event of the order called `name`, distinct every call.
+pub fn event(name: &str) -> SagaEvent {
+    let order_id = order(name);
     OrderConfirmed {
-        metadata: EventMetadata::first(order_id, "test"),
-        order_id: order_id.to_owned(),
+        metadata: EventMetadata::first(&order_id, "test"),
+        order_id,
     }
     .into()
 }
 
-pub fn event_type_of(record: &RawRecord) -> Option<&str> {
-    record.headers.get("event-type").map(String::as_str)
+pub fn event_type_of(record: &Delivery) -> Option<&str> {
+    record.headers.get("event-type")
 }
 
 /// Polls until `done` holds or the deadline passes; then fails with what it last saw.

@@ -1,0 +1,842 @@
+//! What happens to a batch of records from the event topics: one transaction, replayed without
+//! the records whose reactions fail.
+//!
+//! 1. Every record is read first: a saga event this service reacts to, one it ignores, or poison
+//!    (bytes that are not a saga event, or an event whose ids are not ids). Only the registry
+//!    being away stops this step, and the batch waits for it.
+//! 2. In one transaction: the advisory locks of all the batch's orders, in one fixed order; one
+//!    query for where each event stands (handled before, parked, or its order parked); then the
+//!    plan for each record — apply, skip, park behind its order, or dead-letter.
+//! 3. The reactions run one after another in that transaction. When one fails on its own merits,
+//!    the transaction is rolled back and replayed with that record parked and scheduled for
+//!    retry instead: no savepoint is paid for records that succeed.
+//! 4. One insert records the applied events in the inbox, one appends everything to publish to
+//!    the outbox, and the commit makes it all true at once.
+//!
+//! If something that is not any one reaction fails for good (the bookkeeping itself), the batch
+//! is handled again one record at a time, which finds the record at fault; a single record whose
+//! bookkeeping cannot be written goes straight to the dead-letter topic with its raw bytes.
+
+use std::collections::{BTreeSet, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use futures::FutureExt;
+use saga_events::{EventCodec, EventType, SagaEvent, Service, TopicNames};
+use sqlx::{PgConnection, PgPool};
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use uuid::Uuid;
+
+use super::lane::LaneControl;
+use super::poll::Routed;
+use super::{ConsumerSettings, ConsumerSetup, Reactions};
+use crate::backoff::Backoff;
+use crate::delivery::Delivery;
+use crate::error::{FailureKind, HandlerError, error_chain};
+use crate::headers;
+use crate::health::Health;
+use crate::inbox::{self, Standing};
+use crate::outbox::{self, Outbox, OutboxRecord};
+use crate::parking::{self, Failure, NewParked, ParkedStatus};
+use crate::trace;
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The service reacted to it.
+    Applied,
+    /// A parked message that succeeded on a later attempt.
+    AppliedOnRetry,
+    /// Handled before: nothing changed.
+    Duplicate,
+    /// Not an event this service reacts to.
+    Ignored,
+    /// Waits behind an earlier message of its order.
+    ParkedBehind,
+    /// Failed; scheduled on the retry topic.
+    RetryScheduled,
+    /// Given up on: on the dead-letter topic.
+    DeadLettered,
+    /// A retry record for something already settled.
+    StaleRetry,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::AppliedOnRetry => "applied_on_retry",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
+            Outcome::ParkedBehind => "parked_behind",
+            Outcome::RetryScheduled => "retry_scheduled",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::StaleRetry => "stale_retry",
+        }
+    }
+}
+
+/// A record's place in its topic: what the lane stores offsets from.
+pub(super) type Position = (String, i32, i64);
+
+/// A record as read in step 1.
+pub(super) enum Read {
+    Event {
+        event: Box<SagaEvent>,
+        event_id: Uuid,
+        order: Uuid,
+    },
+    Ignored(EventType),
+    Poison {
+        kind: FailureKind,
+        reason: String,
+        /// The order the record's key names, if it names one: parked behind the poison.
+        order: Option<Uuid>,
+        event_type: Option<EventType>,
+    },
+}
+
+pub(super) struct Item {
+    pub routed: Routed,
+    pub read: Read,
+    /// Set when its reaction failed in an earlier run of this batch.
+    pub failure: Option<HandlerError>,
+}
+
+impl Item {
+    fn delivery(&self) -> &Delivery {
+        &self.routed.delivery
+    }
+
+    fn position(&self) -> Position {
+        let d = self.delivery();
+        (d.topic.clone(), d.partition, d.offset)
+    }
+}
+
+/// Why a run of a batch did not commit.
+enum BatchFailure {
+    /// The reaction to the item at this index failed on its own merits.
+    At(usize, HandlerError),
+    /// Infrastructure: try the same again later.
+    Transient(HandlerError),
+    /// Writing the batch's bookkeeping failed, and no one item can be blamed yet.
+    Bookkeeping(HandlerError),
+}
+
+impl BatchFailure {
+    fn classify(error: HandlerError) -> Self {
+        if error.is_transient() {
+            BatchFailure::Transient(error)
+        } else {
+            BatchFailure::Bookkeeping(error)
+        }
+    }
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(error: sqlx::Error) -> Self {
+        BatchFailure::classify(error.into())
+    }
+}
+
+/// How a run that waits on infrastructure ended.
+pub(super) enum Attempt<T> {
+    Done(T),
+    /// Failed for good: the caller decides where the record goes.
+    Failed(HandlerError),
+    /// Shutdown or a revocation came first.
+    Interrupted,
+}
+
+/// What each item of a batch run does.
+enum Step {
+    Skip(Outcome),
+    Apply,
+    ParkWaiting,
+    ParkFailed,
+    ParkDead,
+    DeadLetter,
+}
+
+/// Handles a service's records; shared by its lanes.
+pub(crate) struct Handler<R> {
+    pub(super) pool: PgPool,
+    pub(super) outbox: Outbox,
+    pub(super) codec: EventCodec,
+    pub(super) topics: TopicNames,
+    pub(super) reactions: R,
+    pub(super) service: Service,
+    pub(super) settings: ConsumerSettings,
+    pub(super) health: Health,
+    #[cfg(feature = "fault-injection")]
+    faults: crate::faults::FaultInjection,
+}
+
+impl<R: Reactions> Handler<R> {
+    pub fn new(setup: &ConsumerSetup, reactions: R) -> Self {
+        #[cfg(feature = "fault-injection")]
+        let faults = match crate::faults::FaultInjection::from_env(setup.service.name()) {
+            Ok(faults) => {
+                if !faults.is_empty() {
+                    warn!(
+                        service = setup.service.name(),
+                        "FAULT INJECTION IS ON: some events will fail on purpose"
+                    );
+                }
+                faults
+            }
+            Err(error) => {
+                error!(%error, "FAULT_INJECTION is malformed; injecting nothing");
+                crate::faults::FaultInjection::default()
+            }
+        };
+        #[cfg(not(feature = "fault-injection"))]
+        if std::env::var_os("FAULT_INJECTION").is_some() {
+            warn!("FAULT_INJECTION is set, but this build cannot inject faults; ignoring it");
+        }
+        Self {
+            pool: setup.pool.clone(),
+            codec: setup.outbox.codec().clone(),
+            topics: setup.outbox.codec().topics().clone(),
+            outbox: setup.outbox.clone(),
+            reactions,
+            service: setup.service,
+            settings: setup.settings.clone(),
+            health: setup.health.clone(),
+            #[cfg(feature = "fault-injection")]
+            faults,
+        }
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.settings.batch_size.max(1)
+    }
+
+    /// Handles records of the event topics; returns the positions of those now handled (all of
+    /// them, unless shutdown or a revocation interrupted).
+    pub async fn handle_batch(&self, batch: Vec<Routed>, lane: &LaneControl<'_>) -> Vec<Position> {
+        let mut items = Vec::with_capacity(batch.len());
+        for routed in batch {
+            match self.read_until_readable(&routed, lane).await {
+                Some(read) => items.push(Item {
+                    routed,
+                    read,
+                    failure: None,
+                }),
+                None if lane.shutting_down() => return Vec::new(),
+                // Revoked while the registry was away: the next owner reads it.
+                None => {}
+            }
+        }
+        self.run_items(items, lane).await
+    }
+
+    /// Reads a record, waiting out a registry that is away. None if shutdown or the record's
+    /// revocation came first.
+    async fn read_until_readable(&self, routed: &Routed, lane: &LaneControl<'_>) -> Option<Read> {
+        let delivery = &routed.delivery;
+        let label = format!("{}[{}]", delivery.topic, delivery.partition);
+        loop {
+            match self.persist(lane, &label, || self.read(delivery)).await {
+                Attempt::Done(read) => return Some(read),
+                Attempt::Failed(error) => {
+                    return Some(Read::Poison {
+                        kind: error.kind(),
+                        reason: error.reason(),
+                        order: delivery.key_order(),
+                        event_type: None,
+                    });
+                }
+                Attempt::Interrupted if lane.shutting_down() || !lane.is_current(routed) => {
+                    return None;
+                }
+                // Another partition's revocation woke the lane: keep trying.
+                Attempt::Interrupted => {}
+            }
+        }
+    }
+
+    /// Step 1 for one record. Only a transient registry failure is an error.
+    pub(super) async fn read(&self, delivery: &Delivery) -> Result<Read, HandlerError> {
+        if delivery.headers.contains_key(headers::UNREADABLE_HEADERS) {
+            return Ok(Read::Poison {
+                kind: FailureKind::Undecodable,
+                reason: "the record's header names are not valid UTF-8".to_owned(),
+                order: delivery.key_order(),
+                event_type: None,
+            });
+        }
+        let event = match self.codec.decode(&delivery.payload).await {
+            Ok(event) => event,
+            Err(error) if error.is_transient() => return Err(error.into()),
+            Err(error) => {
+                return Ok(Read::Poison {
+                    kind: FailureKind::Undecodable,
+                    reason: error_chain(&error),
+                    order: delivery.key_order(),
+                    event_type: None,
+                });
+            }
+        };
+        let event_type = event.event_type();
+        if !self.reactions.wants(event_type) {
+            return Ok(Read::Ignored(event_type));
+        }
+        let ids =
+            crate::error::parse_uuid("event_id", &event.metadata().event_id).and_then(|event_id| {
+                crate::error::parse_uuid("order_id", event.order_id()).map(|o| (event_id, o))
+            });
+        Ok(match ids {
+            Ok((event_id, order)) => Read::Event {
+                event: Box::new(event),
+                event_id,
+                order,
+            },
+            // Without usable ids the event can be neither deduplicated nor kept in order.
+            Err(error) => Read::Poison {
+                kind: FailureKind::Permanent,
+                reason: error.reason(),
+                order: delivery.key_order(),
+                event_type: Some(event_type),
+            },
+        })
+    }
+
+    /// Steps 2 to 4, with the replays: until the batch commits, or shutdown.
+    pub(super) async fn run_items(
+        &self,
+        mut items: Vec<Item>,
+        lane: &LaneControl<'_>,
+    ) -> Vec<Position> {
+        let label = describe(&items);
+        let mut backoff = Backoff::new();
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            if items.is_empty() {
+                return Vec::new();
+            }
+            match self.run_once(&items).await {
+                Ok(outcomes) => {
+                    self.health.moving(&label);
+                    for (item, outcome) in items.iter().zip(&outcomes) {
+                        self.count(item, *outcome);
+                    }
+                    return items.iter().map(Item::position).collect();
+                }
+                Err(BatchFailure::At(index, error)) => {
+                    debug!(record = %items[index].delivery(), error = %error.reason(), "reaction failed; replaying the batch without it");
+                    items[index].failure = Some(error);
+                }
+                Err(BatchFailure::Transient(error)) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    self.waiting_on_infrastructure(&label, since, &error);
+                    if !backoff.wait(lane.interrupted()).await {
+                        if lane.shutting_down() {
+                            return Vec::new();
+                        }
+                        items.retain(|item| lane.is_current(&item.routed));
+                    }
+                }
+                Err(BatchFailure::Bookkeeping(error)) if items.len() > 1 => {
+                    warn!(batch = %label, error = %error.reason(), "a batch could not be recorded; handling its records one by one");
+                    let mut handled = Vec::new();
+                    for item in items {
+                        let one = Box::pin(self.run_items(vec![item], lane)).await;
+                        if one.is_empty() && lane.shutting_down() {
+                            break;
+                        }
+                        handled.extend(one);
+                    }
+                    return handled;
+                }
+                Err(BatchFailure::Bookkeeping(error)) => {
+                    let item = &items[0];
+                    let reason = format!("could not be recorded: {}", error.reason());
+                    error!(record = %item.delivery(), %reason, "dead-lettering a record whose bookkeeping fails");
+                    let attempt = self
+                        .persist(lane, &label, || {
+                            self.dead_letter_raw(item.delivery(), &reason)
+                        })
+                        .await;
+                    match attempt {
+                        Attempt::Done(()) => {
+                            self.count(item, Outcome::DeadLettered);
+                            return vec![item.position()];
+                        }
+                        Attempt::Failed(error) => {
+                            // Not even a dead letter can be written: keep the record and keep
+                            // trying, with the partition named on /readyz.
+                            let since = *failing_since.get_or_insert_with(Instant::now);
+                            self.waiting_on_infrastructure(&label, since, &error);
+                            if !backoff.wait(lane.interrupted()).await
+                                && (lane.shutting_down() || !lane.is_current(&item.routed))
+                            {
+                                return Vec::new();
+                            }
+                        }
+                        Attempt::Interrupted => return Vec::new(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One run of steps 2 to 4.
+    async fn run_once(&self, items: &[Item]) -> Result<Vec<Outcome>, BatchFailure> {
+        let mut tx = self.pool.begin().await?;
+        let orders: Vec<Uuid> = items
+            .iter()
+            .filter_map(|item| match &item.read {
+                Read::Event { order, .. } => Some(*order),
+                Read::Poison { order, .. } => *order,
+                Read::Ignored(_) => None,
+            })
+            .collect();
+        parking::lock_orders(&mut tx, &orders).await?;
+        let checks: Vec<(Uuid, String)> = items
+            .iter()
+            .filter_map(|item| match &item.read {
+                Read::Event {
+                    event_id, order, ..
+                } => Some((*event_id, order.to_string())),
+                _ => None,
+            })
+            .collect();
+        let mut standing = inbox::standing(&mut tx, &checks).await?.into_iter();
+
+        // The plan, in arrival order: an order parked by an earlier record of this batch parks
+        // its later records too.
+        let mut parked_orders: HashSet<Uuid> = HashSet::new();
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let mut steps = Vec::with_capacity(items.len());
+        for item in items {
+            steps.push(match &item.read {
+                Read::Ignored(_) => Step::Skip(Outcome::Ignored),
+                Read::Poison {
+                    order: Some(order), ..
+                } => {
+                    parked_orders.insert(*order);
+                    Step::ParkDead
+                }
+                Read::Poison { order: None, .. } => Step::DeadLetter,
+                Read::Event {
+                    event_id, order, ..
+                } => {
+                    let stands = standing.next().unwrap_or(Standing::Clear);
+                    if stands == Standing::OrderParked {
+                        parked_orders.insert(*order);
+                    }
+                    if stands == Standing::Known || !seen.insert(*event_id) {
+                        Step::Skip(Outcome::Duplicate)
+                    } else if parked_orders.contains(order) {
+                        Step::ParkWaiting
+                    } else if item.failure.is_some() {
+                        parked_orders.insert(*order);
+                        Step::ParkFailed
+                    } else {
+                        Step::Apply
+                    }
+                }
+            });
+        }
+
+        let applying: Vec<usize> = (0..items.len())
+            .filter(|i| matches!(steps[*i], Step::Apply))
+            .collect();
+        let arrivals: Vec<(&SagaEvent, &Delivery)> = applying
+            .iter()
+            .filter_map(|i| match &items[*i].read {
+                Read::Event { event, .. } => Some((event.as_ref(), items[*i].delivery())),
+                _ => None,
+            })
+            .collect();
+        if let Err(error) = self.reactions.prepare(&mut tx, &arrivals).await {
+            return Err(match applying.as_slice() {
+                [only] if !error.is_transient() => BatchFailure::At(*only, error),
+                _ => BatchFailure::classify(error),
+            });
+        }
+
+        let mut records: Vec<OutboxRecord> = Vec::new();
+        let mut handled: Vec<inbox::Entry> = Vec::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (index, (item, step)) in items.iter().zip(&steps).enumerate() {
+            let delivery = item.delivery();
+            let outcome = match (step, &item.read) {
+                (Step::Skip(outcome), _) => *outcome,
+                (
+                    Step::Apply,
+                    Read::Event {
+                        event, event_id, ..
+                    },
+                ) => {
+                    match self.react(&mut tx, event, delivery).await {
+                        Ok(outgoing) => records.extend(outgoing),
+                        Err(error) if error.is_transient() => {
+                            return Err(BatchFailure::Transient(error));
+                        }
+                        Err(error) => return Err(BatchFailure::At(index, error)),
+                    }
+                    handled.push(inbox::Entry {
+                        event_id: *event_id,
+                        event_type: event.event_type().name(),
+                        topic: delivery.topic.clone(),
+                        partition: delivery.partition,
+                        offset: delivery.offset,
+                    });
+                    Outcome::Applied
+                }
+                (
+                    Step::ParkWaiting,
+                    Read::Event {
+                        event,
+                        event_id,
+                        order,
+                    },
+                ) => {
+                    parking::insert(
+                        &mut tx,
+                        NewParked {
+                            order_id: *order,
+                            event_id: Some(*event_id),
+                            event_type: Some(event.event_type().name()),
+                            status: ParkedStatus::Waiting,
+                            source: delivery,
+                            failure: None,
+                        },
+                    )
+                    .await?;
+                    info!(record = %delivery, "parked behind an earlier message of the same order");
+                    Outcome::ParkedBehind
+                }
+                (
+                    Step::ParkFailed,
+                    Read::Event {
+                        event,
+                        event_id,
+                        order,
+                    },
+                ) => {
+                    let error = item
+                        .failure
+                        .as_ref()
+                        .map(HandlerError::reason)
+                        .unwrap_or_default();
+                    let kind = item
+                        .failure
+                        .as_ref()
+                        .map_or(FailureKind::Permanent, HandlerError::kind);
+                    let id = parking::insert(
+                        &mut tx,
+                        NewParked {
+                            order_id: *order,
+                            event_id: Some(*event_id),
+                            event_type: Some(event.event_type().name()),
+                            status: ParkedStatus::Retrying,
+                            source: delivery,
+                            failure: Some((kind, &error)),
+                        },
+                    )
+                    .await?;
+                    let now = chrono::Utc::now();
+                    let (record, outcome) =
+                        self.failure_record(Some(id), delivery, 1, kind, &error, now, now);
+                    if outcome == Outcome::DeadLettered {
+                        parking::record_failure(&mut tx, id, ParkedStatus::Dead, 1, kind, &error)
+                            .await?;
+                    }
+                    records.push(record);
+                    outcome
+                }
+                (
+                    Step::ParkDead,
+                    Read::Poison {
+                        kind,
+                        reason,
+                        order: Some(order),
+                        event_type,
+                    },
+                ) => {
+                    let parked = parking::insert_unless_parked(
+                        &mut tx,
+                        NewParked {
+                            order_id: *order,
+                            event_id: None,
+                            event_type: event_type.map(EventType::name),
+                            status: ParkedStatus::Dead,
+                            source: delivery,
+                            failure: Some((*kind, reason)),
+                        },
+                    )
+                    .await?;
+                    match parked {
+                        // A redelivery of a record parked before: its dead letter exists.
+                        None => Outcome::Duplicate,
+                        Some(id) => {
+                            let now = chrono::Utc::now();
+                            let (record, _) = self.failure_record(
+                                Some(id),
+                                delivery,
+                                self.settings.max_attempts,
+                                *kind,
+                                reason,
+                                now,
+                                now,
+                            );
+                            warn!(record = %delivery, %reason, "dead-lettered a record that is not a usable saga event; its order waits behind it");
+                            records.push(record);
+                            Outcome::DeadLettered
+                        }
+                    }
+                }
+                (Step::DeadLetter, Read::Poison { kind, reason, .. }) => {
+                    let now = chrono::Utc::now();
+                    let (record, _) = self.failure_record(
+                        None,
+                        delivery,
+                        self.settings.max_attempts,
+                        *kind,
+                        reason,
+                        now,
+                        now,
+                    );
+                    warn!(record = %delivery, %reason, "dead-lettered a record that is not a usable saga event");
+                    records.push(record);
+                    Outcome::DeadLettered
+                }
+                _ => Outcome::Ignored,
+            };
+            outcomes.push(outcome);
+        }
+        inbox::record(&mut tx, &handled).await?;
+        outbox::insert(&mut tx, &records).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Runs the service's reaction to one event inside its own span (a child of the trace the
+    /// record carries), and encodes what it emits. A panicking reaction is this event's failure,
+    /// not the lane's.
+    pub(super) async fn react(
+        &self,
+        tx: &mut PgConnection,
+        event: &SagaEvent,
+        delivery: &Delivery,
+    ) -> Result<Vec<OutboxRecord>, HandlerError> {
+        let span = info_span!(
+            "react",
+            service = self.service.name(),
+            event_type = event.event_type().name(),
+            order_id = %event.order_id(),
+            event_id = %event.metadata().event_id,
+            source = %delivery,
+        );
+        trace::continue_trace(&span, &delivery.headers);
+        let started = Instant::now();
+        let result = async {
+            let reaction = async {
+                #[cfg(feature = "fault-injection")]
+                match self.faults.should_fail(event) {
+                    Some(crate::faults::Fault::Fail(reason)) => {
+                        return Err(HandlerError::rejected(reason));
+                    }
+                    Some(crate::faults::Fault::Panic(reason)) => panic!("{reason}"),
+                    None => {}
+                }
+                self.reactions.react(tx, event, delivery).await
+            };
+            let outgoing = AssertUnwindSafe(reaction)
+                .catch_unwind()
+                .await
+                .map_err(|panic| HandlerError::Panicked(panic_message(&panic)))??;
+            let context = trace::current_context_headers();
+            let mut records = Vec::with_capacity(outgoing.len());
+            for event in &outgoing {
+                records.push(self.outbox.record(event, &context).await?);
+            }
+            Ok(records)
+        }
+        .instrument(span)
+        .await;
+        metrics::histogram!("saga_event_handling_seconds", "event_type" => event.event_type().name())
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The retry or dead-letter record of a failed attempt, and which of the two it is.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn failure_record(
+        &self,
+        parked_id: Option<i64>,
+        source: &Delivery,
+        attempts: i32,
+        kind: FailureKind,
+        error: &str,
+        first: chrono::DateTime<chrono::Utc>,
+        last: chrono::DateTime<chrono::Utc>,
+    ) -> (OutboxRecord, Outcome) {
+        let dead = kind == FailureKind::Undecodable || attempts >= self.settings.max_attempts;
+        let delay = self.settings.retry_delay
+            * 2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(0));
+        let (topic, not_before) = if dead {
+            (self.topics.dlq(self.service), None)
+        } else {
+            let due = chrono::Utc::now().timestamp_millis()
+                + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            (self.topics.retry(self.service), Some(due))
+        };
+        let headers = Failure {
+            service: self.service.name(),
+            source,
+            parked_id,
+            attempts,
+            kind,
+            error,
+            first,
+            last,
+            not_before_millis: not_before,
+        }
+        .headers();
+        let labels = [
+            ("service", self.service.name().to_owned()),
+            ("topic", source.topic.clone()),
+            ("error_kind", kind.as_str().to_owned()),
+        ];
+        let outcome = if dead {
+            metrics::counter!("saga_dead_letters_total", &labels).increment(1);
+            error!(record = %source, attempts, error, "dead-lettered");
+            Outcome::DeadLettered
+        } else {
+            metrics::counter!("saga_retries_scheduled_total", &labels).increment(1);
+            warn!(record = %source, attempts, error, retry_in = ?delay, "handling failed; scheduled a retry");
+            Outcome::RetryScheduled
+        };
+        let record = OutboxRecord {
+            id: Uuid::new_v4(),
+            event_type: source
+                .headers
+                .get(headers::EVENT_TYPE)
+                .filter(|t| EventType::ALL.iter().any(|e| e.name() == *t))
+                .unwrap_or("unknown")
+                .to_owned(),
+            topic,
+            key: source.key.clone(),
+            payload: source.payload.clone(),
+            headers,
+        };
+        (record, outcome)
+    }
+
+    /// A record whose bookkeeping cannot be written, straight to the dead-letter topic.
+    async fn dead_letter_raw(&self, delivery: &Delivery, reason: &str) -> Result<(), HandlerError> {
+        let now = chrono::Utc::now();
+        let (record, _) = self.failure_record(
+            None,
+            delivery,
+            self.settings.max_attempts,
+            FailureKind::Permanent,
+            reason,
+            now,
+            now,
+        );
+        let mut tx = self.pool.begin().await?;
+        outbox::insert(&mut tx, &[record]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or shutdown or a revocation interrupts
+    /// its backoff. Infrastructure failures are waited out; after `stuck_after` the wait is
+    /// named on `/readyz`.
+    pub(super) async fn persist<T, F, Fut>(
+        &self,
+        lane: &LaneControl<'_>,
+        label: &str,
+        mut attempt: F,
+    ) -> Attempt<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, HandlerError>>,
+    {
+        let mut backoff = Backoff::new();
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            match attempt().await {
+                Ok(value) => {
+                    if failing_since.is_some() {
+                        self.health.moving(label);
+                    }
+                    return Attempt::Done(value);
+                }
+                Err(error) if error.is_transient() => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    self.waiting_on_infrastructure(label, since, &error);
+                    if !backoff.wait(lane.interrupted()).await {
+                        return Attempt::Interrupted;
+                    }
+                }
+                Err(error) => return Attempt::Failed(error),
+            }
+        }
+    }
+
+    fn waiting_on_infrastructure(&self, label: &str, since: Instant, error: &HandlerError) {
+        let reason = error.reason();
+        warn!(partitions = label, error = %reason, "infrastructure failure; retrying in place");
+        metrics::counter!("saga_retries_in_place_total", "service" => self.service.name())
+            .increment(1);
+        if since.elapsed() >= self.settings.stuck_after {
+            self.health.stuck(label, since, &reason);
+        }
+    }
+
+    fn count(&self, item: &Item, outcome: Outcome) {
+        let event_type = match &item.read {
+            Read::Event { event, .. } => event.event_type().name(),
+            Read::Ignored(event_type) => event_type.name(),
+            Read::Poison { .. } => "unknown",
+        };
+        metrics::counter!(
+            "saga_events_consumed_total",
+            "service" => self.service.name(),
+            "topic" => item.delivery().topic.clone(),
+            "event_type" => event_type,
+            "outcome" => outcome.label()
+        )
+        .increment(1);
+    }
+}
+
+/// `topic[p, q]…` of the records in a batch: how a stuck batch is named.
+fn describe(items: &[Item]) -> String {
+    let mut partitions: BTreeSet<(&str, i32)> = BTreeSet::new();
+    for item in items {
+        partitions.insert((item.delivery().topic.as_str(), item.delivery().partition));
+    }
+    let mut text = String::new();
+    let mut current: Option<&str> = None;
+    for (topic, partition) in partitions {
+        if current == Some(topic) {
+            text.push_str(&format!(",{partition}"));
+        } else {
+            if current.is_some() {
+                text.push_str("] ");
+            }
+            text.push_str(&format!("{topic}[{partition}"));
+            current = Some(topic);
+        }
+    }
+    if current.is_some() {
+        text.push(']');
+    }
+    text
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

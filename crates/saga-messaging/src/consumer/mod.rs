@@ -1,0 +1,245 @@
+//! The idempotent consumer.
+//!
+//! Every handled event is recorded in the inbox in the same Postgres transaction as the service's
+//! reaction and the events it emits (appended to the outbox). A redelivered event finds its id in
+//! the inbox and changes nothing. An offset is stored only after that transaction committed, and
+//! librdkafka commits stored offsets every second, on revocation and at shutdown: a crash
+//! anywhere means redelivery, never loss.
+//!
+//! The pieces, each in its own module:
+//! - [`poll`]: one thread owns the Kafka consumer. It polls, routes each record to the lane that
+//!   owns its partition, pauses a partition whose lane is full (the others keep flowing), and on
+//!   revocation waits for the lanes to finish what they hold of the revoked partitions before
+//!   committing and letting go.
+//! - [`lane`]: a lane is a task that handles the records of the partitions assigned to it. It
+//!   takes everything that is ready (up to a batch size) and hands it over as one batch, so a busy
+//!   service pays for one transaction per batch, not per message. Each partition belongs to one
+//!   lane, so its records are handled in order.
+//! - [`handling`]: what happens to a batch, in one transaction: per-order locks taken in a fixed
+//!   order, one query for where every event stands (handled before? its order parked?), the
+//!   reactions, one insert for the inbox, one for the outbox. A message whose reaction fails is
+//!   parked for its order and scheduled on `<service>.retry`; the batch is replayed without it.
+//! - [`retry`]: records from `<service>.retry`: one more attempt at a parked message, and, when it
+//!   succeeds, the release of the order's messages that waited behind it.
+//!
+//! Failures: only infrastructure failures (database, broker, registry away) are retried in place,
+//! with backoff; the partition waits and, after [`ConsumerSettings::stuck_after`], is named on
+//! `/readyz`. Anything about one record ends, after retries, in `<service>.dlq` with its raw
+//! bytes, so no record can stop a partition.
+
+mod handling;
+mod lane;
+mod poll;
+mod retry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use saga_events::{EventType, SagaEvent, Service};
+use sqlx::{PgConnection, PgPool};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::delivery::Delivery;
+use crate::error::HandlerError;
+use crate::health::Health;
+use crate::kafka::KafkaSettings;
+use crate::outbox::Outbox;
+
+/// A service's reactions to the events it consumes.
+pub trait Reactions: Send + Sync + 'static {
+    /// Whether the service cares about this event type at all; others are acknowledged unread.
+    fn wants(&self, event_type: EventType) -> bool;
+
+    /// Runs once per transaction, before the reactions, with every event the transaction will
+    /// react to: the place to record all of them in one statement (a projection) or to lock
+    /// rows that several of them touch, in one fixed order.
+    fn prepare<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        _events: &'a [(&'a SagaEvent, &'a Delivery)],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
+        async { Ok(()) }
+    }
+
+    /// Reacts to one event within the consumer's transaction. The returned events are appended
+    /// to the outbox in that same transaction.
+    fn react<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a SagaEvent,
+        delivery: &'a Delivery,
+    ) -> impl Future<Output = Result<Vec<SagaEvent>, HandlerError>> + Send + 'a;
+}
+
+/// How a consumer batches and treats messages whose handling fails.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Attempts (the first delivery included) before a message goes to the dead-letter topic.
+    pub max_attempts: i32,
+    /// Delay before the first retry; each further retry waits twice as long.
+    pub retry_delay: Duration,
+    /// Most records handled in one transaction.
+    pub batch_size: usize,
+    /// Lanes handling event partitions concurrently (the retry topic has one more of its own).
+    pub lanes: usize,
+    /// How long a retry in place may last before the partition is reported stuck.
+    pub stuck_after: Duration,
+    /// `group.instance.id`: a stable name makes the consumer a static member of its group.
+    pub instance_id: Option<String>,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(1),
+            batch_size: 200,
+            lanes: 4,
+            stuck_after: crate::health::DEFAULT_STUCK_AFTER,
+            instance_id: None,
+        }
+    }
+}
+
+/// Everything a consumer needs besides the service's reactions.
+#[derive(Debug, Clone)]
+pub struct ConsumerSetup {
+    pub service: Service,
+    pub group: String,
+    /// The event topics consumed; the service's own retry topic is added.
+    pub subscriptions: Vec<String>,
+    pub pool: PgPool,
+    pub outbox: Outbox,
+    pub kafka: KafkaSettings,
+    pub settings: ConsumerSettings,
+    pub health: Health,
+}
+
+#[derive(Debug, Error)]
+pub enum ConsumerError {
+    #[error("kafka consumer")]
+    Kafka(#[from] KafkaError),
+    #[error("could not start the poll thread")]
+    Thread(#[source] std::io::Error),
+    #[error("a lane stopped unexpectedly: {0}")]
+    LaneFailed(String),
+    #[error("the poll thread stopped unexpectedly")]
+    PollFailed,
+}
+
+/// Consumes a service's topics and applies its [`Reactions`].
+pub struct EventConsumer<R> {
+    handler: Arc<handling::Handler<R>>,
+    setup: ConsumerSetup,
+}
+
+impl<R> std::fmt::Debug for EventConsumer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventConsumer")
+            .field("service", &self.setup.service)
+            .field("group", &self.setup.group)
+            .field("topics", &self.setup.subscriptions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Reactions> EventConsumer<R> {
+    pub fn new(setup: ConsumerSetup, reactions: R) -> Self {
+        Self {
+            handler: Arc::new(handling::Handler::new(&setup, reactions)),
+            setup,
+        }
+    }
+
+    /// Runs until `shutdown`; then finishes the batches being handled, commits stored offsets
+    /// and leaves the group. A lane or the poll thread failing cancels `shutdown` (the service
+    /// stops, and its supervisor starts it again) and is returned as an error.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+        let setup = &self.setup;
+        let retry_topic = setup.outbox.codec().topics().retry(setup.service);
+        let mut topics = setup.subscriptions.clone();
+        topics.push(retry_topic.clone());
+
+        let (router, receivers) = poll::Router::new(
+            setup.settings.lanes.max(1),
+            setup.settings.batch_size.max(1) * 4,
+            retry_topic,
+        );
+        let router = Arc::new(router);
+        let consumer = Arc::new(poll::create(
+            &setup.kafka,
+            &setup.group,
+            setup.settings.instance_id.as_deref(),
+            router.clone(),
+            setup.health.clone(),
+        )?);
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        rdkafka::consumer::Consumer::subscribe(consumer.as_ref(), &names)?;
+        info!(group = %setup.group, topics = ?topics, "consuming");
+
+        let mut lanes = tokio::task::JoinSet::new();
+        for (index, receiver) in receivers.into_iter().enumerate() {
+            lanes.spawn(lane::run(
+                self.handler.clone(),
+                consumer.clone(),
+                router.clone(),
+                index,
+                receiver,
+                shutdown.clone(),
+            ));
+        }
+
+        let (done, finished) = tokio::sync::oneshot::channel();
+        {
+            let router = router.clone();
+            let shutdown = shutdown.clone();
+            let runtime = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name(format!("{}-poll", setup.service.name()))
+                .spawn(move || {
+                    let result = poll::run(consumer, &router, &shutdown, &runtime);
+                    let _ = done.send(result);
+                })
+                .map_err(ConsumerError::Thread)?;
+        }
+
+        let mut failure = None;
+        let mut finished = std::pin::pin!(finished);
+        let polled = loop {
+            tokio::select! {
+                result = &mut finished => break result,
+                Some(joined) = lanes.join_next(), if !lanes.is_empty() => {
+                    if shutdown.is_cancelled() {
+                        continue;
+                    }
+                    let reason = match joined {
+                        Ok(()) => "it returned".to_owned(),
+                        Err(error) => error.to_string(),
+                    };
+                    error!(%reason, "a consumer lane stopped; stopping the service");
+                    failure.get_or_insert(ConsumerError::LaneFailed(reason));
+                    shutdown.cancel();
+                }
+            }
+        };
+        shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(20), async {
+            while lanes.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            warn!("consumer lanes did not finish within 20s");
+            lanes.abort_all();
+        }
+        match (failure, polled) {
+            (Some(failure), _) => Err(failure),
+            (None, Ok(result)) => result,
+            (None, Err(_)) => Err(ConsumerError::PollFailed),
+        }
+    }
+}

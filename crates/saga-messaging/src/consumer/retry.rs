@@ -1,0 +1,359 @@
+//! Records from `<service>.retry`: one more attempt at a parked message.
+//!
+//! A retry record names its parked row (`saga-parked-id`) and the attempt it stands for. It is
+//! handled no earlier than its not-before time; a copy of an older attempt, or a retry of
+//! something already settled, changes nothing. When the attempt succeeds, the order's messages
+//! that waited behind it are applied in the order they arrived, until one fails and becomes the
+//! order's new head. This path is rare, so each attempt has a savepoint of its own.
+//!
+//! A redriven dead letter that was never parked (it had no usable order) is handled like a first
+//! delivery.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+use tracing::info;
+use uuid::Uuid;
+
+use super::Reactions;
+use super::handling::{Attempt, Handler, Item, Outcome, Position, Read};
+use super::lane::LaneControl;
+use super::poll::Routed;
+use crate::delivery::Delivery;
+use crate::error::{FailureKind, HandlerError};
+use crate::headers;
+use crate::inbox;
+use crate::outbox;
+use crate::parking::{self, Parked, ParkedStatus};
+
+/// What a retry record turned out to be.
+enum Retry {
+    Settled(Outcome),
+    /// A redriven dead letter with no parked row: handle it as if it had just arrived.
+    FirstDelivery,
+}
+
+impl<R: Reactions> Handler<R> {
+    /// Handles retry records one by one, each when it is due; returns the positions handled.
+    pub async fn handle_retries(
+        &self,
+        batch: Vec<Routed>,
+        lane: &LaneControl<'_>,
+    ) -> Vec<Position> {
+        let mut handled = Vec::new();
+        for routed in batch {
+            let delivery = &routed.delivery;
+            if !self.wait_until_due(&routed, lane).await {
+                if lane.shutting_down() {
+                    break;
+                }
+                continue;
+            }
+            let label = format!("{}[{}]", delivery.topic, delivery.partition);
+            let settled = loop {
+                match self.persist(lane, &label, || self.retry(delivery)).await {
+                    Attempt::Done(retry) => break Some(retry),
+                    Attempt::Failed(error) => {
+                        // The parked row itself cannot be used: give the record up for good.
+                        let reason = format!("retry could not be handled: {}", error.reason());
+                        match self
+                            .persist(lane, &label, || self.give_up(delivery, &reason))
+                            .await
+                        {
+                            Attempt::Done(()) => break Some(Retry::Settled(Outcome::DeadLettered)),
+                            Attempt::Failed(_) | Attempt::Interrupted => break None,
+                        }
+                    }
+                    Attempt::Interrupted if lane.shutting_down() || !lane.is_current(&routed) => {
+                        break None;
+                    }
+                    Attempt::Interrupted => {}
+                }
+            };
+            let position = (delivery.topic.clone(), delivery.partition, delivery.offset);
+            match settled {
+                Some(Retry::Settled(outcome)) => {
+                    metrics::counter!(
+                        "saga_events_consumed_total",
+                        "service" => self.service.name(),
+                        "topic" => delivery.topic.clone(),
+                        "event_type" => delivery.headers.get(headers::EVENT_TYPE).unwrap_or("unknown").to_owned(),
+                        "outcome" => outcome.label()
+                    )
+                    .increment(1);
+                    handled.push(position);
+                }
+                Some(Retry::FirstDelivery) => {
+                    let Some(read) = self.read_retry_as_first(&routed, lane).await else {
+                        break;
+                    };
+                    let item = Item {
+                        routed,
+                        read,
+                        failure: None,
+                    };
+                    let done = self.run_items(vec![item], lane).await;
+                    if done.is_empty() {
+                        break;
+                    }
+                    handled.extend(done);
+                }
+                None if lane.shutting_down() => break,
+                None => {}
+            }
+        }
+        handled
+    }
+
+    async fn read_retry_as_first(&self, routed: &Routed, lane: &LaneControl<'_>) -> Option<Read> {
+        let label = format!("{}[{}]", routed.delivery.topic, routed.delivery.partition);
+        match self
+            .persist(lane, &label, || self.read(&routed.delivery))
+            .await
+        {
+            Attempt::Done(read) => Some(read),
+            Attempt::Failed(error) => Some(Read::Poison {
+                kind: error.kind(),
+                reason: error.reason(),
+                order: routed.delivery.key_order(),
+                event_type: None,
+            }),
+            Attempt::Interrupted => None,
+        }
+    }
+
+    /// Retry records of one partition are due in roughly the order they were written, so
+    /// waiting here delays only other retries. False if shutdown or a revocation came first.
+    async fn wait_until_due(&self, routed: &Routed, lane: &LaneControl<'_>) -> bool {
+        let due = routed
+            .delivery
+            .headers
+            .get(headers::NOT_BEFORE)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        loop {
+            let wait_ms = due - chrono::Utc::now().timestamp_millis();
+            if wait_ms <= 0 {
+                return true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms.unsigned_abs())) => return true,
+                _ = lane.interrupted() => {
+                    if lane.shutting_down() || !lane.is_current(routed) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt at the parked message a retry record stands for.
+    async fn retry(&self, delivery: &Delivery) -> Result<Retry, HandlerError> {
+        let redriven = delivery.headers.contains_key(headers::REDRIVEN_AT);
+        let mut tx = self.pool.begin().await?;
+        let Some(parked_id) = self.parked_id(&mut tx, delivery).await? else {
+            return Ok(if redriven {
+                Retry::FirstDelivery
+            } else {
+                Retry::Settled(Outcome::StaleRetry)
+            });
+        };
+        let Some(order) = parking::order_of(&mut tx, parked_id).await? else {
+            // Settled since (the row is removed when its message succeeds).
+            return Ok(Retry::Settled(Outcome::StaleRetry));
+        };
+        parking::lock_orders(&mut tx, &[order]).await?;
+        let Some(parked) = parking::lock(&mut tx, parked_id).await? else {
+            return Ok(Retry::Settled(Outcome::StaleRetry));
+        };
+        let attempts_so_far: i32 = delivery
+            .headers
+            .get(headers::ATTEMPTS)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1);
+        let current = match parked.status {
+            ParkedStatus::Retrying => attempts_so_far == parked.attempts,
+            ParkedStatus::Dead => redriven,
+            ParkedStatus::Waiting => false,
+        };
+        if !current {
+            // A copy of an older retry record, or a redrive of something already handled.
+            return Ok(Retry::Settled(Outcome::StaleRetry));
+        }
+        let attempts = parked.attempts.max(0) + 1;
+        let outcome = match self.attempt(&mut tx, &parked).await? {
+            Ok(()) => {
+                parking::remove(&mut tx, parked.id).await?;
+                self.release_waiting(&mut tx, order).await?;
+                info!(record = %parked.source, attempt = attempts, redriven, "succeeded on retry");
+                Outcome::AppliedOnRetry
+            }
+            Err((kind, reason)) => {
+                self.fail_parked(&mut tx, &parked, attempts, kind, &reason)
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(Retry::Settled(outcome))
+    }
+
+    /// The parked row a retry record names; records written before rows were named are matched
+    /// by their event id.
+    async fn parked_id(
+        &self,
+        conn: &mut PgConnection,
+        delivery: &Delivery,
+    ) -> Result<Option<i64>, HandlerError> {
+        if let Some(id) = delivery
+            .headers
+            .get(headers::PARKED_ID)
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            return Ok(Some(id));
+        }
+        let Some(event_id) = delivery
+            .headers
+            .get(headers::EVENT_ID)
+            .and_then(|v| Uuid::parse_str(v).ok())
+        else {
+            return Ok(None);
+        };
+        Ok(parking::id_of_event(conn, event_id).await?)
+    }
+
+    /// Applies a parked message in a savepoint. The outer error is infrastructure (retry in
+    /// place); the inner one is the message's own failure (its savepoint is rolled back).
+    async fn attempt(
+        &self,
+        tx: &mut PgConnection,
+        parked: &Parked,
+    ) -> Result<Result<(), (FailureKind, String)>, HandlerError> {
+        let (event, event_id) = match self.read(&parked.source).await? {
+            Read::Event {
+                event, event_id, ..
+            } => (event, event_id),
+            // Ignored now: the service no longer reacts to it.
+            Read::Ignored(_) => return Ok(Ok(())),
+            Read::Poison { kind, reason, .. } => return Ok(Err((kind, reason))),
+        };
+        let mut savepoint = tx.begin().await?;
+        let applied: Result<(), HandlerError> = async {
+            if inbox::contains(&mut savepoint, event_id).await? {
+                return Ok(());
+            }
+            self.reactions
+                .prepare(&mut savepoint, &[(&event, &parked.source)])
+                .await?;
+            let records = self.react(&mut savepoint, &event, &parked.source).await?;
+            inbox::record(
+                &mut savepoint,
+                &[inbox::Entry {
+                    event_id,
+                    event_type: event.event_type().name(),
+                    topic: parked.source.topic.clone(),
+                    partition: parked.source.partition,
+                    offset: parked.source.offset,
+                }],
+            )
+            .await?;
+            outbox::insert(&mut savepoint, &records).await?;
+            Ok(())
+        }
+        .await;
+        match applied {
+            Ok(()) => {
+                savepoint.commit().await?;
+                Ok(Ok(()))
+            }
+            Err(error) if error.is_transient() => Err(error),
+            Err(error) => {
+                savepoint.rollback().await?;
+                Ok(Err((error.kind(), error.reason())))
+            }
+        }
+    }
+
+    /// Applies the order's waiting messages in the order they arrived, until one fails: that one
+    /// becomes the order's new head, scheduled for retry.
+    async fn release_waiting(
+        &self,
+        tx: &mut PgConnection,
+        order: Uuid,
+    ) -> Result<(), HandlerError> {
+        while let Some(waiting) = parking::next_waiting(tx, order).await? {
+            match self.attempt(tx, &waiting).await? {
+                Ok(()) => {
+                    parking::remove(tx, waiting.id).await?;
+                    info!(record = %waiting.source, "released a waiting message");
+                }
+                Err((kind, reason)) => {
+                    self.fail_parked(tx, &waiting, 1, kind, &reason).await?;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt at a parked message and writes its next record: another retry,
+    /// or the dead letter.
+    async fn fail_parked(
+        &self,
+        tx: &mut PgConnection,
+        parked: &Parked,
+        attempts: i32,
+        kind: FailureKind,
+        reason: &str,
+    ) -> Result<Outcome, HandlerError> {
+        let kind = if kind == FailureKind::Transient {
+            FailureKind::Permanent
+        } else {
+            kind
+        };
+        let dead = kind == FailureKind::Undecodable || attempts >= self.settings.max_attempts;
+        let status = if dead {
+            ParkedStatus::Dead
+        } else {
+            ParkedStatus::Retrying
+        };
+        let (first, last) =
+            parking::record_failure(tx, parked.id, status, attempts, kind, reason).await?;
+        let (record, outcome) = self.failure_record(
+            Some(parked.id),
+            &parked.source,
+            attempts,
+            kind,
+            reason,
+            first,
+            last,
+        );
+        outbox::insert(tx, &[record]).await?;
+        Ok(outcome)
+    }
+
+    /// A retry record that cannot be handled at all: its parked row (if any) is marked dead and
+    /// the record goes to the dead-letter topic as it is.
+    async fn give_up(&self, delivery: &Delivery, reason: &str) -> Result<(), HandlerError> {
+        let now = chrono::Utc::now();
+        let parked_id = delivery
+            .headers
+            .get(headers::PARKED_ID)
+            .and_then(|v| v.parse::<i64>().ok());
+        let (record, _) = self.failure_record(
+            parked_id,
+            delivery,
+            self.settings.max_attempts,
+            FailureKind::Permanent,
+            reason,
+            now,
+            now,
+        );
+        let mut tx = self.pool.begin().await?;
+        if let Some(id) = parked_id {
+            parking::mark_dead(&mut tx, id, reason).await?;
+        }
+        outbox::insert(&mut tx, &[record]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! What the consumer and the relay tell `/readyz` about themselves: whether the consumer has
+//! joined its group, and which partitions have been retrying in place for too long. A partition
+//! that cannot move gets a name and a reason, on `/readyz` and in a metric, instead of waiting in
+//! silence.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Shared between a service's consumer, relay and HTTP server. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    consumer_joined: bool,
+    stuck: BTreeMap<String, Stuck>,
+}
+
+#[derive(Debug, Clone)]
+struct Stuck {
+    since: Instant,
+    error: String,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The consumer received its first assignment (possibly empty): it is in its group.
+    pub fn consumer_joined(&self) {
+        self.state().consumer_joined = true;
+    }
+
+    pub fn is_consumer_joined(&self) -> bool {
+        self.state().consumer_joined
+    }
+
+    /// `what` (a partition, or several) has been failing since `since` and still is.
+    pub fn stuck(&self, what: &str, since: Instant, error: &str) {
+        let mut state = self.state();
+        state.stuck.insert(
+            what.to_owned(),
+            Stuck {
+                since,
+                error: error.chars().take(300).collect(),
+            },
+        );
+        metrics::gauge!("saga_consumer_stuck_partitions").set(state.stuck.len() as f64);
+    }
+
+    /// `what` moves again.
+    pub fn moving(&self, what: &str) {
+        let mut state = self.state();
+        if state.stuck.remove(what).is_some() {
+            metrics::gauge!("saga_consumer_stuck_partitions").set(state.stuck.len() as f64);
+        }
+    }
+
+    /// Why the service should not be considered ready, if anything.
+    pub fn problems(&self) -> Vec<String> {
+        let state = self.state();
+        let mut problems = Vec::new();
+        if !state.consumer_joined {
+            problems.push("the consumer has not joined its group yet".to_owned());
+        }
+        for (what, stuck) in &state.stuck {
+            problems.push(format!(
+                "{what} has been retrying in place for {}s: {}",
+                stuck.since.elapsed().as_secs(),
+                stuck.error
+            ));
+        }
+        problems
+    }
+}
+
+/// How long a retry in place may last before its partition is reported stuck.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stuck_partition_is_named_until_it_moves() {
+        let health = Health::new();
+        health.consumer_joined();
+        assert!(health.problems().is_empty());
+        health.stuck(
+            "payment.events[3]",
+            Instant::now(),
+            "database: connection refused",
+        );
+        let problems = health.problems();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("payment.events[3]"), "{problems:?}");
+        health.moving("payment.events[3]");
+        assert!(health.problems().is_empty());
+    }
+}

@@ -1,0 +1,484 @@
+//! The publishing half of the transactional outbox.
+//!
+//! One relay per service database is active at a time: it holds a Postgres advisory lock on a
+//! session of its own, and every query it makes goes through that session, so that losing the
+//! session means losing the lock, and the relay starts over. Standbys wait for the lock.
+//!
+//! The active relay publishes unpublished rows in id order with an idempotent producer
+//! (`acks=all`), stamps them published once the broker acknowledged them, and wakes on
+//! LISTEN/NOTIFY, polling only as a fallback. Stamps are committed without waiting for the disk:
+//! a lost stamp costs nothing, because of recovery.
+//!
+//! Recovery ([`recovery`]): every record carries its row id in the `outbox-id` header and goes
+//! to the partition Kafka's Java clients would choose for its key. When a relay takes over (or
+//! starts over after any failure), it reads back each partition it has unpublished rows for,
+//! from the oldest such row's creation time, and stamps exactly the rows it finds there. Every
+//! other row is sent. A row that committed after a later row was already published (ids are
+//! assigned at insert, visible at commit) is therefore never mistaken for a published one.
+//!
+//! A producer that fails for good (librdkafka's fatal errors, such as a producer id the broker
+//! fenced) is replaced by a new one before the relay starts over.
+
+mod recovery;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use thiserror::Error;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::headers::{self, Headers};
+use crate::inbox;
+use crate::kafka::{KafkaSettings, partition_for};
+use crate::outbox::{self, NOTIFY_CHANNEL, Unpublished};
+
+/// Advisory lock key of the relay: each service has its own database, so one key suffices.
+pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
+
+/// What a relay is doing right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayStatus {
+    Starting,
+    /// Waiting for the lock another relay holds.
+    Standby,
+    /// Holding the lock and publishing.
+    Active,
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Rows fetched and produced per round trip.
+    pub batch_size: i64,
+    /// Fallback poll when no notification arrives (e.g. the listener reconnected and missed one).
+    pub poll_interval: Duration,
+    /// How often a standby tries to take the lock.
+    pub standby_interval: Duration,
+    /// How far before the oldest unpublished row's creation recovery starts reading: covers
+    /// clock differences between the database and the relay's host.
+    pub recovery_margin: Duration,
+    /// Postgres advisory lock that elects the active relay of a database.
+    pub lock_key: i64,
+    /// Published outbox rows and inbox entries older than this are deleted. It must exceed the
+    /// topics' retention: an inbox entry has to outlive every copy of its event that could
+    /// still be delivered.
+    pub retention: Duration,
+    /// How often the active relay deletes what is past retention.
+    pub cleanup_interval: Duration,
+    /// Rows deleted per statement, so that no cleanup transaction grows large.
+    pub cleanup_batch: i64,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            standby_interval: Duration::from_secs(1),
+            recovery_margin: Duration::from_secs(60),
+            lock_key: RELAY_LOCK_KEY,
+            // Topics keep 7 days; one more day of margin.
+            retention: Duration::from_secs(8 * 24 * 3600),
+            cleanup_interval: Duration::from_secs(60),
+            cleanup_batch: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum RelayError {
+    #[error("database")]
+    Database(#[from] sqlx::Error),
+    #[error("kafka")]
+    Kafka(#[from] KafkaError),
+    #[error("topic {0} has no partitions")]
+    NoPartitions(String),
+    #[error("a blocking task failed")]
+    Blocking(#[from] tokio::task::JoinError),
+    #[error("shutdown came before the broker acknowledged the batch")]
+    Interrupted,
+}
+
+/// How long a stopping relay waits for the broker to acknowledge what it already sent.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Publishes a service's outbox.
+#[derive(Clone)]
+pub struct OutboxRelay {
+    pool: PgPool,
+    producer: Arc<Mutex<FutureProducer>>,
+    kafka: KafkaSettings,
+    settings: RelaySettings,
+    partitions: Arc<Mutex<HashMap<String, i32>>>,
+    status: Arc<AtomicU8>,
+}
+
+impl std::fmt::Debug for OutboxRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRelay")
+            .field("kafka", &self.kafka)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboxRelay {
+    pub fn new(
+        pool: PgPool,
+        kafka: &KafkaSettings,
+        settings: RelaySettings,
+    ) -> Result<Self, KafkaError> {
+        Ok(Self {
+            pool,
+            producer: Arc::new(Mutex::new(kafka.producer_config().create()?)),
+            kafka: kafka.clone(),
+            settings,
+            partitions: Default::default(),
+            status: Arc::new(AtomicU8::new(RelayStatus::Starting as u8)),
+        })
+    }
+
+    /// What this relay (or any clone of it) is doing now.
+    pub fn status(&self) -> RelayStatus {
+        match self.status.load(Ordering::Relaxed) {
+            1 => RelayStatus::Standby,
+            2 => RelayStatus::Active,
+            3 => RelayStatus::Stopped,
+            _ => RelayStatus::Starting,
+        }
+    }
+
+    fn set_status(&self, status: RelayStatus) {
+        self.status.store(status as u8, Ordering::Relaxed);
+        metrics::gauge!("saga_outbox_relay_active").set(if status == RelayStatus::Active {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Connects the producer to the broker and learns the partitions of `topics` ahead of the
+    /// first record.
+    pub async fn warm_up(&self, topics: &[String]) -> Result<(), RelayError> {
+        for topic in topics {
+            self.partition_count(topic).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a producer that can no longer be used.
+    fn rebuild_producer_if_fatal(&self) {
+        let producer = self.producer();
+        let Some((code, reason)) = producer.client().fatal_error() else {
+            return;
+        };
+        error!(?code, %reason, "the producer failed for good; building a new one");
+        metrics::counter!("saga_relay_producer_rebuilds_total").increment(1);
+        match self.kafka.producer_config().create::<FutureProducer>() {
+            Ok(fresh) => {
+                *self
+                    .producer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+            }
+            Err(error) => error!(%error, "could not build a new producer"),
+        }
+    }
+
+    /// Runs until `shutdown`: waits for the lock, publishes while holding it, starts over after
+    /// any failure (database or broker away), and flushes the producer before returning.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::with(Duration::from_millis(200), Duration::from_secs(5));
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => break,
+                Err(error) => {
+                    self.set_status(RelayStatus::Starting);
+                    self.rebuild_producer_if_fatal();
+                    warn!(error = %crate::error::error_chain(&error), "outbox relay interrupted; starting over");
+                    if !backoff.wait(shutdown.cancelled()).await {
+                        break;
+                    }
+                }
+            }
+        }
+        let producer = self.producer();
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        if let Ok(Err(error)) = flushed {
+            warn!(%error, "producer flush at shutdown failed");
+        }
+        self.set_status(RelayStatus::Stopped);
+        info!("outbox relay stopped");
+    }
+
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        // The lock lives as long as this session: a dedicated connection, never returned to the
+        // pool, so that a crash (or a lost connection) releases it.
+        let mut session = self.pool.acquire().await?.detach();
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut session)
+            .await?;
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(self.settings.lock_key)
+                .fetch_one(&mut session)
+                .await?;
+            if locked {
+                break;
+            }
+            self.set_status(RelayStatus::Standby);
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.standby_interval) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+        self.set_status(RelayStatus::Active);
+        info!("outbox relay active");
+        self.recover(&mut session).await?;
+
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let mut reported: Option<Instant> = None;
+        // The elected relay is also the database's one cleaner.
+        let mut cleaned: Option<Instant> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let published = self.publish_batch(&mut session, shutdown).await?;
+            if published as i64 >= self.settings.batch_size {
+                continue;
+            }
+            if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                let (backlog, oldest) = outbox::backlog(&mut session).await?;
+                metrics::gauge!("saga_outbox_backlog").set(backlog as f64);
+                metrics::gauge!("saga_outbox_oldest_unpublished_seconds").set(oldest);
+                reported = Some(Instant::now());
+            }
+            if cleaned.is_none_or(|at| at.elapsed() >= self.settings.cleanup_interval) {
+                self.clean_up_with(&mut session).await?;
+                cleaned = Some(Instant::now());
+            }
+            tokio::select! {
+                notification = listener.recv() => { notification?; }
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        // Drain what committed before shutdown began (briefly: the broker may be what is
+        // away), then hand the lock over.
+        let drained = CancellationToken::new();
+        let drain = self.publish_batch(&mut session, &drained);
+        let _ = tokio::time::timeout(SHUTDOWN_DRAIN, drain).await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.settings.lock_key)
+            .execute(&mut session)
+            .await;
+        let _ = session.close().await;
+        self.set_status(RelayStatus::Stopped);
+        Ok(())
+    }
+
+    /// Deletes published outbox rows and inbox entries past retention, a bounded batch per
+    /// statement. `SKIP LOCKED` means a row some transaction is using is simply left for the
+    /// next round: cleanup never waits on, nor blocks, the hot path. Returns the rows deleted.
+    pub async fn clean_up(&self) -> Result<u64, RelayError> {
+        let mut conn = self.pool.acquire().await?;
+        self.clean_up_with(&mut conn).await
+    }
+
+    async fn clean_up_with(&self, conn: &mut PgConnection) -> Result<u64, RelayError> {
+        let horizon = self.settings.retention.as_secs();
+        let batch = self.settings.cleanup_batch;
+        let mut deleted = 0;
+        loop {
+            let rows = outbox::delete_published_before(conn, horizon, batch).await?;
+            deleted += rows;
+            if rows < batch as u64 {
+                break;
+            }
+        }
+        loop {
+            let rows = inbox::delete_older_than(conn, horizon, batch).await?;
+            deleted += rows;
+            if rows < batch as u64 {
+                break;
+            }
+        }
+        if deleted > 0 {
+            info!(
+                rows = deleted,
+                "deleted outbox and inbox rows past retention"
+            );
+        }
+        metrics::counter!("saga_retention_deleted_rows_total").increment(deleted);
+        Ok(deleted)
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<i32, RelayError> {
+        if let Some(count) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(topic)
+        {
+            return Ok(*count);
+        }
+        let producer = self.producer();
+        let name = topic.to_owned();
+        let count = tokio::task::spawn_blocking(move || -> Result<i32, RelayError> {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&name), Duration::from_secs(10))?;
+            let Some(topic) = metadata.topics().first() else {
+                return Err(RelayError::NoPartitions(name));
+            };
+            if let Some(error) = topic.error() {
+                return Err(KafkaError::MetadataFetch(error.into()).into());
+            }
+            Ok(i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX))
+        })
+        .await??;
+        if count == 0 {
+            return Err(RelayError::Kafka(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            )));
+        }
+        self.partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(topic.to_owned(), count);
+        Ok(count)
+    }
+
+    /// The partition a row's record goes to.
+    async fn partition_of(&self, topic: &str, key: Option<&[u8]>) -> Result<i32, RelayError> {
+        Ok(partition_for(
+            key.unwrap_or_default(),
+            self.partition_count(topic).await?,
+        ))
+    }
+
+    /// Hands one row to the producer, on the partition its key maps to, with its row id.
+    async fn enqueue(
+        &self,
+        producer: &FutureProducer,
+        row: &Unpublished,
+    ) -> Result<DeliveryFuture, RelayError> {
+        let partition = self
+            .partition_of(&row.topic, row.message_key.as_deref())
+            .await?;
+        let mut record_headers = Headers::decode(&row.headers).unwrap_or_else(|error| {
+            // Never expected (the relay's own encoding), but the row must still go out.
+            error!(row = row.id, %error, "stored headers are unreadable; publishing them raw");
+            let mut raw = Headers::new();
+            raw.insert("saga-stored-headers", row.headers.clone());
+            raw
+        });
+        record_headers.insert(headers::OUTBOX_ID, row.id.to_string());
+        let mut record = FutureRecord::to(&row.topic)
+            .partition(partition)
+            .payload(&row.payload)
+            .headers(record_headers.to_kafka());
+        if let Some(key) = &row.message_key {
+            record = record.key(key);
+        }
+        producer
+            .send_result(record)
+            .map_err(|(error, _)| RelayError::Kafka(error))
+    }
+
+    /// Publishes up to one batch; returns how many rows it stamped. Shutdown stops the wait for
+    /// acknowledgements after [`SHUTDOWN_DRAIN`]: rows not stamped stay for the next relay.
+    async fn publish_batch(
+        &self,
+        session: &mut PgConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, RelayError> {
+        let rows = outbox::unpublished(session, self.settings.batch_size).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let producer = self.producer();
+        let mut deliveries = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for row in &rows {
+            match self.enqueue(&producer, row).await {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error) => {
+                    // Queue full or a failed producer: settle what is queued, then start over
+                    // from the database.
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let results = tokio::select! {
+            results = join_all(deliveries) => results,
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_DRAIN).await;
+            } => return Err(RelayError::Interrupted),
+        };
+        let mut delivered = Vec::with_capacity(results.len());
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(Ok(_)) => delivered.push(row.id),
+                Ok(Err((error, _))) => {
+                    failure.get_or_insert(RelayError::Kafka(error));
+                }
+                Err(_canceled) => {
+                    failure.get_or_insert(RelayError::Kafka(KafkaError::Canceled));
+                }
+            }
+        }
+        // Every acknowledged row is on its partition, so stamping it is always right; a row
+        // that failed stays unpublished, and the recovery that follows the failure looks at
+        // what is really on the broker.
+        outbox::mark_published(session, &delivered).await?;
+        metrics::counter!("saga_events_published_total").increment(delivered.len() as u64);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(delivered.len()),
+        }
+    }
+}
+
+/// Produces every unpublished row and waits for the broker's acks, but never stamps them: what a
+/// relay that dies between the ack and the stamp leaves behind. Only for crash-safety tests.
+#[doc(hidden)]
+pub async fn produce_without_stamping(relay: &OutboxRelay) -> Result<usize, RelayError> {
+    let mut session = relay.pool.acquire().await?;
+    let rows = outbox::unpublished(&mut session, relay.settings.batch_size).await?;
+    let producer = relay.producer();
+    let mut deliveries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        deliveries.push(relay.enqueue(&producer, row).await?);
+    }
+    for delivery in join_all(deliveries).await {
+        match delivery {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(error.into()),
+            Err(_) => return Err(KafkaError::Canceled.into()),
+        }
+    }
+    Ok(rows.len())
+}
