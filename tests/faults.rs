@@ -6,18 +6,13 @@
 //! These tests stop and start shared processes, so they run one at a time (`SERIAL`), and in a
 //! test binary of their own: cargo runs test binaries one after another.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_e2e::*;
-use saga_events::{
-    Address, EventCodec, EventMetadata, OrderPlaced, PaymentAuthorized, SagaEvent,
-    ShipmentScheduled, StockLine, StockReserved, TopicNames,
-};
+use saga_events::TopicNames;
 use saga_messaging::KafkaSettings;
 use saga_messaging::reader::{PartitionReader, committed_offsets};
 use serde_json::Value;
@@ -25,13 +20,13 @@ use tokio::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-const SETTLE: Duration = Duration::from_secs(180);
-
 /// Rules the retry and dead-letter tests rely on (only builds with the fault-injection feature
 /// honour them): Order fails a PaymentAuthorized of a `fault-twice-` SKU twice, Inventory fails a
-/// PaymentAuthorized of a `fault-thrice-` SKU three times (as often as it tries before giving up).
-const FAULT_RULES: &str =
-    "order:sku=fault-twice-:2:PaymentAuthorized,inventory:sku=fault-thrice-:3:PaymentAuthorized";
+/// PaymentAuthorized of a `fault-thrice-` SKU three times (as often as it tries before giving up),
+/// Payment panics once on an OrderPlaced of a `panic-` SKU.
+const FAULT_RULES: &str = "order:sku=fault-twice-:2:PaymentAuthorized,\
+     inventory:sku=fault-thrice-:3:PaymentAuthorized,\
+     payment:sku=panic-:1:OrderPlaced:panic";
 
 /// Places `count` orders (one in ten declined, one in ten to Antarctica, the rest good), at most
 /// `concurrency` at a time, each under an Idempotency-Key and retried while the Order service is
@@ -103,14 +98,6 @@ async fn wait_all_terminal(api: &Api, order_ids: &[String]) -> anyhow::Result<()
         api.wait_terminal(order_id, SETTLE).await?;
     }
     Ok(())
-}
-
-/// The oracle: `sagactl audit` must find no violation once sagas have settled.
-fn assert_audit_clean(after: &str) -> anyhow::Result<Value> {
-    let (clean, out) = sagactl(&["audit", "--settle", "120", "--json"], true)?;
-    let report: Value = serde_json::from_str(out.trim()).unwrap_or(Value::String(out.clone()));
-    assert!(clean, "audit after {after} found violations:\n{report:#}");
-    Ok(report)
 }
 
 /// Runs a load of `count` orders, breaks something once `break_after` of them were accepted,
@@ -235,18 +222,12 @@ async fn rewound_consumer_groups_redo_nothing() -> anyhow::Result<()> {
 
 /// Records the four service groups have not committed yet, over the topics each reads.
 fn total_lag(kafka: &KafkaSettings, topics: &TopicNames) -> anyhow::Result<i64> {
-    use saga_events::Service::*;
+    use saga_events::Service;
     let reader = PartitionReader::new(kafka)?;
-    let reads = [
-        (Order, vec![Order, Payment, Inventory, Shipping]),
-        (Payment, vec![Order, Inventory, Shipping]),
-        (Inventory, vec![Payment, Shipping]),
-        (Shipping, vec![Inventory]),
-    ];
     let mut lag = 0;
-    for (service, sources) in reads {
+    for service in Service::ALL {
         let group = format!("{}-service", service.name());
-        for source in sources {
+        for &source in service.consumes() {
             let topic = topics.events(source);
             let partitions: Vec<i32> = (0..reader.partition_count(&topic)?).collect();
             for (partition, committed) in committed_offsets(kafka, &group, &topic, &partitions)? {
@@ -263,186 +244,9 @@ fn total_lag(kafka: &KafkaSettings, topics: &TopicNames) -> anyhow::Result<i64> 
     Ok(lag)
 }
 
-/// One dead letter as `sagactl dlq list --json` prints it.
-fn dead_letters(service: &str) -> anyhow::Result<Vec<Value>> {
-    let (_, out) = sagactl(&["dlq", "list", service, "--json"], false)?;
-    Ok(serde_json::from_str::<Value>(out.trim())?
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
-async fn wait_for_dead_letter(
-    service: &str,
-    key: &str,
-    source_topic: &str,
-) -> anyhow::Result<Value> {
-    wait_for(
-        &format!("a dead letter of {key} at {service}"),
-        Duration::from_secs(90),
-        || async {
-            let letters = dead_letters(service)?;
-            let found = letters
-                .iter()
-                .find(|l| {
-                    l["order_id"].as_str() == Some(key)
-                        && l["source"].as_str().unwrap_or("").starts_with(source_topic)
-                })
-                .cloned();
-            Ok((
-                found,
-                format!("{} dead letters at {service}", letters.len()),
-            ))
-        },
-    )
-    .await
-}
-
-#[tokio::test]
-async fn poison_lands_in_the_right_dead_letter_topics_and_orders_keep_flowing() -> anyhow::Result<()>
-{
-    let _serial = SERIAL.lock().await;
-    let codec = EventCodec::new(&registry_url(), TopicNames::default())?;
-    let producer: FutureProducer = KafkaSettings::new(bootstrap()).producer_config().create()?;
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let address = Address {
-        name: "P".into(),
-        line1: "1".into(),
-        city: "C".into(),
-        postal_code: "0".into(),
-        country: "GB".into(),
-    };
-    let lines = vec![StockLine {
-        sku: "poison".into(),
-        quantity: 1,
-    }];
-    // A valid event whose order id is not an order id: every service that acts on it fails.
-    let impossible = |topic: &str| -> SagaEvent {
-        let order_id = format!("poison-{tag}-content-{topic}");
-        let metadata = EventMetadata::first(&order_id, "poison");
-        match topic {
-            "order.events" => OrderPlaced {
-                metadata,
-                order_id,
-                customer_id: "c".into(),
-                items: vec![],
-                currency: "EUR".into(),
-                total_cents: 1,
-                payment_method: "tok_visa".into(),
-                shipping_address: address.clone(),
-            }
-            .into(),
-            "payment.events" => PaymentAuthorized {
-                metadata,
-                order_id,
-                payment_id: "p".into(),
-                amount_cents: 1,
-                currency: "EUR".into(),
-                items: lines.clone(),
-                shipping_address: address.clone(),
-            }
-            .into(),
-            "inventory.events" => StockReserved {
-                metadata,
-                order_id,
-                items: lines.clone(),
-                shipping_address: address.clone(),
-            }
-            .into(),
-            _ => ShipmentScheduled {
-                metadata,
-                order_id,
-                shipment_id: "s".into(),
-                country: "GB".into(),
-            }
-            .into(),
-        }
-    };
-    // Who reads each topic, and who acts on its impossible event.
-    let readers: BTreeMap<&str, (Vec<&str>, &str)> = BTreeMap::from([
-        ("order.events", (vec!["order", "payment"], "payment")),
-        ("payment.events", (vec!["order", "inventory"], "inventory")),
-        (
-            "inventory.events",
-            (vec!["order", "payment", "shipping"], "shipping"),
-        ),
-        (
-            "shipping.events",
-            (vec!["order", "payment", "inventory"], "order"),
-        ),
-    ]);
-    for topic in readers.keys() {
-        let random: Vec<u8> = (0..64).map(|i| (i * 37 + 11) as u8).collect();
-        let unknown_schema = vec![0, 0x7f, 0xff, 0xff, 0x02, 1, 2, 3, 4];
-        let valid = codec.encode(&impossible(topic)).await?;
-        for (kind, payload) in [
-            ("bytes", random),
-            ("schema", unknown_schema),
-            ("content", valid.payload.clone()),
-        ] {
-            let key = if kind == "content" {
-                valid.key.clone()
-            } else {
-                format!("poison-{tag}-{kind}-{topic}")
-            };
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)?;
-        }
-    }
-
-    for (topic, (consumers, acting)) in &readers {
-        for service in consumers {
-            for kind in ["bytes", "schema"] {
-                let letter =
-                    wait_for_dead_letter(service, &format!("poison-{tag}-{kind}-{topic}"), topic)
-                        .await?;
-                assert_eq!(letter["error_kind"], "Undecodable", "{letter}");
-                assert_eq!(
-                    letter["attempts"], 1,
-                    "undecodable goes straight to the DLQ: {letter}"
-                );
-            }
-        }
-        let letter =
-            wait_for_dead_letter(acting, &format!("poison-{tag}-content-{topic}"), topic).await?;
-        assert_eq!(letter["error_kind"], "Permanent", "{letter}");
-        assert_eq!(letter["attempts"], 3, "retried before giving up: {letter}");
-        assert!(
-            letter["error"]
-                .as_str()
-                .unwrap_or("")
-                .contains("not a UUID"),
-            "{letter}"
-        );
-        assert!(
-            !letter["first_failure"].as_str().unwrap_or("").is_empty(),
-            "{letter}"
-        );
-    }
-
-    // The partitions kept flowing: a new order completes.
-    let api = Api::from_env()?;
-    let sku = unique_sku("after-poison");
-    api.set_stock(&sku, 1).await?;
-    let order_id = api
-        .place(&order_body(&[(&sku, 1, 100)], "GB", "tok_visa"))
-        .await?;
-    assert_eq!(
-        api.wait_terminal(&order_id, SETTLE).await?["status"],
-        "CONFIRMED"
-    );
-    assert_audit_clean("poison messages")?;
-    Ok(())
-}
-
-/// Restarts Order and Inventory with the fault rules (other services keep running).
+/// Restarts the services the fault rules name (Shipping keeps running).
 fn with_fault_rules() -> anyhow::Result<()> {
-    for service in ["order", "inventory"] {
+    for service in ["order", "inventory", "payment"] {
         stack_ok(&["stop", service], &[])?;
     }
     stack_ok(&["up"], &[("FAULT_INJECTION", FAULT_RULES)])?;
@@ -514,7 +318,7 @@ async fn a_handler_failing_twice_completes_through_the_retry_topic_in_order() ->
 
 /// Event types the Order service handled for `order_id`, in the order it handled them.
 async fn orders_inbox(order_id: &str) -> anyhow::Result<Vec<String>> {
-    let pool = sqlx_pool("postgres://orders:orders@127.0.0.1:5432/orders").await?;
+    let pool = service_db("orders").await?;
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT i.event_type FROM inbox i JOIN timeline t ON t.event_id = i.event_id
          WHERE t.order_id = $1 ORDER BY i.processed_at",
@@ -523,13 +327,6 @@ async fn orders_inbox(order_id: &str) -> anyhow::Result<Vec<String>> {
     .fetch_all(&pool)
     .await?;
     Ok(rows.into_iter().map(|(t,)| t).collect())
-}
-
-async fn sqlx_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    Ok(sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await?)
 }
 
 #[tokio::test]
@@ -601,5 +398,40 @@ async fn a_handler_failing_for_good_is_dead_lettered_and_a_redrive_completes_the
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(api.stock(&sku).await?.expect("stock")["reserved"], 1);
     assert_audit_clean("a dead letter and its redrive")?;
+    Ok(())
+}
+
+/// A reaction that panics fails its event, not its partition: the event is retried (and here
+/// succeeds), and the partition goes on with later orders.
+#[tokio::test]
+async fn a_panicking_reaction_is_retried_and_its_partition_keeps_flowing() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    with_fault_rules()?;
+    let api = Api::from_env()?;
+    let sku = format!("panic-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    api.set_stock(&sku, 1).await?;
+    let order_id = api
+        .place(&order_body(&[(&sku, 1, 100)], "GB", "tok_visa"))
+        .await?;
+    let order = api.wait_terminal(&order_id, SETTLE).await?;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let key = order_id.clone();
+    let retries = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let reader = PartitionReader::new(&KafkaSettings::new(bootstrap()))?;
+        Ok(reader
+            .records_with_key("payment.retry", &key)?
+            .iter()
+            .map(|r| r.headers.get("saga-error").unwrap_or_default().to_owned())
+            .collect())
+    })
+    .await??;
+    assert!(
+        retries.len() == 1 && retries[0].contains("panicked"),
+        "the panic was one failed attempt, retried: {retries:?}"
+    );
+    let partition = saga_messaging::kafka::partition_for(order_id.as_bytes(), 6);
+    let later = an_order_on_partition(&api, partition).await?;
+    assert_eq!(later["status"], "CONFIRMED", "{later}");
+    assert_audit_clean("a panicking reaction")?;
     Ok(())
 }

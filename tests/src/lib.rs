@@ -326,3 +326,96 @@ pub fn committed_offset(group: &str, topic: &str, partition: i32) -> anyhow::Res
         partition,
     )?)
 }
+
+/// How long the fault and poison tests give sagas to settle after something broke.
+pub const SETTLE: Duration = Duration::from_secs(180);
+
+/// The oracle: `sagactl audit` must find no violation once sagas have settled.
+pub fn assert_audit_clean(after: &str) -> anyhow::Result<Value> {
+    let (clean, out) = sagactl(&["audit", "--settle", "120", "--json"], true)?;
+    let report: Value = serde_json::from_str(out.trim()).unwrap_or(Value::String(out.clone()));
+    assert!(clean, "audit after {after} found violations:\n{report:#}");
+    Ok(report)
+}
+
+/// Every dead letter of a service as `sagactl dlq list --json` prints them.
+pub fn dead_letters(service: &str) -> anyhow::Result<Vec<Value>> {
+    let (_, out) = sagactl(&["dlq", "list", service, "--json"], false)?;
+    Ok(serde_json::from_str::<Value>(out.trim())?
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// Waits for a dead letter at `service` that `matches`.
+pub async fn wait_for_dead_letter_where(
+    service: &str,
+    what: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    wait_for(
+        &format!("a dead letter of {what} at {service}"),
+        Duration::from_secs(90),
+        || async {
+            let letters = dead_letters(service)?;
+            let found = letters.iter().find(|l| matches(l)).cloned();
+            Ok((
+                found,
+                format!("{} dead letters at {service}", letters.len()),
+            ))
+        },
+    )
+    .await
+}
+
+/// Waits for the dead letter at `service` of the record keyed `key` that came from
+/// `source_topic`.
+pub async fn wait_for_dead_letter(
+    service: &str,
+    key: &str,
+    source_topic: &str,
+) -> anyhow::Result<Value> {
+    wait_for_dead_letter_where(service, key, |l| {
+        l["order_id"].as_str() == Some(key)
+            && l["source"].as_str().unwrap_or("").starts_with(source_topic)
+    })
+    .await
+}
+
+/// A connection to one service's database (`orders`, `payments`, `inventory`, `shipping`) as its
+/// own role: for checks no API answers, such as what a service holds parked.
+pub async fn service_db(database: &str) -> anyhow::Result<sqlx::PgPool> {
+    let port = std::env::var("PGPORT").unwrap_or_else(|_| "5432".into());
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!(
+            "postgres://{database}:{database}@127.0.0.1:{port}/{database}"
+        ))
+        .await?)
+}
+
+/// A new order id whose records land on `partition` of a topic with `partitions` partitions.
+pub fn order_id_on_partition(partition: i32, partitions: i32) -> uuid::Uuid {
+    loop {
+        let id = uuid::Uuid::new_v4();
+        if saga_messaging::kafka::partition_for(id.to_string().as_bytes(), partitions) == partition
+        {
+            return id;
+        }
+    }
+}
+
+/// Places orders until one lands on `partition` of the event topics, and waits for it to end.
+pub async fn an_order_on_partition(api: &Api, partition: i32) -> anyhow::Result<Value> {
+    let sku = unique_sku("same-partition");
+    api.set_stock(&sku, 50).await?;
+    for _ in 0..50 {
+        let order_id = api
+            .place(&order_body(&[(&sku, 1, 100)], "GB", "tok_visa"))
+            .await?;
+        if saga_messaging::kafka::partition_for(order_id.as_bytes(), 6) == partition {
+            return api.wait_terminal(&order_id, SETTLE).await;
+        }
+    }
+    anyhow::bail!("no order landed on partition {partition} in 50 tries")
+}

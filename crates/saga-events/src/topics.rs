@@ -30,6 +30,18 @@ impl Service {
     pub fn from_name(name: &str) -> Option<Service> {
         Service::ALL.into_iter().find(|s| s.name() == name)
     }
+
+    /// The services whose event topics this service consumes (besides its own retry topic):
+    /// the choreography's wiring, in one place for the services, the tools and the tests.
+    pub fn consumes(self) -> &'static [Service] {
+        match self {
+            // Order follows every event of every order, for the timeline.
+            Service::Order => &Service::ALL,
+            Service::Payment => &[Service::Order, Service::Inventory, Service::Shipping],
+            Service::Inventory => &[Service::Payment, Service::Shipping],
+            Service::Shipping => &[Service::Inventory],
+        }
+    }
 }
 
 impl fmt::Display for Service {

@@ -44,6 +44,9 @@ pub const UNREADABLE_HEADERS: &str = "saga-unreadable-headers";
 pub const REDRIVEN_AT: &str = "saga-redriven-at";
 pub const REDRIVEN_FROM: &str = "saga-redriven-from";
 pub const REDRIVEN_BY: &str = "saga-redriven-by";
+/// Added by `sagactl dlq skip`: the service gives the dead letter up for good and releases the
+/// messages of its order that waited behind it.
+pub const SKIPPED_BY: &str = "saga-skipped-by";
 
 /// A record's headers in their original order, values as raw bytes (`None` is Kafka's null).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -327,6 +327,7 @@ impl Failure<'_> {
             headers::REDRIVEN_AT,
             headers::REDRIVEN_FROM,
             headers::REDRIVEN_BY,
+            headers::SKIPPED_BY,
             headers::NOT_BEFORE,
             headers::PARKED_ID,
         ] {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -19,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Records each applied event in `effects`; events of the order called `held_order` fail
-/// as if the database were away, forever.
+/// Records each applied event in `effects`; events of the held order fail as if the database
+/// were away, until the test lets go.
 struct Recording {
-    held_order: Option<String>,
+    held_order: Arc<Mutex<Option<String>>>,
     attempts: mpsc::UnboundedSender<String>,
 }
 
@@ -38,15 +39,15 @@ impl Reactions for Recording {
         _delivery: &Delivery,
     ) -> Result<Vec<SagaEvent>, HandlerError> {
         let _ = self.attempts.send(event.metadata().event_id.clone());
-        if self.held_order.as_deref() == Some(event.order_id()) {
+        let held = self
+            .held_order
+            .lock()
+            .map(|held| held.as_deref() == Some(event.order_id()))
+            .unwrap_or(false);
+        if held {
             return Err(HandlerError::Database(sqlx::Error::PoolTimedOut));
         }
-        sqlx::query("INSERT INTO effects (event_id, order_id, event_type) VALUES ($1, $2, $3)")
-            .bind(&event.metadata().event_id)
-            .bind(event.order_id())
-            .bind(event.event_type().name())
-            .execute(&mut *tx)
-            .await?;
+        record_effect(tx, event).await?;
         Ok(Vec::new())
     }
 }
@@ -55,11 +56,17 @@ fn group(iso: &Isolated) -> String {
     format!("{}test-consumer", iso.topics.prefix())
 }
 
-fn consumer(
-    iso: &Isolated,
-    held_order: Option<&str>,
-) -> (EventConsumer<Recording>, mpsc::UnboundedReceiver<String>) {
+struct Consumer {
+    consumer: EventConsumer<Recording>,
+    attempts: mpsc::UnboundedReceiver<String>,
+    held: Arc<Mutex<Option<String>>>,
+    health: Health,
+}
+
+fn consumer(iso: &Isolated, held_order: Option<&str>, settings: ConsumerSettings) -> Consumer {
     let (attempts, seen) = mpsc::unbounded_channel();
+    let held = Arc::new(Mutex::new(held_order.map(order)));
+    let health = Health::new();
     let consumer = EventConsumer::new(
         ConsumerSetup {
             service: Service::Order,
@@ -68,15 +75,20 @@ fn consumer(
             pool: iso.pool.clone(),
             outbox: Outbox::new(iso.codec.clone()),
             kafka: iso.kafka.clone(),
-            settings: ConsumerSettings::default(),
-            health: Health::new(),
+            settings,
+            health: health.clone(),
         },
         Recording {
-            held_order: held_order.map(order),
+            held_order: held.clone(),
             attempts,
         },
     );
-    (consumer, seen)
+    Consumer {
+        consumer,
+        attempts: seen,
+        held,
+        health,
+    }
 }
 
 /// Produces `events` (the same bytes again for a repeated event) to the one-partition topic.
@@ -119,7 +131,7 @@ async fn a_redelivered_event_is_applied_once() -> anyhow::Result<()> {
     let second = event("order-b");
     produce(&iso, &[&first, &first, &second]).await?;
 
-    let (consumer, _attempts) = consumer(&iso, None);
+    let consumer = consumer(&iso, None, ConsumerSettings::default()).consumer;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(consumer.run(shutdown.clone()));
     eventually("all three records committed", DEADLINE, || async {
@@ -156,7 +168,11 @@ async fn no_offset_is_committed_past_an_unfinished_message() -> anyhow::Result<(
     produce(&iso, &[&before, &held, &after]).await?;
 
     // The first consumer applies `before`, then keeps failing on `held`.
-    let (first, mut attempts) = consumer(&iso, Some("order-held"));
+    let Consumer {
+        consumer: first,
+        mut attempts,
+        ..
+    } = consumer(&iso, Some("order-held"), ConsumerSettings::default());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(first.run(shutdown.clone()));
     let held_id = held.metadata().event_id.clone();
@@ -186,7 +202,7 @@ async fn no_offset_is_committed_past_an_unfinished_message() -> anyhow::Result<(
     );
 
     // A successor starts at the held message and applies it and the rest, each once.
-    let (second, _attempts) = consumer(&iso, None);
+    let second = consumer(&iso, None, ConsumerSettings::default()).consumer;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(second.run(shutdown.clone()));
     eventually("the rest committed", DEADLINE, || async {
@@ -202,5 +218,46 @@ async fn no_offset_is_committed_past_an_unfinished_message() -> anyhow::Result<(
         .collect();
     expected.sort();
     assert_eq!(effects(&iso).await?, expected);
+    Ok(())
+}
+
+/// A partition that waits on the database for longer than `stuck_after` is named, with the
+/// reason, in what `/readyz` reports; once it moves, the name goes away.
+#[tokio::test]
+async fn a_partition_retrying_in_place_too_long_is_named_until_it_moves() -> anyhow::Result<()> {
+    let iso = Isolated::new(1).await?;
+    let held = event("order-stuck");
+    produce(&iso, &[&held]).await?;
+    let stuck = consumer(
+        &iso,
+        Some("order-stuck"),
+        ConsumerSettings {
+            stuck_after: Duration::from_secs(1),
+            ..ConsumerSettings::default()
+        },
+    );
+    let health = stuck.health.clone();
+    let release = stuck.held.clone();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(stuck.consumer.run(shutdown.clone()));
+    let partition = format!("{}[0]", iso.topics.events(Service::Order));
+    eventually("the stuck partition to be named", DEADLINE, || async {
+        let problems = health.problems();
+        let named = problems
+            .iter()
+            .any(|p| p.contains(&partition) && p.contains("retrying in place"));
+        Ok((named, format!("{problems:?}")))
+    })
+    .await?;
+
+    *release.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = None;
+    eventually("the partition to move again", DEADLINE, || async {
+        let problems = health.problems();
+        Ok((problems.is_empty(), format!("{problems:?}")))
+    })
+    .await?;
+    assert_eq!(effects(&iso).await?, vec![held.metadata().event_id.clone()]);
+    shutdown.cancel();
+    running.await??;
     Ok(())
 }

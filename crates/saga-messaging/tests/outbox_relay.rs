@@ -135,6 +135,66 @@ async fn a_relay_restarted_between_ack_and_stamp_sends_nothing_twice() -> anyhow
     assert_published_once_in_order(&iso, &written).await
 }
 
+/// Outbox ids are taken at insert and become visible at commit, so a row can commit after a row
+/// with a higher id was published. A relay that takes over must still send it (once): finding a
+/// higher id on the partition says nothing about a lower one.
+#[tokio::test]
+async fn a_row_committed_after_a_later_row_was_published_is_sent_by_the_next_relay()
+-> anyhow::Result<()> {
+    let iso = Isolated::new(1).await?;
+    let outbox = Outbox::new(iso.codec.clone());
+    let slow = event("slow-writer");
+    let fast = event("fast-writer");
+
+    // A inserts first, so it has the lower id, but commits last.
+    let mut slow_tx = iso.pool.begin().await?;
+    outbox
+        .append(&mut slow_tx, std::slice::from_ref(&slow))
+        .await?;
+    let mut written = write(&iso, vec![fast.clone()]).await?;
+
+    // The first relay publishes B, then stops.
+    let first = relay(&iso)?;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(first.clone().run(stop.clone()));
+    wait_until_all_stamped(&iso).await?;
+    stop.cancel();
+    running.await?;
+
+    // A commits; the next relay recovers and publishes.
+    slow_tx.commit().await?;
+    written.insert(
+        0,
+        (slow.order_id().to_owned(), slow.metadata().event_id.clone()),
+    );
+    let second = relay(&iso)?;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(second.clone().run(stop.clone()));
+    wait_until_all_stamped(&iso).await?;
+    stop.cancel();
+    running.await?;
+    assert_published_once_in_order(&iso, &written).await
+}
+
+/// A producer in librdkafka's fatal state can never send again: the relay must replace it
+/// rather than retry with it forever.
+#[tokio::test]
+async fn a_producer_that_failed_for_good_is_replaced() -> anyhow::Result<()> {
+    let iso = Isolated::new(2).await?;
+    let mut written = write(&iso, interleaved(2, 2)).await?;
+    let publisher = relay(&iso)?;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(publisher.clone().run(stop.clone()));
+    wait_until_all_stamped(&iso).await?;
+
+    saga_testkit::make_fatal(&publisher.producer());
+    written.extend(write(&iso, interleaved(2, 2)).await?);
+    wait_until_all_stamped(&iso).await?;
+    stop.cancel();
+    running.await?;
+    assert_published_once_in_order(&iso, &written).await
+}
+
 #[tokio::test]
 async fn a_second_relay_stays_idle_until_the_first_lets_go() -> anyhow::Result<()> {
     let iso = Isolated::new(3).await?;

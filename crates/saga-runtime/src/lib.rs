@@ -125,16 +125,12 @@ impl ServiceRuntime {
         })
     }
 
-    /// Serves `api` (plus /healthz, /readyz, /metrics), relays the outbox and consumes the
-    /// `subscriptions`' event topics until SIGTERM or SIGINT; then stops taking requests and
-    /// messages, lets in-flight transactions finish, publishes what they wrote, flushes the
-    /// producer and commits offsets.
-    pub async fn run<R: Reactions>(
-        self,
-        api: Router,
-        reactions: R,
-        subscriptions: &[Service],
-    ) -> Result<(), RuntimeError> {
+    /// Serves `api` (plus /healthz, /readyz, /metrics), relays the outbox and consumes the event
+    /// topics of the services this one listens to ([`Service::consumes`]) until SIGTERM or
+    /// SIGINT; then stops taking requests and messages, lets in-flight transactions finish,
+    /// publishes what they wrote, flushes the producer and commits offsets.
+    pub async fn run<R: Reactions>(self, api: Router, reactions: R) -> Result<(), RuntimeError> {
+        let subscriptions = self.service.consumes();
         let shutdown = CancellationToken::new();
         let relay_shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));

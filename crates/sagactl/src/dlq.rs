@@ -1,9 +1,13 @@
-//! `sagactl dlq`: list, show and redrive a service's dead letters.
+//! `sagactl dlq`: list, show, redrive and skip a service's dead letters.
 //!
 //! Dead letters are records on `<service>.dlq`: the original key, bytes and headers plus where
 //! they came from and why they failed. A redrive re-publishes one through `<service>.retry` only —
 //! never to the shared topic, so no other service sees the event again — keeping its key and
 //! `event_id` (so the inbox still dedupes) and adding who/when/from-where headers.
+//!
+//! A skip goes the same way with one more header, `saga-skipped-by`: the service gives the dead
+//! letter up for good (without applying it) and releases the messages of its order that waited
+//! behind it. It is for what no redrive can fix, such as bytes that are not an event at all.
 
 use std::time::Duration;
 
@@ -35,6 +39,20 @@ pub enum DlqCommand {
     },
     /// Re-publishes dead letters through the service's retry topic.
     Redrive(RedriveArgs),
+    /// Gives one dead letter up for good: the service drops it and releases its order's
+    /// messages that waited behind it.
+    Skip(SkipArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SkipArgs {
+    pub service: String,
+    /// The dead letter, `<partition>:<offset>` as `list` prints it.
+    #[arg(long)]
+    pub id: String,
+    /// Show what would be skipped, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +201,7 @@ pub async fn run(context: &Context, command: DlqCommand) -> anyhow::Result<()> {
             }
         }
         DlqCommand::Redrive(args) => redrive(context, args).await,
+        DlqCommand::Skip(args) => skip(context, args).await,
     }
 }
 
@@ -207,15 +226,42 @@ async fn redrive(context: &Context, args: RedriveArgs) -> anyhow::Result<()> {
     if chosen.is_empty() {
         bail!("no dead letter at {} matches", args.service);
     }
+    republish(context, service, &chosen, args.dry_run, Verb::Redrive).await
+}
+
+async fn skip(context: &Context, args: SkipArgs) -> anyhow::Result<()> {
+    let service = service(&args.service)?;
+    let records = dead_letters(context, service).await?;
+    let chosen: Vec<&RawRecord> = records.iter().filter(|r| id_of(r) == args.id).collect();
+    if chosen.is_empty() {
+        bail!("no dead letter {} at {}", args.id, args.service);
+    }
+    republish(context, service, &chosen, args.dry_run, Verb::Skip).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Redrive,
+    Skip,
+}
+
+/// Sends `chosen` through the service's retry topic, with who/when/from-where headers.
+async fn republish(
+    context: &Context,
+    service: Service,
+    chosen: &[&RawRecord],
+    dry_run: bool,
+    verb: Verb,
+) -> anyhow::Result<()> {
     let retry_topic = context.topics.retry(service);
     let who = std::env::var("USER").unwrap_or_else(|_| "sagactl".into());
-    let producer: Option<FutureProducer> = if args.dry_run {
+    let producer: Option<FutureProducer> = if dry_run {
         None
     } else {
         Some(context.kafka.producer_config().create()?)
     };
     let mut redriven = Vec::new();
-    for record in chosen {
+    for record in chosen.iter().copied() {
         let mut record_headers = record.headers.clone();
         // The dead letter's own outbox id means nothing on the retry topic, and a relay
         // recovering that topic must never mistake it for one of its rows.
@@ -227,6 +273,9 @@ async fn redrive(context: &Context, args: RedriveArgs) -> anyhow::Result<()> {
             format!("{}[{}]@{}", record.topic, record.partition, record.offset),
         );
         record_headers.insert(headers::REDRIVEN_BY, who.clone());
+        if verb == Verb::Skip {
+            record_headers.insert(headers::SKIPPED_BY, who.clone());
+        }
         if let Some(producer) = &producer {
             let mut outgoing = FutureRecord::to(&retry_topic)
                 .payload(&record.payload)
@@ -247,15 +296,20 @@ async fn redrive(context: &Context, args: RedriveArgs) -> anyhow::Result<()> {
         }));
     }
     if context.json {
-        return emit(json!({ "dry_run": args.dry_run, "redriven": redriven }));
+        let key = match verb {
+            Verb::Redrive => "redriven",
+            Verb::Skip => "skipped",
+        };
+        return emit(json!({ "dry_run": dry_run, key: redriven }));
     }
     for entry in &redriven {
         emit(format!(
             "{} {} {} {} → {}",
-            if args.dry_run {
-                "would redrive"
-            } else {
-                "redrove"
+            match (verb, dry_run) {
+                (Verb::Redrive, true) => "would redrive",
+                (Verb::Redrive, false) => "redrove",
+                (Verb::Skip, true) => "would skip",
+                (Verb::Skip, false) => "skipped",
             },
             entry["id"].as_str().unwrap_or(""),
             entry["order_id"].as_str().unwrap_or("-"),

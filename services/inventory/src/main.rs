@@ -15,11 +15,7 @@ async fn main() -> anyhow::Result<()> {
         ServiceRuntime::start(Service::Inventory, 8083, sqlx::migrate!("./migrations")).await?;
     let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
     runtime
-        .run(
-            api,
-            reactions::InventoryReactions,
-            &[Service::Payment, Service::Shipping],
-        )
+        .run(api, reactions::InventoryReactions)
         .await?;
     Ok(())
 }

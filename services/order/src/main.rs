@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let api = http::router(state).merge(openapi_route(http::ApiDoc::openapi()));
     runtime
-        .run(api, reactions::OrderReactions, &Service::ALL)
+        .run(api, reactions::OrderReactions)
         .await?;
     Ok(())
 }

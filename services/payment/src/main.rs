@@ -18,11 +18,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
     runtime
-        .run(
-            api,
-            reactions,
-            &[Service::Order, Service::Inventory, Service::Shipping],
-        )
+        .run(api, reactions)
         .await?;
     Ok(())
 }

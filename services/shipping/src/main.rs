@@ -23,11 +23,7 @@ async fn main() -> anyhow::Result<()> {
         ServiceRuntime::start(Service::Shipping, 8084, sqlx::migrate!("./migrations")).await?;
     let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
     runtime
-        .run(
-            api,
-            reactions::ShippingReactions { destinations },
-            &[Service::Inventory],
-        )
+        .run(api, reactions::ShippingReactions { destinations })
         .await?;
     Ok(())
 }

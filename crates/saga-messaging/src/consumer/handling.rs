@@ -59,6 +59,8 @@ pub(crate) enum Outcome {
     DeadLettered,
     /// A retry record for something already settled.
     StaleRetry,
+    /// A dead letter an operator gave up on (`sagactl dlq skip`).
+    Skipped,
 }
 
 impl Outcome {
@@ -72,6 +74,7 @@ impl Outcome {
             Outcome::RetryScheduled => "retry_scheduled",
             Outcome::DeadLettered => "dead_lettered",
             Outcome::StaleRetry => "stale_retry",
+            Outcome::Skipped => "skipped",
         }
     }
 }
@@ -147,6 +150,47 @@ pub(super) enum Attempt<T> {
     Failed(HandlerError),
     /// Shutdown or a revocation came first.
     Interrupted,
+}
+
+/// One failed attempt at a record: what its retry or dead-letter record says.
+pub(super) struct FailedAttempt<'a> {
+    pub parked_id: Option<i64>,
+    pub source: &'a Delivery,
+    /// Attempts so far, this one included.
+    pub attempts: i32,
+    pub kind: FailureKind,
+    pub error: &'a str,
+    pub first: chrono::DateTime<chrono::Utc>,
+    pub last: chrono::DateTime<chrono::Utc>,
+    /// No retry can help (the record is not a usable event): dead-letter it now.
+    pub hopeless: bool,
+}
+
+impl<'a> FailedAttempt<'a> {
+    /// The first attempt, failed just now.
+    pub fn first(source: &'a Delivery, kind: FailureKind, error: &'a str) -> Self {
+        let now = chrono::Utc::now();
+        Self {
+            parked_id: None,
+            source,
+            attempts: 1,
+            kind,
+            error,
+            first: now,
+            last: now,
+            hopeless: false,
+        }
+    }
+
+    pub fn parked(mut self, id: i64) -> Self {
+        self.parked_id = Some(id);
+        self
+    }
+
+    pub fn hopeless(mut self) -> Self {
+        self.hopeless = true;
+        self
+    }
 }
 
 /// What each item of a batch run does.
@@ -287,19 +331,28 @@ impl<R: Reactions> Handler<R> {
             crate::error::parse_uuid("event_id", &event.metadata().event_id).and_then(|event_id| {
                 crate::error::parse_uuid("order_id", event.order_id()).map(|o| (event_id, o))
             });
-        Ok(match ids {
-            Ok((event_id, order)) => Read::Event {
-                event: Box::new(event),
-                event_id,
-                order,
-            },
+        let refusal = match ids {
             // Without usable ids the event can be neither deduplicated nor kept in order.
-            Err(error) => Read::Poison {
-                kind: FailureKind::Permanent,
-                reason: error.reason(),
-                order: delivery.key_order(),
-                event_type: Some(event_type),
-            },
+            Err(error) => error.reason(),
+            // The saga keys every record by its order: a record keyed otherwise sits on another
+            // order's partition, where its order's events are not kept in order.
+            Ok((_, order)) if delivery.key_order() != Some(order) => format!(
+                "the record key {:?} is not the event's order id {order}",
+                String::from_utf8_lossy(delivery.key.as_deref().unwrap_or_default())
+            ),
+            Ok((event_id, order)) => {
+                return Ok(Read::Event {
+                    event: Box::new(event),
+                    event_id,
+                    order,
+                });
+            }
+        };
+        Ok(Read::Poison {
+            kind: FailureKind::Permanent,
+            reason: refusal,
+            order: delivery.key_order(),
+            event_type: Some(event_type),
         })
     }
 
@@ -539,9 +592,8 @@ impl<R: Reactions> Handler<R> {
                         },
                     )
                     .await?;
-                    let now = chrono::Utc::now();
-                    let (record, outcome) =
-                        self.failure_record(Some(id), delivery, 1, kind, &error, now, now);
+                    let (record, outcome) = self
+                        .failure_record(FailedAttempt::first(delivery, kind, &error).parked(id));
                     if outcome == Outcome::DeadLettered {
                         parking::record_failure(&mut tx, id, ParkedStatus::Dead, 1, kind, &error)
                             .await?;
@@ -574,15 +626,10 @@ impl<R: Reactions> Handler<R> {
                         // A redelivery of a record parked before: its dead letter exists.
                         None => Outcome::Duplicate,
                         Some(id) => {
-                            let now = chrono::Utc::now();
                             let (record, _) = self.failure_record(
-                                Some(id),
-                                delivery,
-                                self.settings.max_attempts,
-                                *kind,
-                                reason,
-                                now,
-                                now,
+                                FailedAttempt::first(delivery, *kind, reason)
+                                    .parked(id)
+                                    .hopeless(),
                             );
                             warn!(record = %delivery, %reason, "dead-lettered a record that is not a usable saga event; its order waits behind it");
                             records.push(record);
@@ -591,16 +638,8 @@ impl<R: Reactions> Handler<R> {
                     }
                 }
                 (Step::DeadLetter, Read::Poison { kind, reason, .. }) => {
-                    let now = chrono::Utc::now();
-                    let (record, _) = self.failure_record(
-                        None,
-                        delivery,
-                        self.settings.max_attempts,
-                        *kind,
-                        reason,
-                        now,
-                        now,
-                    );
+                    let (record, _) = self
+                        .failure_record(FailedAttempt::first(delivery, *kind, reason).hopeless());
                     warn!(record = %delivery, %reason, "dead-lettered a record that is not a usable saga event");
                     records.push(record);
                     Outcome::DeadLettered
@@ -664,19 +703,24 @@ impl<R: Reactions> Handler<R> {
         result
     }
 
+    /// Whether a message that failed `attempts` times this way goes to the dead-letter topic.
+    pub(super) fn gives_up(&self, kind: FailureKind, attempts: i32) -> bool {
+        kind == FailureKind::Undecodable || attempts >= self.settings.max_attempts
+    }
+
     /// The retry or dead-letter record of a failed attempt, and which of the two it is.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn failure_record(
-        &self,
-        parked_id: Option<i64>,
-        source: &Delivery,
-        attempts: i32,
-        kind: FailureKind,
-        error: &str,
-        first: chrono::DateTime<chrono::Utc>,
-        last: chrono::DateTime<chrono::Utc>,
-    ) -> (OutboxRecord, Outcome) {
-        let dead = kind == FailureKind::Undecodable || attempts >= self.settings.max_attempts;
+    pub(super) fn failure_record(&self, failed: FailedAttempt<'_>) -> (OutboxRecord, Outcome) {
+        let FailedAttempt {
+            parked_id,
+            source,
+            attempts,
+            kind,
+            error,
+            first,
+            last,
+            hopeless,
+        } = failed;
+        let dead = hopeless || self.gives_up(kind, attempts);
         let delay = self.settings.retry_delay
             * 2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(0));
         let (topic, not_before) = if dead {
@@ -730,15 +774,8 @@ impl<R: Reactions> Handler<R> {
 
     /// A record whose bookkeeping cannot be written, straight to the dead-letter topic.
     async fn dead_letter_raw(&self, delivery: &Delivery, reason: &str) -> Result<(), HandlerError> {
-        let now = chrono::Utc::now();
         let (record, _) = self.failure_record(
-            None,
-            delivery,
-            self.settings.max_attempts,
-            FailureKind::Permanent,
-            reason,
-            now,
-            now,
+            FailedAttempt::first(delivery, FailureKind::Permanent, reason).hopeless(),
         );
         let mut tx = self.pool.begin().await?;
         outbox::insert(&mut tx, &[record]).await?;

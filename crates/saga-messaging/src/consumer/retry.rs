@@ -7,16 +7,17 @@
 //! order's new head. This path is rare, so each attempt has a savepoint of its own.
 //!
 //! A redriven dead letter that was never parked (it had no usable order) is handled like a first
-//! delivery.
+//! delivery. A skipped one (`sagactl dlq skip`) is dropped without being applied, and the
+//! messages of its order that waited behind it are released.
 
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection};
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::Reactions;
-use super::handling::{Attempt, Handler, Item, Outcome, Position, Read};
+use super::handling::{Attempt, FailedAttempt, Handler, Item, Outcome, Position, Read};
 use super::lane::LaneControl;
 use super::poll::Routed;
 use crate::delivery::Delivery;
@@ -150,12 +151,13 @@ impl<R: Reactions> Handler<R> {
     /// One attempt at the parked message a retry record stands for.
     async fn retry(&self, delivery: &Delivery) -> Result<Retry, HandlerError> {
         let redriven = delivery.headers.contains_key(headers::REDRIVEN_AT);
+        let skipped_by = delivery.headers.get(headers::SKIPPED_BY);
         let mut tx = self.pool.begin().await?;
         let Some(parked_id) = self.parked_id(&mut tx, delivery).await? else {
-            return Ok(if redriven {
-                Retry::FirstDelivery
-            } else {
-                Retry::Settled(Outcome::StaleRetry)
+            return Ok(match (redriven, skipped_by) {
+                (_, Some(_)) => Retry::Settled(Outcome::Skipped),
+                (true, None) => Retry::FirstDelivery,
+                (false, None) => Retry::Settled(Outcome::StaleRetry),
             });
         };
         let Some(order) = parking::order_of(&mut tx, parked_id).await? else {
@@ -179,6 +181,16 @@ impl<R: Reactions> Handler<R> {
         if !current {
             // A copy of an older retry record, or a redrive of something already handled.
             return Ok(Retry::Settled(Outcome::StaleRetry));
+        }
+        if let Some(who) = skipped_by {
+            if parked.status != ParkedStatus::Dead {
+                return Ok(Retry::Settled(Outcome::StaleRetry));
+            }
+            parking::remove(&mut tx, parked.id).await?;
+            self.release_waiting(&mut tx, order).await?;
+            tx.commit().await?;
+            warn!(record = %parked.source, skipped_by = who, "a dead letter was given up for good; its order moves on");
+            return Ok(Retry::Settled(Outcome::Skipped));
         }
         let attempts = parked.attempts.max(0) + 1;
         let outcome = match self.attempt(&mut tx, &parked).await? {
@@ -310,23 +322,23 @@ impl<R: Reactions> Handler<R> {
         } else {
             kind
         };
-        let dead = kind == FailureKind::Undecodable || attempts >= self.settings.max_attempts;
-        let status = if dead {
+        let status = if self.gives_up(kind, attempts) {
             ParkedStatus::Dead
         } else {
             ParkedStatus::Retrying
         };
         let (first, last) =
             parking::record_failure(tx, parked.id, status, attempts, kind, reason).await?;
-        let (record, outcome) = self.failure_record(
-            Some(parked.id),
-            &parked.source,
+        let (record, outcome) = self.failure_record(FailedAttempt {
+            parked_id: Some(parked.id),
+            source: &parked.source,
             attempts,
             kind,
-            reason,
+            error: reason,
             first,
             last,
-        );
+            hopeless: false,
+        });
         outbox::insert(tx, &[record]).await?;
         Ok(outcome)
     }
@@ -334,20 +346,13 @@ impl<R: Reactions> Handler<R> {
     /// A retry record that cannot be handled at all: its parked row (if any) is marked dead and
     /// the record goes to the dead-letter topic as it is.
     async fn give_up(&self, delivery: &Delivery, reason: &str) -> Result<(), HandlerError> {
-        let now = chrono::Utc::now();
         let parked_id = delivery
             .headers
             .get(headers::PARKED_ID)
             .and_then(|v| v.parse::<i64>().ok());
-        let (record, _) = self.failure_record(
-            parked_id,
-            delivery,
-            self.settings.max_attempts,
-            FailureKind::Permanent,
-            reason,
-            now,
-            now,
-        );
+        let mut failed = FailedAttempt::first(delivery, FailureKind::Permanent, reason).hopeless();
+        failed.parked_id = parked_id;
+        let (record, _) = self.failure_record(failed);
         let mut tx = self.pool.begin().await?;
         if let Some(id) = parked_id {
             parking::mark_dead(&mut tx, id, reason).await?;

@@ -167,7 +167,9 @@ impl OutboxRelay {
         });
     }
 
-    fn producer(&self) -> FutureProducer {
+    /// The producer in use (replaced when it fails for good). Public for tests that break it.
+    #[doc(hidden)]
+    pub fn producer(&self) -> FutureProducer {
         self.producer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -165,3 +165,17 @@ where
 }
 
 pub const ORDER_CONFIRMED: EventType = EventType::OrderConfirmed;
+
+/// What the tests' reactions do: one row in `effects` per applied event.
+pub async fn record_effect(
+    tx: &mut sqlx::PgConnection,
+    event: &SagaEvent,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO effects (event_id, order_id, event_type) VALUES ($1, $2, $3)")
+        .bind(&event.metadata().event_id)
+        .bind(event.order_id())
+        .bind(event.event_type().name())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
