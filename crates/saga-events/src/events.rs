@@ -270,6 +270,11 @@ macro_rules! saga_events {
             pub fn from_full_name(full_name: &str) -> Option<EventType> {
                 EventType::ALL.iter().copied().find(|t| t.full_name() == full_name)
             }
+
+            /// The type with this short name (`OrderPlaced`).
+            pub fn from_name(name: &str) -> Option<EventType> {
+                EventType::ALL.iter().copied().find(|t| t.name() == name)
+            }
         }
 
         impl std::fmt::Display for EventType {

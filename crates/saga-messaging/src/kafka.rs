@@ -54,7 +54,7 @@ impl KafkaSettings {
         let mut config = self.base();
         config
             // No duplicates or reordering from the producer's own retries; acks from every
-            // in-sync replica before a row is stamped published.
+            // in-sync replica before a row counts as published.
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // How long a record may wait for the broker: long enough to ride out a broker

@@ -1,9 +1,18 @@
 //! The writing half of the transactional outbox: events are encoded and stored in the same
 //! transaction as the state change that produced them, so either both happen or neither does.
-//! All of the outbox's SQL is here (the relay reads and stamps through these functions too).
+//! All of the outbox's SQL is here (the relay reads and deletes through these functions too).
+//!
+//! Waking the relay: when this process's own relay is the active one, the writer wakes it in
+//! memory once its transaction committed ([`Outbox::committed`]). Only when the active relay is
+//! elsewhere (another replica) does the transaction send a Postgres `NOTIFY`, which every
+//! committing transaction would otherwise pay for with a cluster-wide lock at commit.
 
 use saga_events::{EventCodec, SagaEvent};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sqlx::PgConnection;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::error::HandlerError;
@@ -28,15 +37,63 @@ pub struct OutboxRecord {
     pub headers: Headers,
 }
 
+/// How writers wake the relay of their own process.
+#[derive(Debug, Default)]
+pub struct RelayWake {
+    local_relay_active: AtomicBool,
+    notify: Notify,
+}
+
+impl RelayWake {
+    /// Told by the relay whether it holds the lock.
+    pub fn set_active(&self, active: bool) {
+        self.local_relay_active.store(active, Ordering::Relaxed);
+    }
+
+    fn is_active(&self) -> bool {
+        self.local_relay_active.load(Ordering::Relaxed)
+    }
+
+    /// Completes once a writer committed since the last call (a wake-up is never lost).
+    pub async fn woken(&self) {
+        self.notify.notified().await;
+    }
+}
+
 /// Appends events to the outbox table within a caller's transaction.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     codec: EventCodec,
+    wake: Arc<RelayWake>,
 }
 
 impl Outbox {
+    /// An outbox that wakes a relay through Postgres (`NOTIFY`) only.
     pub fn new(codec: EventCodec) -> Self {
-        Self { codec }
+        Self {
+            codec,
+            wake: Arc::default(),
+        }
+    }
+
+    /// An outbox that wakes the relay holding `wake` in memory while that relay is active.
+    pub fn waking(codec: EventCodec, wake: Arc<RelayWake>) -> Self {
+        Self { codec, wake }
+    }
+
+    /// Inserts `records` in order with one statement, in the transaction behind `conn`. Call
+    /// [`Outbox::committed`] once that transaction committed.
+    pub async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        records: &[OutboxRecord],
+    ) -> Result<(), sqlx::Error> {
+        insert(conn, records, !self.wake.is_active()).await
+    }
+
+    /// Wakes this process's relay: a transaction that wrote to the outbox committed.
+    pub fn committed(&self) {
+        self.wake.notify.notify_one();
     }
 
     pub fn codec(&self) -> &EventCodec {
@@ -45,7 +102,7 @@ impl Outbox {
 
     /// Encodes `events` and inserts them, in order, into the outbox of the transaction behind
     /// `conn`. The current span's trace context goes into each record's headers, so that
-    /// consumers continue this trace.
+    /// consumers continue this trace. Call [`Outbox::committed`] once the transaction committed.
     pub async fn append(
         &self,
         conn: &mut PgConnection,
@@ -56,7 +113,7 @@ impl Outbox {
         for event in events {
             records.push(self.record(event, &context).await?);
         }
-        insert(conn, &records).await?;
+        self.insert(conn, &records).await?;
         Ok(())
     }
 
@@ -82,9 +139,13 @@ impl Outbox {
     }
 }
 
-/// Inserts `records` in order with one statement and wakes the relay when the transaction
-/// commits.
-pub async fn insert(conn: &mut PgConnection, records: &[OutboxRecord]) -> Result<(), sqlx::Error> {
+/// Inserts `records` in order with one statement; with `notify`, a relay listening elsewhere is
+/// woken when the transaction commits.
+async fn insert(
+    conn: &mut PgConnection,
+    records: &[OutboxRecord],
+    notify: bool,
+) -> Result<(), sqlx::Error> {
     if records.is_empty() {
         return Ok(());
     }
@@ -118,14 +179,16 @@ pub async fn insert(conn: &mut PgConnection, records: &[OutboxRecord]) -> Result
     .bind(&header_bytes)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(conn)
-        .await?;
+    if notify {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(conn)
+            .await?;
+    }
     Ok(())
 }
 
-/// An unpublished row, as the relay reads it.
+/// A row not yet published, as the relay reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Unpublished {
     pub id: i64,
@@ -135,73 +198,52 @@ pub struct Unpublished {
     pub headers: Vec<u8>,
 }
 
-/// Up to `limit` unpublished rows, oldest first.
+/// Up to `limit` rows not yet published, oldest first.
 pub async fn unpublished(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<Unpublished>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, topic, message_key, payload, headers FROM outbox
-         WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        "SELECT id, topic, message_key, payload, headers FROM outbox ORDER BY id LIMIT $1",
     )
     .bind(limit)
     .fetch_all(conn)
     .await
 }
 
-/// For each topic and key with unpublished rows, the creation time of the oldest (epoch ms):
+/// For each topic and key with rows not yet published, the creation time of the oldest (epoch
+/// ms):
 /// where the relay's recovery starts reading each partition back.
 pub async fn unpublished_since(
     conn: &mut PgConnection,
 ) -> Result<Vec<(String, Option<Vec<u8>>, i64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT topic, message_key, (extract(epoch FROM min(created_at)) * 1000)::bigint
-         FROM outbox WHERE published_at IS NULL GROUP BY topic, message_key",
+         FROM outbox GROUP BY topic, message_key",
     )
     .fetch_all(conn)
     .await
 }
 
-/// Stamps rows published. The relay's session commits stamps without waiting for the disk: a
-/// stamp is only a shortcut for the next relay, which can learn the same from the topics.
+/// Deletes published rows. The relay's session commits this without waiting for the disk: a
+/// row that comes back after a crash is found on its topic by the next relay's recovery.
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64, sqlx::Error> {
     if ids.is_empty() {
         return Ok(0);
     }
-    Ok(sqlx::query(
-        "UPDATE outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
-    )
-    .bind(ids)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    Ok(sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
-/// Unpublished rows and the age of the oldest, in seconds.
+/// Rows waiting to be published and the age of the oldest, in seconds.
 pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
     let (count, oldest): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
-         FROM outbox WHERE published_at IS NULL",
+        "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox",
     )
     .fetch_one(conn)
     .await?;
     Ok((count, oldest.unwrap_or(0.0)))
-}
-
-/// Deletes up to `batch` published rows older than `horizon_seconds`, skipping rows in use.
-pub async fn delete_published_before(
-    conn: &mut PgConnection,
-    horizon_seconds: u64,
-    batch: i64,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "DELETE FROM outbox WHERE id IN (
-             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1)
-             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(horizon_seconds as f64)
-    .bind(batch)
-    .execute(conn)
-    .await?
-    .rows_affected())
 }

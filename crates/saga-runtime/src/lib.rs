@@ -54,6 +54,7 @@ pub struct ServiceRuntime {
     pub pool: PgPool,
     pub codec: EventCodec,
     pub outbox: Outbox,
+    relay: OutboxRelay,
     pub topics: TopicNames,
     pub kafka: KafkaSettings,
     metrics: PrometheusHandle,
@@ -112,9 +113,11 @@ impl ServiceRuntime {
             }
         }
         let kafka = config.kafka.clone();
+        let relay = OutboxRelay::new(pool.clone(), &kafka, config.relay.clone())?;
         Ok(Self {
             service,
-            outbox: Outbox::new(codec.clone()),
+            outbox: Outbox::waking(codec.clone(), relay.wake()),
+            relay,
             codec,
             topics,
             kafka,
@@ -136,7 +139,7 @@ impl ServiceRuntime {
         tokio::spawn(wait_for_signal(shutdown.clone()));
         let health = Health::new();
 
-        let relay = OutboxRelay::new(self.pool.clone(), &self.kafka, self.config.relay.clone())?;
+        let relay = self.relay.clone();
         self.warm_up(&relay, subscriptions).await;
         let relay_task = tokio::spawn(relay.run(relay_shutdown.clone()));
 

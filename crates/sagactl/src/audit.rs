@@ -21,39 +21,16 @@ use saga_messaging::Delivery as RawRecord;
 use saga_messaging::headers;
 use saga_messaging::reader::PartitionReader;
 use serde_json::{Value, json};
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::types::Json;
 
 use crate::Context;
+use crate::databases::{DatabaseArgs, Databases};
 use crate::output::emit;
 
 #[derive(Debug, Clone, Args)]
 pub struct AuditArgs {
-    #[arg(
-        long,
-        env = "ORDERS_DATABASE_URL",
-        default_value = "postgres://orders:orders@127.0.0.1:5432/orders"
-    )]
-    pub orders_db: String,
-    #[arg(
-        long,
-        env = "PAYMENTS_DATABASE_URL",
-        default_value = "postgres://payments:payments@127.0.0.1:5432/payments"
-    )]
-    pub payments_db: String,
-    #[arg(
-        long,
-        env = "INVENTORY_DATABASE_URL",
-        default_value = "postgres://inventory:inventory@127.0.0.1:5432/inventory"
-    )]
-    pub inventory_db: String,
-    #[arg(
-        long,
-        env = "SHIPPING_DATABASE_URL",
-        default_value = "postgres://shipping:shipping@127.0.0.1:5432/shipping"
-    )]
-    pub shipping_db: String,
+    #[command(flatten)]
+    pub databases: DatabaseArgs,
     /// Re-check for up to this many seconds while violations remain (sagas still in flight
     /// settle); 0 checks once.
     #[arg(long, default_value_t = 0)]
@@ -87,29 +64,9 @@ impl AuditReport {
     }
 }
 
-struct Databases {
-    orders: PgPool,
-    payments: PgPool,
-    inventory: PgPool,
-    shipping: PgPool,
-}
-
-async fn connect(url: &str) -> anyhow::Result<PgPool> {
-    Ok(PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await?)
-}
-
 /// Runs the audit, re-checking while `args.settle` allows and violations remain.
 pub async fn audit(context: &Context, args: &AuditArgs) -> anyhow::Result<AuditReport> {
-    let databases = Databases {
-        orders: connect(&args.orders_db).await?,
-        payments: connect(&args.payments_db).await?,
-        inventory: connect(&args.inventory_db).await?,
-        shipping: connect(&args.shipping_db).await?,
-    };
+    let databases = args.databases.connect().await?;
     let started = Instant::now();
     loop {
         let report = check(context, &databases, args.skip_topics).await?;
@@ -198,12 +155,7 @@ async fn check(
             .into_iter()
             .collect();
     let mut parked: HashMap<String, Vec<String>> = HashMap::new();
-    for (service, pool) in [
-        ("order", &db.orders),
-        ("payment", &db.payments),
-        ("inventory", &db.inventory),
-        ("shipping", &db.shipping),
-    ] {
+    for (service, pool) in db.all() {
         let rows: Vec<(String, String, Option<String>, Option<String>)> =
             sqlx::query_as("SELECT order_id, status, event_type, error FROM parked ORDER BY id")
                 .fetch_all(pool)

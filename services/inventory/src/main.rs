@@ -14,8 +14,6 @@ async fn main() -> anyhow::Result<()> {
     let runtime =
         ServiceRuntime::start(Service::Inventory, 8083, sqlx::migrate!("./migrations")).await?;
     let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
-    runtime
-        .run(api, reactions::InventoryReactions)
-        .await?;
+    runtime.run(api, reactions::InventoryReactions).await?;
     Ok(())
 }

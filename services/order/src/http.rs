@@ -77,7 +77,7 @@ async fn place_order(
     let order_id = Uuid::now_v7();
 
     let mut tx = app.pool.begin().await?;
-    store::insert_order(&mut tx, order_id, &request, total_cents).await?;
+    let created_at = store::insert_order(&mut tx, order_id, &request, total_cents).await?;
     if let Some(key) = &key
         && !store::claim_idempotency_key(&mut tx, key, &request, order_id).await?
     {
@@ -87,8 +87,9 @@ async fn place_order(
     let placed = order_placed(order_id, &request, total_cents);
     app.outbox.append(&mut tx, &[placed.into()]).await?;
     tx.commit().await?;
+    app.outbox.committed();
 
-    let view = load(&app, order_id).await?;
+    let view = OrderView::placed(order_id, request, total_cents, created_at);
     Ok(created(view, false))
 }
 

@@ -18,8 +18,6 @@ async fn main() -> anyhow::Result<()> {
         outbox: runtime.outbox.clone(),
     };
     let api = http::router(state).merge(openapi_route(http::ApiDoc::openapi()));
-    runtime
-        .run(api, reactions::OrderReactions)
-        .await?;
+    runtime.run(api, reactions::OrderReactions).await?;
     Ok(())
 }

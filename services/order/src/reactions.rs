@@ -20,13 +20,26 @@ impl Reactions for OrderReactions {
         true
     }
 
+    /// The timeline records every event of the transaction in one statement.
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        events: &[(&SagaEvent, &Delivery)],
+    ) -> Result<(), HandlerError> {
+        let recorded = events
+            .iter()
+            .map(|(event, delivery)| recorded(event, delivery))
+            .collect::<Result<Vec<_>, _>>()?;
+        store::record_events(tx, &recorded).await?;
+        Ok(())
+    }
+
     async fn react(
         &self,
         tx: &mut PgConnection,
         event: &SagaEvent,
-        delivery: &Delivery,
+        _delivery: &Delivery,
     ) -> Result<Vec<SagaEvent>, HandlerError> {
-        record(tx, event, delivery).await?;
         let outcome = match event {
             SagaEvent::ShipmentScheduled(_) => SagaOutcome::ShipmentScheduled,
             SagaEvent::PaymentDeclined(_) => SagaOutcome::PaymentDeclined,
@@ -37,11 +50,11 @@ impl Reactions for OrderReactions {
     }
 }
 
-async fn record(
-    tx: &mut PgConnection,
-    event: &SagaEvent,
-    delivery: &Delivery,
-) -> Result<(), HandlerError> {
+/// How the timeline stores `event`.
+fn recorded<'a>(
+    event: &'a SagaEvent,
+    delivery: &'a Delivery,
+) -> Result<RecordedEvent<'a>, HandlerError> {
     let metadata = event.metadata();
     let mut detail = event.to_json();
     if let Some(fields) = detail.as_object_mut() {
@@ -50,30 +63,25 @@ async fn record(
     let trace_id = delivery
         .headers
         .get(headers::TRACEPARENT)
-        .and_then(|tp| trace::trace_id_of_traceparent(tp));
-    store::record_event(
-        tx,
-        RecordedEvent {
-            event_id: parse_uuid("event_id", &metadata.event_id)?,
-            order_id: event.order_id(),
-            event_type: event.event_type().name(),
-            producer: &metadata.producer,
-            causation_id: metadata
-                .causation_id
-                .as_deref()
-                .map(|c| parse_uuid("causation_id", c))
-                .transpose()?,
-            occurred_at: DateTime::<Utc>::from_timestamp_millis(metadata.occurred_at)
-                .unwrap_or_default(),
-            topic: &delivery.topic,
-            partition: delivery.partition,
-            offset: delivery.offset,
-            trace_id,
-            detail,
-        },
-    )
-    .await?;
-    Ok(())
+        .and_then(trace::trace_id_of_traceparent);
+    Ok(RecordedEvent {
+        event_id: parse_uuid("event_id", &metadata.event_id)?,
+        order_id: event.order_id(),
+        event_type: event.event_type().name(),
+        producer: &metadata.producer,
+        causation_id: metadata
+            .causation_id
+            .as_deref()
+            .map(|c| parse_uuid("causation_id", c))
+            .transpose()?,
+        occurred_at: DateTime::<Utc>::from_timestamp_millis(metadata.occurred_at)
+            .unwrap_or_default(),
+        topic: &delivery.topic,
+        partition: delivery.partition,
+        offset: delivery.offset,
+        trace_id,
+        detail,
+    })
 }
 
 async fn end_saga(

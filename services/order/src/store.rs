@@ -44,6 +44,30 @@ struct OrderRow {
     updated_at: DateTime<Utc>,
 }
 
+impl OrderView {
+    /// An order as it stands the moment it was placed.
+    pub fn placed(
+        order_id: Uuid,
+        request: PlaceOrder,
+        total_cents: i64,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            order_id,
+            status: OrderStatus::Pending.as_str().to_owned(),
+            cancellation_reason: None,
+            customer_id: request.customer_id,
+            items: request.items,
+            currency: request.currency,
+            total_cents,
+            payment_method: request.payment_method,
+            shipping_address: request.shipping_address,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+}
+
 impl From<OrderRow> for OrderView {
     fn from(row: OrderRow) -> Self {
         Self {
@@ -62,16 +86,18 @@ impl From<OrderRow> for OrderView {
     }
 }
 
+/// Inserts a new, pending order; returns when it was created.
 pub async fn insert_order(
     conn: &mut PgConnection,
     order_id: Uuid,
     order: &PlaceOrder,
     total_cents: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar(
         "INSERT INTO orders (order_id, customer_id, status, currency, total_cents, payment_method,
                              items, shipping_address)
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7)",
+         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7)
+         RETURNING created_at",
     )
     .bind(order_id)
     .bind(&order.customer_id)
@@ -80,9 +106,8 @@ pub async fn insert_order(
     .bind(&order.payment_method)
     .bind(Json(&order.items))
     .bind(Json(&order.shipping_address))
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
 /// Claims an idempotency key for `order_id`; false if the key was already taken (by a committed
@@ -212,27 +237,42 @@ pub struct RecordedEvent<'a> {
     pub detail: serde_json::Value,
 }
 
-pub async fn record_event(
+/// Records consumed events for the timeline, all in one statement; an event recorded before is
+/// left as it is.
+pub async fn record_events(
     conn: &mut PgConnection,
-    event: RecordedEvent<'_>,
+    events: &[RecordedEvent<'_>],
 ) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&RecordedEvent<'_>) -> String| events.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let causes: Vec<Option<Uuid>> = events.iter().map(|e| e.causation_id).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let partitions: Vec<i32> = events.iter().map(|e| e.partition).collect();
+    let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
+    let traces: Vec<Option<&str>> = events.iter().map(|e| e.trace_id).collect();
+    let details: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.detail)).collect();
     sqlx::query(
         "INSERT INTO timeline (event_id, order_id, event_type, producer, causation_id, occurred_at,
                                topic, kafka_partition, kafka_offset, trace_id, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
+                              $6::timestamptz[], $7::text[], $8::int[], $9::bigint[], $10::text[],
+                              $11::jsonb[])
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(event.event_id)
-    .bind(event.order_id)
-    .bind(event.event_type)
-    .bind(event.producer)
-    .bind(event.causation_id)
-    .bind(event.occurred_at)
-    .bind(event.topic)
-    .bind(event.partition)
-    .bind(event.offset)
-    .bind(event.trace_id)
-    .bind(Json(event.detail))
+    .bind(&ids)
+    .bind(column(|e| e.order_id.to_owned()))
+    .bind(column(|e| e.event_type.to_owned()))
+    .bind(column(|e| e.producer.to_owned()))
+    .bind(&causes)
+    .bind(&times)
+    .bind(column(|e| e.topic.to_owned()))
+    .bind(&partitions)
+    .bind(&offsets)
+    .bind(&traces)
+    .bind(&details)
     .execute(conn)
     .await?;
     Ok(())

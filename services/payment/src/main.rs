@@ -17,8 +17,6 @@ async fn main() -> anyhow::Result<()> {
         amount_limit_cents: env_parse("PAYMENT_AMOUNT_LIMIT_CENTS", 1_000_000)?,
     };
     let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
-    runtime
-        .run(api, reactions)
-        .await?;
+    runtime.run(api, reactions).await?;
     Ok(())
 }

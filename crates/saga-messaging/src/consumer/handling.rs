@@ -36,7 +36,7 @@ use crate::error::{FailureKind, HandlerError, error_chain};
 use crate::headers;
 use crate::health::Health;
 use crate::inbox::{self, Standing};
-use crate::outbox::{self, Outbox, OutboxRecord};
+use crate::outbox::{Outbox, OutboxRecord};
 use crate::parking::{self, Failure, NewParked, ParkedStatus};
 use crate::trace;
 
@@ -310,6 +310,16 @@ impl<R: Reactions> Handler<R> {
                 order: delivery.key_order(),
                 event_type: None,
             });
+        }
+        // The relays that write the event topics name each record's type in a header: what this
+        // service ignores is acknowledged without decoding it.
+        if let Some(named) = delivery
+            .headers
+            .get(headers::EVENT_TYPE)
+            .and_then(EventType::from_name)
+            && !self.reactions.wants(named)
+        {
+            return Ok(Read::Ignored(named));
         }
         let event = match self.codec.decode(&delivery.payload).await {
             Ok(event) => event,
@@ -649,8 +659,11 @@ impl<R: Reactions> Handler<R> {
             outcomes.push(outcome);
         }
         inbox::record(&mut tx, &handled).await?;
-        outbox::insert(&mut tx, &records).await?;
+        self.outbox.insert(&mut tx, &records).await?;
         tx.commit().await?;
+        if !records.is_empty() {
+            self.outbox.committed();
+        }
         Ok(outcomes)
     }
 
@@ -778,8 +791,9 @@ impl<R: Reactions> Handler<R> {
             FailedAttempt::first(delivery, FailureKind::Permanent, reason).hopeless(),
         );
         let mut tx = self.pool.begin().await?;
-        outbox::insert(&mut tx, &[record]).await?;
+        self.outbox.insert(&mut tx, &[record]).await?;
         tx.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 

@@ -24,7 +24,6 @@ use crate::delivery::Delivery;
 use crate::error::{FailureKind, HandlerError};
 use crate::headers;
 use crate::inbox;
-use crate::outbox;
 use crate::parking::{self, Parked, ParkedStatus};
 
 /// What a retry record turned out to be.
@@ -189,6 +188,7 @@ impl<R: Reactions> Handler<R> {
             parking::remove(&mut tx, parked.id).await?;
             self.release_waiting(&mut tx, order).await?;
             tx.commit().await?;
+            self.outbox.committed();
             warn!(record = %parked.source, skipped_by = who, "a dead letter was given up for good; its order moves on");
             return Ok(Retry::Settled(Outcome::Skipped));
         }
@@ -206,6 +206,7 @@ impl<R: Reactions> Handler<R> {
             }
         };
         tx.commit().await?;
+        self.outbox.committed();
         Ok(Retry::Settled(outcome))
     }
 
@@ -268,7 +269,7 @@ impl<R: Reactions> Handler<R> {
                 }],
             )
             .await?;
-            outbox::insert(&mut savepoint, &records).await?;
+            self.outbox.insert(&mut savepoint, &records).await?;
             Ok(())
         }
         .await;
@@ -339,7 +340,7 @@ impl<R: Reactions> Handler<R> {
             last,
             hopeless: false,
         });
-        outbox::insert(tx, &[record]).await?;
+        self.outbox.insert(tx, &[record]).await?;
         Ok(outcome)
     }
 
@@ -357,8 +358,9 @@ impl<R: Reactions> Handler<R> {
         if let Some(id) = parked_id {
             parking::mark_dead(&mut tx, id, reason).await?;
         }
-        outbox::insert(&mut tx, &[record]).await?;
+        self.outbox.insert(&mut tx, &[record]).await?;
         tx.commit().await?;
+        self.outbox.committed();
         Ok(())
     }
 }

@@ -4,15 +4,16 @@
 //! session of its own, and every query it makes goes through that session, so that losing the
 //! session means losing the lock, and the relay starts over. Standbys wait for the lock.
 //!
-//! The active relay publishes unpublished rows in id order with an idempotent producer
-//! (`acks=all`), stamps them published once the broker acknowledged them, and wakes on
-//! LISTEN/NOTIFY, polling only as a fallback. Stamps are committed without waiting for the disk:
-//! a lost stamp costs nothing, because of recovery.
+//! The active relay publishes rows in id order with an idempotent producer (`acks=all`) and
+//! deletes them once the broker acknowledged them. It wakes when a writer of its own process
+//! commits, or on LISTEN/NOTIFY for writers in other processes, polling only as a fallback.
+//! Deletes are committed without waiting for the disk: a row that comes back after a crash is
+//! found on its topic by recovery.
 //!
 //! Recovery ([`recovery`]): every record carries its row id in the `outbox-id` header and goes
 //! to the partition Kafka's Java clients would choose for its key. When a relay takes over (or
 //! starts over after any failure), it reads back each partition it has unpublished rows for,
-//! from the oldest such row's creation time, and stamps exactly the rows it finds there. Every
+//! from the oldest such row's creation time, and deletes exactly the rows it finds there. Every
 //! other row is sent. A row that committed after a later row was already published (ids are
 //! assigned at insert, visible at commit) is therefore never mistaken for a published one.
 //!
@@ -40,7 +41,7 @@ use crate::backoff::Backoff;
 use crate::headers::{self, Headers};
 use crate::inbox;
 use crate::kafka::{KafkaSettings, partition_for};
-use crate::outbox::{self, NOTIFY_CHANNEL, Unpublished};
+use crate::outbox::{self, NOTIFY_CHANNEL, RelayWake, Unpublished};
 
 /// Advisory lock key of the relay: each service has its own database, so one key suffices.
 pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
@@ -69,9 +70,8 @@ pub struct RelaySettings {
     pub recovery_margin: Duration,
     /// Postgres advisory lock that elects the active relay of a database.
     pub lock_key: i64,
-    /// Published outbox rows and inbox entries older than this are deleted. It must exceed the
-    /// topics' retention: an inbox entry has to outlive every copy of its event that could
-    /// still be delivered.
+    /// Inbox entries older than this are deleted. It must exceed the topics' retention: an inbox
+    /// entry has to outlive every copy of its event that could still be delivered.
     pub retention: Duration,
     /// How often the active relay deletes what is past retention.
     pub cleanup_interval: Duration,
@@ -116,6 +116,7 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct OutboxRelay {
     pool: PgPool,
+    wake: Arc<RelayWake>,
     producer: Arc<Mutex<FutureProducer>>,
     kafka: KafkaSettings,
     settings: RelaySettings,
@@ -140,6 +141,7 @@ impl OutboxRelay {
     ) -> Result<Self, KafkaError> {
         Ok(Self {
             pool,
+            wake: Arc::default(),
             producer: Arc::new(Mutex::new(kafka.producer_config().create()?)),
             kafka: kafka.clone(),
             settings,
@@ -158,8 +160,14 @@ impl OutboxRelay {
         }
     }
 
+    /// What writers of this process wake the relay with: give it to their [`crate::Outbox`].
+    pub fn wake(&self) -> Arc<RelayWake> {
+        self.wake.clone()
+    }
+
     fn set_status(&self, status: RelayStatus) {
         self.status.store(status as u8, Ordering::Relaxed);
+        self.wake.set_active(status == RelayStatus::Active);
         metrics::gauge!("saga_outbox_relay_active").set(if status == RelayStatus::Active {
             1.0
         } else {
@@ -280,6 +288,7 @@ impl OutboxRelay {
                 cleaned = Some(Instant::now());
             }
             tokio::select! {
+                _ = self.wake.woken() => {}
                 notification = listener.recv() => { notification?; }
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 _ = shutdown.cancelled() => break,
@@ -299,9 +308,9 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// Deletes published outbox rows and inbox entries past retention, a bounded batch per
-    /// statement. `SKIP LOCKED` means a row some transaction is using is simply left for the
-    /// next round: cleanup never waits on, nor blocks, the hot path. Returns the rows deleted.
+    /// Deletes inbox entries past retention, a bounded batch per statement. `SKIP LOCKED` means
+    /// a row some transaction is using is simply left for the next round: cleanup never waits
+    /// on, nor blocks, the hot path. Returns the rows deleted.
     pub async fn clean_up(&self) -> Result<u64, RelayError> {
         let mut conn = self.pool.acquire().await?;
         self.clean_up_with(&mut conn).await
@@ -311,13 +320,6 @@ impl OutboxRelay {
         let horizon = self.settings.retention.as_secs();
         let batch = self.settings.cleanup_batch;
         let mut deleted = 0;
-        loop {
-            let rows = outbox::delete_published_before(conn, horizon, batch).await?;
-            deleted += rows;
-            if rows < batch as u64 {
-                break;
-            }
-        }
         loop {
             let rows = inbox::delete_older_than(conn, horizon, batch).await?;
             deleted += rows;
@@ -408,8 +410,9 @@ impl OutboxRelay {
             .map_err(|(error, _)| RelayError::Kafka(error))
     }
 
-    /// Publishes up to one batch; returns how many rows it stamped. Shutdown stops the wait for
-    /// acknowledgements after [`SHUTDOWN_DRAIN`]: rows not stamped stay for the next relay.
+    /// Publishes up to one batch; returns how many rows it published. Shutdown stops the wait
+    /// for acknowledgements after [`SHUTDOWN_DRAIN`]: rows not acknowledged stay for the next
+    /// relay.
     async fn publish_batch(
         &self,
         session: &mut PgConnection,
@@ -452,9 +455,9 @@ impl OutboxRelay {
                 }
             }
         }
-        // Every acknowledged row is on its partition, so stamping it is always right; a row
-        // that failed stays unpublished, and the recovery that follows the failure looks at
-        // what is really on the broker.
+        // Every acknowledged row is on its partition, so deleting it is always right; a row
+        // that failed stays, and the recovery that follows the failure looks at what is really
+        // on the broker.
         outbox::mark_published(session, &delivered).await?;
         metrics::counter!("saga_events_published_total").increment(delivered.len() as u64);
         match failure {
@@ -464,10 +467,10 @@ impl OutboxRelay {
     }
 }
 
-/// Produces every unpublished row and waits for the broker's acks, but never stamps them: what a
-/// relay that dies between the ack and the stamp leaves behind. Only for crash-safety tests.
+/// Produces every row and waits for the broker's acks, but never deletes them: what a relay that
+/// dies between the ack and the delete leaves behind. Only for crash-safety tests.
 #[doc(hidden)]
-pub async fn produce_without_stamping(relay: &OutboxRelay) -> Result<usize, RelayError> {
+pub async fn produce_without_deleting(relay: &OutboxRelay) -> Result<usize, RelayError> {
     let mut session = relay.pool.acquire().await?;
     let rows = outbox::unpublished(&mut session, relay.settings.batch_size).await?;
     let producer = relay.producer();

@@ -1,12 +1,13 @@
-//! What a relay does before publishing anything: find which unpublished rows an earlier relay
-//! (or an earlier attempt of this one) already got onto the broker, and stamp exactly those.
+//! What a relay does before publishing anything: find which rows still in the outbox an earlier
+//! relay (or an earlier attempt of this one) already got onto the broker, and delete exactly
+//! those.
 //!
 //! A row is known to be on the broker only when its `outbox-id` is found on the partition its key
 //! maps to. Reading starts from the offset of the oldest unpublished row's creation time (minus a
 //! margin for clock differences): any record of a row was produced after the row was created, so
 //! nothing that could be there is skipped, however long the relay was away. Rows not found are
 //! sent, so the worst a missed record can cause is a duplicate, which every consumer's inbox
-//! absorbs; a row is never stamped on the strength of another row's id.
+//! absorbs; a row is never taken for published on the strength of another row's id.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
@@ -20,7 +21,7 @@ use crate::outbox;
 use crate::reader::{PartitionReader, Start};
 
 impl OutboxRelay {
-    /// Stamps the unpublished rows already on the broker; returns how many.
+    /// Deletes the rows already on the broker; returns how many.
     pub(super) async fn recover(&self, session: &mut PgConnection) -> Result<u64, RelayError> {
         let pending = outbox::unpublished_since(session).await?;
         if pending.is_empty() {
@@ -57,16 +58,16 @@ impl OutboxRelay {
         })
         .await??;
         let ids: Vec<i64> = found.into_iter().collect();
-        let mut stamped = 0;
+        let mut removed = 0;
         for chunk in ids.chunks(10_000) {
-            stamped += outbox::mark_published(session, chunk).await?;
+            removed += outbox::mark_published(session, chunk).await?;
         }
-        if stamped > 0 {
+        if removed > 0 {
             info!(
-                rows = stamped,
-                "found unpublished rows already on the broker; stamped them without resending"
+                rows = removed,
+                "found outbox rows already on the broker; removed them without resending"
             );
         }
-        Ok(stamped)
+        Ok(removed)
     }
 }

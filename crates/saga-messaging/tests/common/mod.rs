@@ -112,11 +112,9 @@ impl Isolated {
     }
 
     pub async fn unpublished(&self) -> anyhow::Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 

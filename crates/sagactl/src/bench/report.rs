@@ -1,0 +1,207 @@
+//! The benchmark's report: for people (tables), for tools (`--json`), and on disk.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::Context;
+use crate::output::emit;
+
+/// A progress bar on stderr while sagas end; nothing when stderr is not a terminal.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn progress(ended: Arc<AtomicUsize>, total: usize) -> Progress {
+    if !std::io::stderr().is_terminal() {
+        return Progress {
+            bar: None,
+            ticker: None,
+        };
+    }
+    let bar = ProgressBar::new(total as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} sagas ended · {per_sec} · {elapsed}")
+    {
+        bar.set_style(style);
+    }
+    let shown = bar.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            shown.set_position(ended.load(Ordering::Relaxed) as u64);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Progress {
+        bar: Some(bar),
+        ticker: Some(ticker),
+    }
+}
+
+impl Progress {
+    pub fn finish(self) {
+        if let Some(ticker) = self.ticker {
+            ticker.abort();
+        }
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// What the numbers were measured on.
+pub fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    let memory_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": model,
+        "memory_gib": (memory_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "everything_on_one_machine": true,
+    })
+}
+
+/// The commit the stack was built from, when run from a checkout.
+pub fn git_sha() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Writes the report to `<dir>/<date>-<sha>.json`.
+pub fn save(dir: &std::path::Path, report: &Value) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let name = format!(
+        "{}-{}.json",
+        chrono::Utc::now().format("%Y-%m-%dT%H%M%S"),
+        report["git_sha"].as_str().unwrap_or("unknown")
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
+    Ok(path)
+}
+
+fn ms(v: &Value) -> String {
+    format!("{:.1}", v.as_f64().unwrap_or(0.0))
+}
+
+fn latency_line(label: &str, summary: &Value) -> String {
+    format!(
+        "  {label:<44} p50 {:>7} · p90 {:>7} · p99 {:>7} · p99.9 {:>7} · max {:>7} ms",
+        ms(&summary["p50"]),
+        ms(&summary["p90"]),
+        ms(&summary["p99"]),
+        ms(&summary["p99_9"]),
+        ms(&summary["max"])
+    )
+}
+
+pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
+    if context.json {
+        return emit(report);
+    }
+    let how = match report["mode"].as_str() {
+        Some("open") => format!(
+            "open loop at {} orders/s for {} s",
+            report["rate"], report["duration_seconds"]
+        ),
+        _ => format!("closed loop at concurrency {}", report["concurrency"]),
+    };
+    emit(format!(
+        "{} orders, {how}: {} completed ({} confirmed, {} cancelled), {} failed",
+        report["orders"],
+        report["completed"],
+        report["confirmed"],
+        report["cancelled"],
+        report["failed"]
+    ))?;
+    emit(format!(
+        "throughput {:.1} sagas/s ({:.1} s from first POST to last terminal event)",
+        report["sagas_per_second"].as_f64().unwrap_or(0.0),
+        report["seconds"].as_f64().unwrap_or(0.0)
+    ))?;
+    emit("latency")?;
+    emit(latency_line("POST /orders", &report["post_ms"]))?;
+    emit(latency_line("POST → terminal event", &report["saga_ms"]))?;
+    emit("where the time goes (by the events' clocks)")?;
+    if let Some(hops) = report["hops_ms"].as_object() {
+        for (hop, summary) in hops {
+            emit(latency_line(hop, summary))?;
+        }
+    }
+    emit("where the CPU goes (CPU-ms per saga)")?;
+    if let Some(cpu) = report["cpu_ms_per_saga"].as_object() {
+        for (group, value) in cpu {
+            emit(format!(
+                "  {group:<28} {:>8.2}",
+                value.as_f64().unwrap_or(0.0)
+            ))?;
+        }
+    }
+    let per_saga = &report["per_saga"];
+    emit(format!(
+        "per saga: {:.1} records produced, {:.1} consumed, {:.1} row sets written",
+        per_saga["kafka_records_produced"].as_f64().unwrap_or(0.0),
+        per_saga["kafka_records_consumed"].as_f64().unwrap_or(0.0),
+        per_saga["row_sets"].as_f64().unwrap_or(0.0)
+    ))?;
+    let ceilings = &report["ceilings"];
+    if ceilings.is_object() {
+        emit("this machine's ceilings (measured in this run)")?;
+        emit(format!(
+            "  kafka alone     {:>9.0} records/s  → {:>7.0} sagas/s",
+            ceilings["kafka"]["records_per_second"]
+                .as_f64()
+                .unwrap_or(0.0),
+            ceilings["kafka_sagas_per_second"].as_f64().unwrap_or(0.0)
+        ))?;
+        emit(format!(
+            "  postgres alone  {:>9.0} row sets/s → {:>7.0} sagas/s (10 per transaction; {:.0} tps with 1)",
+            ceilings["postgres_ten_row_sets_per_transaction"]["row_sets_per_second"]
+                .as_f64()
+                .unwrap_or(0.0),
+            ceilings["postgres_sagas_per_second"]
+                .as_f64()
+                .unwrap_or(0.0),
+            ceilings["postgres_one_row_set_per_transaction"]["transactions_per_second"]
+                .as_f64()
+                .unwrap_or(0.0)
+        ))?;
+        emit(format!(
+            "  saga rate = {:.1} % of the lower ceiling",
+            ceilings["saga_rate_percent_of_lower_ceiling"]
+                .as_f64()
+                .unwrap_or(0.0)
+        ))?;
+    }
+    if let Some(failures) = report["failures"].as_array() {
+        for failure in failures.iter().take(5) {
+            emit(format!("failure: {}", failure.as_str().unwrap_or("")))?;
+        }
+    }
+    if let Some(path) = report["saved_to"].as_str() {
+        emit(format!("saved to {path}"))?;
+    }
+    Ok(())
+}
