@@ -16,6 +16,7 @@ pub struct Health {
 #[derive(Debug, Default)]
 struct State {
     consumer_joined: bool,
+    consumer_fetching: bool,
     stuck: BTreeMap<String, Stuck>,
 }
 
@@ -45,6 +46,11 @@ impl Health {
         self.state().consumer_joined
     }
 
+    /// Every partition the consumer was given is being fetched.
+    pub fn consumer_fetching(&self) {
+        self.state().consumer_fetching = true;
+    }
+
     /// `what` (a partition, or several) has been failing since `since` and still is.
     pub fn stuck(&self, what: &str, since: Instant, error: &str) {
         let mut state = self.state();
@@ -72,6 +78,8 @@ impl Health {
         let mut problems = Vec::new();
         if !state.consumer_joined {
             problems.push("the consumer has not joined its group yet".to_owned());
+        } else if !state.consumer_fetching {
+            problems.push("the consumer is not fetching its partitions yet".to_owned());
         }
         for (what, stuck) in &state.stuck {
             problems.push(format!(
@@ -95,6 +103,7 @@ mod tests {
     fn a_stuck_partition_is_named_until_it_moves() {
         let health = Health::new();
         health.consumer_joined();
+        health.consumer_fetching();
         assert!(health.problems().is_empty());
         health.stuck(
             "payment.events[3]",

@@ -61,34 +61,45 @@ pub struct Entry {
     pub offset: i64,
 }
 
+/// The inbox's columns of some entries, as arrays for `unnest`.
+pub(crate) struct Columns<'a> {
+    pub ids: Vec<Uuid>,
+    pub types: Vec<&'static str>,
+    pub topics: Vec<&'a str>,
+    pub partitions: Vec<i32>,
+    pub offsets: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    pub fn of(entries: &'a [Entry]) -> Self {
+        Self {
+            ids: entries.iter().map(|e| e.event_id).collect(),
+            types: entries.iter().map(|e| e.event_type).collect(),
+            topics: entries.iter().map(|e| e.topic.as_str()).collect(),
+            partitions: entries.iter().map(|e| e.partition).collect(),
+            offsets: entries.iter().map(|e| e.offset).collect(),
+        }
+    }
+}
+
 /// Records handled events; returns how many were new (all of them, when the caller holds the
-/// locks of their orders and checked [`standing`] first).
+/// locks of their orders and checked [`standing`] first). See also
+/// [`crate::Outbox::insert_with_inbox`], which does this and the outbox in one statement.
 pub async fn record(conn: &mut PgConnection, entries: &[Entry]) -> Result<u64, sqlx::Error> {
     if entries.is_empty() {
         return Ok(0);
     }
-    let mut ids = Vec::with_capacity(entries.len());
-    let mut types = Vec::with_capacity(entries.len());
-    let mut topics = Vec::with_capacity(entries.len());
-    let mut partitions = Vec::with_capacity(entries.len());
-    let mut offsets = Vec::with_capacity(entries.len());
-    for entry in entries {
-        ids.push(entry.event_id);
-        types.push(entry.event_type);
-        topics.push(entry.topic.as_str());
-        partitions.push(entry.partition);
-        offsets.push(entry.offset);
-    }
+    let columns = Columns::of(entries);
     let inserted = sqlx::query(
         "INSERT INTO inbox (event_id, event_type, topic, kafka_partition, kafka_offset)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[])
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&topics)
-    .bind(&partitions)
-    .bind(&offsets)
+    .bind(&columns.ids)
+    .bind(&columns.types)
+    .bind(&columns.topics)
+    .bind(&columns.partitions)
+    .bind(&columns.offsets)
     .execute(conn)
     .await?
     .rows_affected();

@@ -97,7 +97,9 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", "500")
             // Prefetch at most 16 MiB (default 64 MiB): enough for thousands of records per
             // partition, and it keeps a service's memory small.
-            .set("queued.max.messages.kbytes", "16384");
+            .set("queued.max.messages.kbytes", "16384")
+            // Each partition's lag and fetch state, every second (metrics and readiness).
+            .set("statistics.interval.ms", "1000");
         if let Some(instance) = instance {
             config.set("group.instance.id", instance);
         }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::HandlerError;
 use crate::headers::{self, Headers};
+use crate::inbox;
 use crate::trace;
 
 /// Postgres channel the relay listens on; a notification is delivered when the writing
@@ -91,6 +92,53 @@ impl Outbox {
         insert(conn, records, !self.wake.is_active()).await
     }
 
+    /// Records handled events in the inbox and inserts the records their reactions emitted, in
+    /// one statement (a consumer's batch pays one round trip for both).
+    pub async fn insert_with_inbox(
+        &self,
+        conn: &mut PgConnection,
+        records: &[OutboxRecord],
+        handled: &[inbox::Entry],
+    ) -> Result<(), sqlx::Error> {
+        if records.is_empty() {
+            inbox::record(conn, handled).await?;
+            return Ok(());
+        }
+        if handled.is_empty() {
+            return self.insert(conn, records).await;
+        }
+        let inbox = inbox::Columns::of(handled);
+        let outbox = Columns::of(records);
+        sqlx::query(
+            "WITH handled AS (
+                 INSERT INTO inbox (event_id, event_type, topic, kafka_partition, kafka_offset)
+                 SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $11::bigint[])
+                 ON CONFLICT (event_id) DO NOTHING)
+             INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
+             SELECT event_id, event_type, topic, message_key, payload, headers
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[])
+                  WITH ORDINALITY AS r(event_id, event_type, topic, message_key, payload, headers, n)
+             ORDER BY n",
+        )
+        .bind(&outbox.ids)
+        .bind(&outbox.types)
+        .bind(&outbox.topics)
+        .bind(&outbox.keys)
+        .bind(&outbox.payloads)
+        .bind(&outbox.headers)
+        .bind(&inbox.ids)
+        .bind(&inbox.types)
+        .bind(&inbox.topics)
+        .bind(&inbox.partitions)
+        .bind(&inbox.offsets)
+        .execute(&mut *conn)
+        .await?;
+        if !self.wake.is_active() {
+            notify(conn).await?;
+        }
+        Ok(())
+    }
+
     /// Wakes this process's relay: a transaction that wrote to the outbox committed.
     pub fn committed(&self) {
         self.wake.notify.notify_one();
@@ -139,30 +187,40 @@ impl Outbox {
     }
 }
 
+/// The outbox's columns of some records, as arrays for `unnest`.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    topics: Vec<&'a str>,
+    keys: Vec<Option<&'a [u8]>>,
+    payloads: Vec<&'a [u8]>,
+    headers: Vec<Vec<u8>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(records: &'a [OutboxRecord]) -> Self {
+        Self {
+            ids: records.iter().map(|r| r.id).collect(),
+            types: records.iter().map(|r| r.event_type.as_str()).collect(),
+            topics: records.iter().map(|r| r.topic.as_str()).collect(),
+            keys: records.iter().map(|r| r.key.as_deref()).collect(),
+            payloads: records.iter().map(|r| r.payload.as_slice()).collect(),
+            headers: records.iter().map(|r| r.headers.encode()).collect(),
+        }
+    }
+}
+
 /// Inserts `records` in order with one statement; with `notify`, a relay listening elsewhere is
 /// woken when the transaction commits.
 async fn insert(
     conn: &mut PgConnection,
     records: &[OutboxRecord],
-    notify: bool,
+    notify_elsewhere: bool,
 ) -> Result<(), sqlx::Error> {
     if records.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(records.len());
-    let mut types = Vec::with_capacity(records.len());
-    let mut topics = Vec::with_capacity(records.len());
-    let mut keys = Vec::with_capacity(records.len());
-    let mut payloads = Vec::with_capacity(records.len());
-    let mut header_bytes = Vec::with_capacity(records.len());
-    for record in records {
-        ids.push(record.id);
-        types.push(record.event_type.as_str());
-        topics.push(record.topic.as_str());
-        keys.push(record.key.as_deref());
-        payloads.push(record.payload.as_slice());
-        header_bytes.push(record.headers.encode());
-    }
+    let columns = Columns::of(records);
     // Ids follow the order of the arrays, which is the order the relay publishes in.
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
@@ -171,20 +229,25 @@ async fn insert(
               WITH ORDINALITY AS r(event_id, event_type, topic, message_key, payload, headers, n)
          ORDER BY n",
     )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&topics)
-    .bind(&keys)
-    .bind(&payloads)
-    .bind(&header_bytes)
+    .bind(&columns.ids)
+    .bind(&columns.types)
+    .bind(&columns.topics)
+    .bind(&columns.keys)
+    .bind(&columns.payloads)
+    .bind(&columns.headers)
     .execute(&mut *conn)
     .await?;
-    if notify {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(conn)
-            .await?;
+    if notify_elsewhere {
+        notify(conn).await?;
     }
+    Ok(())
+}
+
+async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -196,6 +259,8 @@ pub struct Unpublished {
     pub message_key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<u8>,
+    /// How long ago the row was written, in seconds.
+    pub age_seconds: f64,
 }
 
 /// Up to `limit` rows not yet published, oldest first.
@@ -204,7 +269,9 @@ pub async fn unpublished(
     limit: i64,
 ) -> Result<Vec<Unpublished>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, topic, message_key, payload, headers FROM outbox ORDER BY id LIMIT $1",
+        "SELECT id, topic, message_key, payload, headers,
+                extract(epoch FROM clock_timestamp() - created_at)::float8 AS age_seconds
+         FROM outbox ORDER BY id LIMIT $1",
     )
     .bind(limit)
     .fetch_all(conn)
@@ -236,14 +303,4 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64,
         .execute(conn)
         .await?
         .rows_affected())
-}
-
-/// Rows waiting to be published and the age of the oldest, in seconds.
-pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
-    let (count, oldest): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8 FROM outbox",
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok((count, oldest.unwrap_or(0.0)))
 }

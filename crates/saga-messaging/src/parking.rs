@@ -7,7 +7,7 @@
 //! its order too when its key names one, so that nothing of that order runs ahead of it.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::delivery::Delivery;
@@ -102,13 +102,41 @@ const COLUMNS: &str =
     "id, order_id, event_id, status, source_topic, source_partition, source_offset,
     source_timestamp, message_key, payload, headers, attempts";
 
+/// Begins a transaction that holds the advisory locks of `orders` (see [`lock_orders`]), in one
+/// round trip: the `BEGIN` statement takes them.
+pub async fn begin_locked(
+    pool: &PgPool,
+    orders: &[Uuid],
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let keys = lock_keys(orders);
+    if keys.is_empty() {
+        return pool.begin().await;
+    }
+    // The keys are integers computed here: nothing a record carries reaches the statement.
+    let list = keys
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    pool.begin_with(AssertSqlSafe(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(k)
+                FROM unnest(ARRAY[{list}]::bigint[]) WITH ORDINALITY AS l(k, n) ORDER BY l.n"
+    )))
+    .await
+}
+
+fn lock_keys(orders: &[Uuid]) -> Vec<i64> {
+    let mut keys: Vec<i64> = orders.iter().map(|o| lock_key(*o)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// Serializes the handling of the given orders' messages within this service's database, across
 /// partitions and topics, until the transaction ends. The locks are taken in one fixed order, so
 /// that two transactions locking overlapping sets of orders queue instead of deadlocking.
 pub async fn lock_orders(conn: &mut PgConnection, orders: &[Uuid]) -> Result<(), sqlx::Error> {
-    let mut keys: Vec<i64> = orders.iter().map(|o| lock_key(*o)).collect();
-    keys.sort_unstable();
-    keys.dedup();
+    let keys = lock_keys(orders);
     match keys.as_slice() {
         [] => Ok(()),
         [key] => {

@@ -26,7 +26,10 @@ pub struct ServiceConfig {
     pub http_addr: String,
     /// `RETRY_MAX_ATTEMPTS` (default 3) and `RETRY_DELAY_MS` (default 1000, doubling per
     /// retry); `CONSUMER_BATCH_SIZE` (default 200: most records per transaction);
-    /// `CONSUMER_LANES` (default 4: transactions in flight at once); `STUCK_AFTER_SECONDS`
+    /// `CONSUMER_LANES` (default 1: transactions in flight at once; on two cores one lane with
+    /// bigger batches beats several lanes contending); `CONSUMER_LINGER_MS` (default 20: how
+    /// long events nothing waits on may wait for company); `CONSUMER_BUSY_LINGER_MS` (default 2:
+    /// how long a busy lane lets records gather between batches); `STUCK_AFTER_SECONDS`
     /// (default 300: a retry in place this long marks the service not ready);
     /// `CONSUMER_INSTANCE_ID` (default unset: a stable name per replica makes the consumer a
     /// static group member, so a quick restart moves no partition).
@@ -68,7 +71,9 @@ impl ServiceConfig {
                 max_attempts: env_parse("RETRY_MAX_ATTEMPTS", 3)?,
                 retry_delay: Duration::from_millis(env_parse("RETRY_DELAY_MS", 1000)?),
                 batch_size: env_parse("CONSUMER_BATCH_SIZE", 200)?,
-                lanes: env_parse("CONSUMER_LANES", 4)?,
+                lanes: env_parse("CONSUMER_LANES", 1)?,
+                linger: Duration::from_millis(env_parse("CONSUMER_LINGER_MS", 20)?),
+                busy_linger: Duration::from_millis(env_parse("CONSUMER_BUSY_LINGER_MS", 2)?),
                 stuck_after: Duration::from_secs(env_parse("STUCK_AFTER_SECONDS", 300)?),
                 instance_id: std::env::var("CONSUMER_INSTANCE_ID")
                     .ok()

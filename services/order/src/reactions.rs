@@ -20,6 +20,14 @@ impl Reactions for OrderReactions {
         true
     }
 
+    /// Only the reports that end the saga are waited on; the rest feed the timeline.
+    fn is_urgent(&self, event_type: EventType) -> bool {
+        matches!(
+            event_type,
+            EventType::ShipmentScheduled | EventType::PaymentDeclined | EventType::PaymentRefunded
+        )
+    }
+
     /// The timeline records every event of the transaction in one statement.
     async fn prepare(
         &self,

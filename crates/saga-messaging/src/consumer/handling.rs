@@ -257,6 +257,29 @@ impl<R: Reactions> Handler<R> {
         self.settings.batch_size.max(1)
     }
 
+    pub fn linger(&self) -> std::time::Duration {
+        self.settings.linger
+    }
+
+    pub fn busy_linger(&self) -> std::time::Duration {
+        self.settings.busy_linger
+    }
+
+    /// Whether a record should be handled at once, judged by its event-type header: only a known
+    /// event this service ignores, or one it calls not urgent, may wait.
+    pub fn is_urgent(&self, delivery: &Delivery) -> bool {
+        match delivery
+            .headers
+            .get(headers::EVENT_TYPE)
+            .and_then(EventType::from_name)
+        {
+            Some(event_type) => {
+                self.reactions.wants(event_type) && self.reactions.is_urgent(event_type)
+            }
+            None => true,
+        }
+    }
+
     /// Handles records of the event topics; returns the positions of those now handled (all of
     /// them, unless shutdown or a revocation interrupted).
     pub async fn handle_batch(&self, batch: Vec<Routed>, lane: &LaneControl<'_>) -> Vec<Position> {
@@ -447,7 +470,12 @@ impl<R: Reactions> Handler<R> {
 
     /// One run of steps 2 to 4.
     async fn run_once(&self, items: &[Item]) -> Result<Vec<Outcome>, BatchFailure> {
-        let mut tx = self.pool.begin().await?;
+        if items
+            .iter()
+            .all(|item| matches!(item.read, Read::Ignored(_)))
+        {
+            return Ok(vec![Outcome::Ignored; items.len()]);
+        }
         let orders: Vec<Uuid> = items
             .iter()
             .filter_map(|item| match &item.read {
@@ -456,7 +484,7 @@ impl<R: Reactions> Handler<R> {
                 Read::Ignored(_) => None,
             })
             .collect();
-        parking::lock_orders(&mut tx, &orders).await?;
+        let mut tx = parking::begin_locked(&self.pool, &orders).await?;
         let checks: Vec<(Uuid, String)> = items
             .iter()
             .filter_map(|item| match &item.read {
@@ -658,8 +686,9 @@ impl<R: Reactions> Handler<R> {
             };
             outcomes.push(outcome);
         }
-        inbox::record(&mut tx, &handled).await?;
-        self.outbox.insert(&mut tx, &records).await?;
+        self.outbox
+            .insert_with_inbox(&mut tx, &records, &handled)
+            .await?;
         tx.commit().await?;
         if !records.is_empty() {
             self.outbox.committed();

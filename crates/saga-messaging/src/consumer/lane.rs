@@ -51,6 +51,9 @@ pub(super) async fn run<R: Reactions>(
 ) {
     let batch_size = handler.batch_size();
     let retry_lane = router.is_retry_lane(lane);
+    // When the last batch ended: a lane that is kept busy waits a moment after it before the
+    // next, so that its batches grow with the load; an idle lane starts at once.
+    let mut last_batch_ended: Option<tokio::time::Instant> = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -61,11 +64,37 @@ pub(super) async fn run<R: Reactions>(
             },
         };
         let mut batch = vec![first];
-        while batch.len() < batch_size {
-            match receiver.try_recv() {
-                Ok(routed) => batch.push(routed),
-                Err(_) => break,
-            }
+        take_ready(&mut receiver, &mut batch, batch_size);
+        let busy_linger = handler.busy_linger();
+        if let Some(ended) = last_batch_ended
+            && !retry_lane
+            && ended.elapsed() < busy_linger
+        {
+            gather(
+                &mut receiver,
+                &mut batch,
+                batch_size,
+                ended + busy_linger,
+                &shutdown,
+                |_| false,
+            )
+            .await;
+        }
+        let linger = handler.linger();
+        if !retry_lane && !linger.is_zero() && !batch.iter().any(|r| handler.is_urgent(&r.delivery))
+        {
+            // Nothing here that the saga waits on: gather more for one transaction, until
+            // something urgent arrives.
+            let until = tokio::time::Instant::now() + linger;
+            gather(
+                &mut receiver,
+                &mut batch,
+                batch_size,
+                until,
+                &shutdown,
+                |routed| handler.is_urgent(&routed.delivery),
+            )
+            .await;
         }
         let _busy = router.busy[lane].lock().await;
         if shutdown.is_cancelled() {
@@ -85,6 +114,7 @@ pub(super) async fn run<R: Reactions>(
         } else {
             handler.handle_batch(batch, &control).await
         };
+        last_batch_ended = Some(tokio::time::Instant::now());
         let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for (topic, partition, offset) in &handled {
             let entry = last.entry((topic.as_str(), *partition)).or_insert(*offset);
@@ -94,6 +124,44 @@ pub(super) async fn run<R: Reactions>(
             if let Err(error) = consumer.store_offset(topic, partition, offset) {
                 // Revoked meanwhile: the next owner redelivers, and its inbox makes that harmless.
                 debug!(%error, topic, partition, offset, "offset not stored");
+            }
+        }
+    }
+}
+
+/// Moves what is already queued into `batch`, up to `limit`.
+fn take_ready(receiver: &mut mpsc::Receiver<Routed>, batch: &mut Vec<Routed>, limit: usize) {
+    while batch.len() < limit {
+        match receiver.try_recv() {
+            Ok(routed) => batch.push(routed),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Adds records to `batch` as they arrive until `until`, the batch is full, or one that `stops`
+/// arrives.
+async fn gather(
+    receiver: &mut mpsc::Receiver<Routed>,
+    batch: &mut Vec<Routed>,
+    limit: usize,
+    until: tokio::time::Instant,
+    shutdown: &CancellationToken,
+    stops: impl Fn(&Routed) -> bool,
+) {
+    while batch.len() < limit {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(until) => return,
+            routed = receiver.recv() => {
+                let Some(routed) = routed else { return };
+                let stop = stops(&routed);
+                batch.push(routed);
+                take_ready(receiver, batch, limit);
+                if stop {
+                    return;
+                }
             }
         }
     }

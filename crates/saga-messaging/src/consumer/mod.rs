@@ -54,6 +54,13 @@ pub trait Reactions: Send + Sync + 'static {
     /// Whether the service cares about this event type at all; others are acknowledged unread.
     fn wants(&self, event_type: EventType) -> bool;
 
+    /// Whether the saga waits on this service's reaction to events of this type. Events that
+    /// only feed a projection are not: a lane holding nothing urgent waits up to
+    /// [`ConsumerSettings::linger`] for more, so that they are recorded many to a transaction.
+    fn is_urgent(&self, _event_type: EventType) -> bool {
+        true
+    }
+
     /// Runs once per transaction, before the reactions, with every event the transaction will
     /// react to: the place to record all of them in one statement (a projection) or to lock
     /// rows that several of them touch, in one fixed order.
@@ -86,6 +93,12 @@ pub struct ConsumerSettings {
     pub batch_size: usize,
     /// Lanes handling event partitions concurrently (the retry topic has one more of its own).
     pub lanes: usize,
+    /// How long a lane holding only events that are not urgent waits for more before it
+    /// handles them ([`Reactions::is_urgent`]).
+    pub linger: Duration,
+    /// How long after a batch a busy lane lets records gather before the next one: batches
+    /// grow with the load instead of each record paying for a transaction of its own.
+    pub busy_linger: Duration,
     /// How long a retry in place may last before the partition is reported stuck.
     pub stuck_after: Duration,
     /// `group.instance.id`: a stable name makes the consumer a static member of its group.
@@ -98,7 +111,9 @@ impl Default for ConsumerSettings {
             max_attempts: 3,
             retry_delay: Duration::from_secs(1),
             batch_size: 200,
-            lanes: 4,
+            lanes: 1,
+            linger: Duration::from_millis(20),
+            busy_linger: Duration::from_millis(2),
             stuck_after: crate::health::DEFAULT_STUCK_AFTER,
             instance_id: None,
         }

@@ -135,6 +135,11 @@ impl Router {
         lanes
     }
 
+    /// The partitions assigned now.
+    fn assigned(&self) -> Vec<TopicPartition> {
+        self.state().assigned.keys().cloned().collect()
+    }
+
     fn route(&self, partition: &TopicPartition) -> Option<(usize, u64)> {
         self.state().assigned.get(partition).copied()
     }
@@ -156,7 +161,37 @@ pub(super) struct Rebalancer {
     runtime: tokio::runtime::Handle,
 }
 
-impl ClientContext for Rebalancer {}
+impl ClientContext for Rebalancer {
+    /// librdkafka's statistics, every second: each partition's lag goes to `/metrics`, and the
+    /// consumer counts as ready only once every partition it was given is being fetched (the
+    /// first seconds after an assignment go to looking up committed offsets).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut fetching = true;
+        let assigned = self.router.assigned();
+        for (topic_name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                if *id < 0 || !assigned.contains(&(topic_name.clone(), *id)) {
+                    continue;
+                }
+                if partition.fetch_state != "active" {
+                    fetching = false;
+                }
+                if partition.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        "saga_consumer_lag",
+                        "topic" => topic_name.clone(),
+                        "partition" => id.to_string()
+                    )
+                    .set(partition.consumer_lag as f64);
+                }
+            }
+        }
+        // Nothing assigned (more members than partitions) is fetching everything it has.
+        if fetching && self.health.is_consumer_joined() {
+            self.health.consumer_fetching();
+        }
+    }
+}
 
 impl ConsumerContext for Rebalancer {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

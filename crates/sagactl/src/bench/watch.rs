@@ -109,9 +109,13 @@ pub fn start(
     codec: EventCodec,
     stop: CancellationToken,
 ) -> anyhow::Result<Sagas> {
+    // Latency is read off the events' own clocks, not off when the watcher sees them: it can
+    // fetch in big, lazy batches and leave the broker's time to the saga.
     let consumer: StreamConsumer = kafka
         .reader_config()
         .set("enable.partition.eof", "false")
+        .set("fetch.min.bytes", "65536")
+        .set("fetch.wait.max.ms", "100")
         .create()?;
     let topics = codec.topics().clone();
     let mut assignment = TopicPartitionList::new();
