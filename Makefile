@@ -1,7 +1,7 @@
 # The two commands: `make up` starts everything, `make test` runs every test on a fresh stack.
 STACK := deploy/local/stack.sh
 
-.PHONY: up down status logs clean test lint
+.PHONY: up down status logs clean test lint bench
 
 up:
 	@$(STACK) up
@@ -24,3 +24,12 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# The benchmark against the stack `make up` started (release builds): peak (closed loop) with
+# this machine's ceilings, the open-loop latency run, and one saga at a time. Reports land in
+# bench/results/.
+bench:
+	cargo build --release --quiet -p sagactl
+	target/release/sagactl bench --orders 10000 --concurrency 128 --ceilings --save bench/results
+	target/release/sagactl bench --rate 300 --duration 60 --save bench/results
+	target/release/sagactl bench --orders 200 --concurrency 1 --save bench/results

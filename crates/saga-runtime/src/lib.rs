@@ -76,6 +76,12 @@ impl ServiceRuntime {
         let tracing_guard = saga_messaging::trace::init(service.name());
         let config = ServiceConfig::from_env(service, default_port)?;
         let metrics = PrometheusBuilder::new()
+            // Fixed buckets: histograms Prometheus can aggregate, at a fixed cost per sample.
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 300.0,
+            ])
+            .map_err(|e| RuntimeError::Metrics(e.to_string()))?
             .install_recorder()
             .map_err(|e| RuntimeError::Metrics(e.to_string()))?;
         let pool = PgPoolOptions::new()
@@ -137,6 +143,16 @@ impl ServiceRuntime {
         let shutdown = CancellationToken::new();
         let relay_shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
+        // Samples are buffered until drained; without a scrape nothing would drain them, and a
+        // service nobody scrapes would grow without bound.
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        });
         let health = Health::new();
 
         let relay = self.relay.clone();

@@ -1,0 +1,52 @@
+//! `sagactl bench` as a user runs it, small: every order ends, and the report has every part it
+//! promises. Figures are printed, never asserted: a test must not depend on how fast this
+//! machine is today.
+
+use saga_e2e::*;
+use serde_json::Value;
+
+#[test]
+fn a_small_benchmark_completes_every_order_and_reports_every_part() -> anyhow::Result<()> {
+    let (ok, out) = sagactl(
+        &[
+            "bench",
+            "--orders",
+            "200",
+            "--concurrency",
+            "16",
+            "--warmup",
+            "5",
+            "--json",
+        ],
+        true,
+    )?;
+    assert!(ok, "sagactl bench failed:\n{out}");
+    let report: Value = serde_json::from_str(out.trim())?;
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_eq!(report["completed"], 200, "{report:#}");
+    assert_eq!(report["saga_ms"]["count"], 200, "{report:#}");
+    assert_eq!(report["post_ms"]["count"], 200, "{report:#}");
+    let hops = report["hops_ms"].as_object().cloned().unwrap_or_default();
+    for hop in [
+        "outbox wait: OrderPlaced",
+        "consume + handle: OrderPlaced → PaymentAuthorized",
+        "consume + handle: ShipmentScheduled → OrderConfirmed",
+    ] {
+        assert!(hops.contains_key(hop), "no {hop} in {report:#}");
+    }
+    let cpu = report["cpu_ms_per_saga"].as_object().cloned().unwrap_or_default();
+    for group in ["kafka", "postgres (all backends)", "order service", "total"] {
+        assert!(
+            cpu.get(group).and_then(Value::as_f64).is_some_and(|ms| ms > 0.0),
+            "no CPU figure for {group} in {report:#}"
+        );
+    }
+    assert!(
+        report["per_saga"]["kafka_records_produced"]
+            .as_f64()
+            .is_some_and(|r| r >= 5.0),
+        "a saga produces at least five events: {report:#}"
+    );
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
