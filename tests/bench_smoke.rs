@@ -34,10 +34,15 @@ fn a_small_benchmark_completes_every_order_and_reports_every_part() -> anyhow::R
     ] {
         assert!(hops.contains_key(hop), "no {hop} in {report:#}");
     }
-    let cpu = report["cpu_ms_per_saga"].as_object().cloned().unwrap_or_default();
+    let cpu = report["cpu_ms_per_saga"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     for group in ["kafka", "postgres (all backends)", "order service", "total"] {
         assert!(
-            cpu.get(group).and_then(Value::as_f64).is_some_and(|ms| ms > 0.0),
+            cpu.get(group)
+                .and_then(Value::as_f64)
+                .is_some_and(|ms| ms > 0.0),
             "no CPU figure for {group} in {report:#}"
         );
     }

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use saga_e2e::*;
-use saga_events::TopicNames;
 use saga_messaging::KafkaSettings;
-use saga_messaging::reader::{PartitionReader, committed_offsets};
+use saga_messaging::reader::PartitionReader;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -200,16 +199,14 @@ async fn rewound_consumer_groups_redo_nothing() -> anyhow::Result<()> {
     stack_ok(&["up"], &[])?;
 
     // Wait until every group has read everything again.
-    let kafka = KafkaSettings::new(bootstrap());
-    let topics = TopicNames::default();
-    wait_for("every group to catch up after the rewind", SETTLE, || {
-        let kafka = kafka.clone();
-        let topics = topics.clone();
-        async move {
-            let lag = tokio::task::spawn_blocking(move || total_lag(&kafka, &topics)).await??;
+    wait_for(
+        "every group to catch up after the rewind",
+        SETTLE,
+        || async {
+            let lag = tokio::task::spawn_blocking(total_lag).await??;
             Ok(((lag == 0).then_some(()), format!("{lag} records behind")))
-        }
-    })
+        },
+    )
     .await?;
     assert_eq!(
         api.stock(&sku).await?,
@@ -220,36 +217,20 @@ async fn rewound_consumer_groups_redo_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Records the four service groups have not committed yet, over the topics each reads.
-fn total_lag(kafka: &KafkaSettings, topics: &TopicNames) -> anyhow::Result<i64> {
-    use saga_events::Service;
-    let reader = PartitionReader::new(kafka)?;
-    let mut lag = 0;
-    for service in Service::ALL {
-        let group = format!("{}-service", service.name());
-        for &source in service.consumes() {
-            let topic = topics.events(source);
-            let partitions: Vec<i32> = (0..reader.partition_count(&topic)?).collect();
-            for (partition, committed) in committed_offsets(kafka, &group, &topic, &partitions)? {
-                let (_, high) = rdkafka::consumer::Consumer::fetch_watermarks(
-                    reader.consumer(),
-                    &topic,
-                    partition,
-                    Duration::from_secs(10),
-                )?;
-                lag += (high - committed.unwrap_or(0)).max(0);
-            }
-        }
-    }
-    Ok(lag)
-}
-
-/// Restarts the services the fault rules name (Shipping keeps running).
+/// Restarts the services the fault rules name (Shipping keeps running). Order gets a deadline
+/// long enough that a saga held by a dead letter waits for its redrive instead of timing out
+/// (`tests/deadlines.rs` covers the timeouts).
 fn with_fault_rules() -> anyhow::Result<()> {
     for service in ["order", "inventory", "payment"] {
         stack_ok(&["stop", service], &[])?;
     }
-    stack_ok(&["up"], &[("FAULT_INJECTION", FAULT_RULES)])?;
+    stack_ok(
+        &["up"],
+        &[
+            ("FAULT_INJECTION", FAULT_RULES),
+            ("ORDER_DEADLINE_SECONDS", "600"),
+        ],
+    )?;
     Ok(())
 }
 

@@ -49,6 +49,7 @@ async fn poison_lands_in_the_right_dead_letter_topics_and_orders_keep_flowing() 
                 total_cents: 1,
                 payment_method: "tok_visa".into(),
                 shipping_address: address.clone(),
+                deadline_at: None,
             }
             .into(),
             "payment.events" => PaymentAuthorized {
@@ -59,6 +60,7 @@ async fn poison_lands_in_the_right_dead_letter_topics_and_orders_keep_flowing() 
                 currency: "EUR".into(),
                 items: lines.clone(),
                 shipping_address: address.clone(),
+                deadline_at: None,
             }
             .into(),
             "inventory.events" => StockReserved {
@@ -66,6 +68,7 @@ async fn poison_lands_in_the_right_dead_letter_topics_and_orders_keep_flowing() 
                 order_id,
                 items: lines.clone(),
                 shipping_address: address.clone(),
+                deadline_at: None,
             }
             .into(),
             _ => ShipmentScheduled {
@@ -307,6 +310,7 @@ async fn records_postgres_cannot_store_are_dead_lettered_and_their_partition_kee
             postal_code: "0".into(),
             country: "GB".into(),
         },
+        deadline_at: None,
     }
     .into();
     let encoded = codec.encode(&reserved).await?;

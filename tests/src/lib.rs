@@ -419,3 +419,46 @@ pub async fn an_order_on_partition(api: &Api, partition: i32) -> anyhow::Result<
     }
     anyhow::bail!("no order landed on partition {partition} in 50 tries")
 }
+
+/// Records `service`'s consumer group has not committed yet, over the event topics it reads.
+pub fn group_lag(service: Service) -> anyhow::Result<i64> {
+    let kafka = KafkaSettings::new(bootstrap());
+    let topics = saga_events::TopicNames::default();
+    let reader = PartitionReader::new(&kafka)?;
+    let group = format!("{}-service", service.name());
+    let mut lag = 0;
+    for &source in service.consumes() {
+        let topic = topics.events(source);
+        let partitions: Vec<i32> = (0..reader.partition_count(&topic)?).collect();
+        for (partition, committed) in
+            saga_messaging::reader::committed_offsets(&kafka, &group, &topic, &partitions)?
+        {
+            let (_, high) = rdkafka::consumer::Consumer::fetch_watermarks(
+                reader.consumer(),
+                &topic,
+                partition,
+                Duration::from_secs(10),
+            )?;
+            lag += (high - committed.unwrap_or(0)).max(0);
+        }
+    }
+    Ok(lag)
+}
+
+/// Records the four service groups have not committed yet.
+pub fn total_lag() -> anyhow::Result<i64> {
+    Service::ALL.into_iter().map(group_lag).sum()
+}
+
+/// Waits until `service` has consumed everything on the topics it reads.
+pub async fn wait_caught_up(service: Service) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{} to consume everything", service.name()),
+        Duration::from_secs(90),
+        || async move {
+            let lag = tokio::task::spawn_blocking(move || group_lag(service)).await??;
+            Ok(((lag == 0).then_some(()), format!("lag {lag}")))
+        },
+    )
+    .await
+}

@@ -81,29 +81,37 @@ pub struct Address {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "saga.common")]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+/// `TIMED_OUT`: the saga did not end before the order's deadline. `UNKNOWN`: a reason added
+/// after this build's schema (the enum's default).
 pub enum CancellationReason {
     PAYMENT_DECLINED,
     OUT_OF_STOCK,
     SHIPPING_FAILED,
+    TIMED_OUT,
+    UNKNOWN,
 }
 
 impl CancellationReason {
+    pub const ALL: [CancellationReason; 5] = [
+        CancellationReason::PAYMENT_DECLINED,
+        CancellationReason::OUT_OF_STOCK,
+        CancellationReason::SHIPPING_FAILED,
+        CancellationReason::TIMED_OUT,
+        CancellationReason::UNKNOWN,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CancellationReason::PAYMENT_DECLINED => "PAYMENT_DECLINED",
             CancellationReason::OUT_OF_STOCK => "OUT_OF_STOCK",
             CancellationReason::SHIPPING_FAILED => "SHIPPING_FAILED",
+            CancellationReason::TIMED_OUT => "TIMED_OUT",
+            CancellationReason::UNKNOWN => "UNKNOWN",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            CancellationReason::PAYMENT_DECLINED,
-            CancellationReason::OUT_OF_STOCK,
-            CancellationReason::SHIPPING_FAILED,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == text)
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
     }
 }
 
@@ -118,6 +126,8 @@ pub struct OrderPlaced {
     pub total_cents: i64,
     pub payment_method: String,
     pub shipping_address: Address,
+    /// UTC epoch milliseconds; `None` from writers older than deadlines.
+    pub deadline_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
@@ -145,6 +155,7 @@ pub struct PaymentAuthorized {
     pub currency: String,
     pub items: Vec<StockLine>,
     pub shipping_address: Address,
+    pub deadline_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
@@ -175,6 +186,7 @@ pub struct StockReserved {
     pub order_id: String,
     pub items: Vec<StockLine>,
     pub shipping_address: Address,
+    pub deadline_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
@@ -209,6 +221,15 @@ pub struct ShipmentFailed {
     pub metadata: EventMetadata,
     pub order_id: String,
     pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.shipping")]
+pub struct ShipmentCancelled {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    pub shipment_id: String,
+    pub reason: CancellationReason,
 }
 
 /// Declares the event catalogue once: each event's type, the service (and so the topic) that
@@ -355,6 +376,7 @@ saga_events! {
     StockReleased => Inventory / "inventory";
     ShipmentScheduled => Shipping / "shipping";
     ShipmentFailed => Shipping / "shipping";
+    ShipmentCancelled => Shipping / "shipping";
 }
 
 /// Every schema file compiled into this crate, relative to `schemas/`.

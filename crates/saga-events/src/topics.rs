@@ -38,8 +38,9 @@ impl Service {
             // Order follows every event of every order, for the timeline.
             Service::Order => &Service::ALL,
             Service::Payment => &[Service::Order, Service::Inventory, Service::Shipping],
-            Service::Inventory => &[Service::Payment, Service::Shipping],
-            Service::Shipping => &[Service::Inventory],
+            // Order's topic too: a cancelled order's held stock and shipment are undone.
+            Service::Inventory => &[Service::Order, Service::Payment, Service::Shipping],
+            Service::Shipping => &[Service::Order, Service::Inventory],
         }
     }
 }

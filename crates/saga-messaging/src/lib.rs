@@ -19,7 +19,7 @@ pub mod relay;
 pub mod trace;
 
 pub use backoff::Backoff;
-pub use consumer::{ConsumerSettings, ConsumerSetup, EventConsumer, Reactions};
+pub use consumer::{Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, Reactions, Refusal};
 pub use delivery::Delivery;
 pub use error::{FailureKind, HandlerError, parse_uuid};
 pub use headers::Headers;

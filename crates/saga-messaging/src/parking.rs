@@ -159,6 +159,16 @@ pub async fn lock_orders(conn: &mut PgConnection, orders: &[Uuid]) -> Result<(),
     }
 }
 
+/// Takes the advisory lock of `order` until the transaction ends, unless another transaction
+/// holds it: false then, without waiting (a caller that locks rows first must not wait for a
+/// lock that is taken before rows elsewhere).
+pub async fn try_lock_order(conn: &mut PgConnection, order: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(lock_key(order))
+        .fetch_one(conn)
+        .await
+}
+
 /// The advisory lock of an order: its first eight bytes (UUIDv7 ids start with a timestamp, the
 /// random part follows; collisions only make two orders wait for each other).
 fn lock_key(order: Uuid) -> i64 {

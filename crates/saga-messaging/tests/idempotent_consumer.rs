@@ -11,8 +11,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::reader::committed_offset;
 use saga_messaging::{
-    ConsumerSettings, ConsumerSetup, Delivery, EventConsumer, HandlerError, Health, Outbox,
-    Reactions,
+    Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, HandlerError, Health, Outbox,
+    Reactions, Refusal,
 };
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
@@ -35,20 +35,22 @@ impl Reactions for Recording {
     async fn react(
         &self,
         tx: &mut PgConnection,
-        event: &SagaEvent,
-        _delivery: &Delivery,
-    ) -> Result<Vec<SagaEvent>, HandlerError> {
-        let _ = self.attempts.send(event.metadata().event_id.clone());
-        let held = self
-            .held_order
-            .lock()
-            .map(|held| held.as_deref() == Some(event.order_id()))
-            .unwrap_or(false);
-        if held {
-            return Err(HandlerError::Database(sqlx::Error::PoolTimedOut));
+        events: &[Arrival<'_>],
+    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
+        for arrival in events {
+            let event = arrival.event;
+            let _ = self.attempts.send(event.metadata().event_id.clone());
+            let held = self
+                .held_order
+                .lock()
+                .map(|held| held.as_deref() == Some(event.order_id()))
+                .unwrap_or(false);
+            if held {
+                return Err(HandlerError::Database(sqlx::Error::PoolTimedOut).into());
+            }
+            record_effect(tx, event).await?;
         }
-        record_effect(tx, event).await?;
-        Ok(Vec::new())
+        Ok(vec![Vec::new(); events.len()])
     }
 }
 

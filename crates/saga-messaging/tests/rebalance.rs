@@ -12,8 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::reader::committed_offsets;
 use saga_messaging::{
-    ConsumerSettings, ConsumerSetup, Delivery, EventConsumer, HandlerError, Health, Outbox,
-    Reactions,
+    Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, Health, Outbox, Reactions, Refusal,
 };
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
@@ -40,15 +39,20 @@ impl Reactions for Slow {
     async fn react(
         &self,
         tx: &mut PgConnection,
-        event: &SagaEvent,
-        delivery: &Delivery,
-    ) -> Result<Vec<SagaEvent>, HandlerError> {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Ok(mut log) = self.log.lock() {
-            log.push((self.member, delivery.partition, delivery.offset));
+        events: &[Arrival<'_>],
+    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
+        for arrival in events {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Ok(mut log) = self.log.lock() {
+                log.push((
+                    self.member,
+                    arrival.delivery.partition,
+                    arrival.delivery.offset,
+                ));
+            }
+            record_effect(tx, arrival.event).await?;
         }
-        record_effect(tx, event).await?;
-        Ok(Vec::new())
+        Ok(vec![Vec::new(); events.len()])
     }
 }
 

@@ -55,6 +55,7 @@ pub struct ServiceRuntime {
     pub codec: EventCodec,
     pub outbox: Outbox,
     relay: OutboxRelay,
+    shutdown: CancellationToken,
     pub topics: TopicNames,
     pub kafka: KafkaSettings,
     metrics: PrometheusHandle,
@@ -124,6 +125,7 @@ impl ServiceRuntime {
             service,
             outbox: Outbox::waking(codec.clone(), relay.wake()),
             relay,
+            shutdown: CancellationToken::new(),
             codec,
             topics,
             kafka,
@@ -134,13 +136,19 @@ impl ServiceRuntime {
         })
     }
 
+    /// Cancelled when the service begins to stop: what a service runs beside its API and its
+    /// consumer (a scanner, say) stops with it.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Serves `api` (plus /healthz, /readyz, /metrics), relays the outbox and consumes the event
     /// topics of the services this one listens to ([`Service::consumes`]) until SIGTERM or
     /// SIGINT; then stops taking requests and messages, lets in-flight transactions finish,
     /// publishes what they wrote, flushes the producer and commits offsets.
     pub async fn run<R: Reactions>(self, api: Router, reactions: R) -> Result<(), RuntimeError> {
         let subscriptions = self.service.consumes();
-        let shutdown = CancellationToken::new();
+        let shutdown = self.shutdown.clone();
         let relay_shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
         // Samples are buffered until drained; without a scrape nothing would drain them, and a

@@ -4,8 +4,10 @@
 //!   dead-lettered) at a named service;
 //! - confirmed: an authorized payment of the order's total, a reservation of exactly its lines,
 //!   a scheduled shipment;
-//! - cancelled: never charged or refunded, holds no stock, no scheduled shipment, and the reason
-//!   matches what happened;
+//! - cancelled, its compensation COMPLETED: no payment still authorized, no stock held, no
+//!   shipment still scheduled, and the reason matches what happened (a `TIMED_OUT` order may have
+//!   been charged, reserved or shipped late, as long as each was undone);
+//! - cancelled, its compensation still PENDING: explained by a parked message, as above;
 //! - per SKU, reserved units equal the lines of the reservations still held;
 //! - no order charged, refunded, reserved, released or shipped twice (distinct events on the
 //!   topics), and nothing exists for an order Order never saw.
@@ -107,8 +109,15 @@ struct Line {
     quantity: i64,
 }
 
-/// order_id, status, cancellation_reason, total_cents, items.
-type OrderRow = (String, String, Option<String>, i64, Json<Vec<Line>>);
+/// order_id, status, cancellation_reason, compensation, total_cents, items.
+type OrderRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Json<Vec<Line>>,
+);
 
 fn lines_by_sku(lines: &[Line]) -> BTreeMap<String, i64> {
     let mut merged = BTreeMap::new();
@@ -124,7 +133,8 @@ async fn check(
     skip_topics: bool,
 ) -> anyhow::Result<AuditReport> {
     let orders: Vec<OrderRow> = sqlx::query_as(
-        "SELECT order_id::text, status, cancellation_reason, total_cents, items FROM orders",
+        "SELECT order_id::text, status, cancellation_reason, compensation, total_cents, items
+         FROM orders",
     )
     .fetch_all(&db.orders)
     .await?;
@@ -175,7 +185,7 @@ async fn check(
     };
     let known: HashSet<&str> = orders.iter().map(|o| o.0.as_str()).collect();
     let v = &mut report.violations;
-    for (order_id, status, reason, total, items) in &orders {
+    for (order_id, status, reason, compensation, total, items) in &orders {
         let payment = payments.get(order_id);
         let reservation = reservations.get(order_id);
         let shipment = shipments.get(order_id).map(String::as_str);
@@ -184,6 +194,11 @@ async fn check(
         match status.as_str() {
             "CONFIRMED" => {
                 report.confirmed += 1;
+                if let Some(compensation) = compensation {
+                    v.push(format!(
+                        "order {order_id} CONFIRMED but its compensation is {compensation}"
+                    ));
+                }
                 match payment {
                     Some((s, amount)) if s == "AUTHORIZED" && amount == total => {}
                     other => v.push(format!(
@@ -202,6 +217,18 @@ async fn check(
                     v.push(format!(
                         "order {order_id} CONFIRMED but shipment is {shipment:?}"
                     ));
+                }
+            }
+            "CANCELLED" if compensation.as_deref() != Some("COMPLETED") => {
+                report.cancelled += 1;
+                match parked.get(order_id) {
+                    Some(why) => report.explained.push(format!(
+                        "order {order_id} CANCELLED, compensation {compensation:?}: {}",
+                        why.join("; ")
+                    )),
+                    None => v.push(format!(
+                        "order {order_id} CANCELLED with compensation {compensation:?} and nothing explains it"
+                    )),
                 }
             }
             "CANCELLED" => {
@@ -229,6 +256,9 @@ async fn check(
                             && reservation_status == Some("RELEASED")
                             && shipment == Some("FAILED")
                     }
+                    // Anything may have happened before or after the deadline; the checks
+                    // above say that all of it was undone.
+                    Some("TIMED_OUT") => true,
                     _ => false,
                 };
                 if !consistent {
@@ -287,7 +317,8 @@ async fn check(
     Ok(report)
 }
 
-/// Orders with more than one distinct charge, refund, reservation, release or shipment event on
+/// Orders with more than one distinct charge, refund, reservation, release, shipment or shipment
+/// cancellation event on
 /// the topics (the same event delivered twice is one event).
 async fn repeated_effects(context: &Context) -> anyhow::Result<Vec<String>> {
     let kafka = context.kafka.clone();
@@ -304,12 +335,13 @@ async fn repeated_effects(context: &Context) -> anyhow::Result<Vec<String>> {
         Ok(records)
     })
     .await??;
-    const ONCE: [&str; 5] = [
+    const ONCE: [&str; 6] = [
         "PaymentAuthorized",
         "PaymentRefunded",
         "StockReserved",
         "StockReleased",
         "ShipmentScheduled",
+        "ShipmentCancelled",
     ];
     let mut seen: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
     for record in &records {

@@ -4,13 +4,14 @@
 //! sagactl topics                                   topics, partitions, end offsets, group lag
 //! sagactl tail order.events --from-beginning       records decoded from Avro into JSON
 //! sagactl saga <order_id>                          one order's events across all topics
+//! sagactl stuck --older-than 10s                   sagas not ended: what each waits for, parked messages
 //! sagactl bench --orders 1000 --concurrency 32     throughput and latency of whole sagas
 //! ```
 
 use clap::{Parser, Subcommand};
 use saga_events::{EventCodec, TopicNames};
 use saga_messaging::KafkaSettings;
-use sagactl::{Context, audit, bench, dlq, saga, tail, topics};
+use sagactl::{Context, audit, bench, dlq, saga, stuck, tail, topics};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,6 +59,9 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Places a load of orders through the running services and reports throughput and latency.
     Bench(bench::BenchArgs),
+    /// Sagas that have not ended: what each waits for and which service owes it, and any of
+    /// its messages parked or dead-lettered anywhere.
+    Stuck(stuck::StuckArgs),
     /// One order's saga: its events across the four topics, causes before effects.
     Saga {
         /// The order id.
@@ -80,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Tail(args) => tail::run(&context, args).await,
         Command::Saga { order_id } => saga::run(&context, &order_id).await,
         Command::Bench(args) => bench::run(&context, args).await,
+        Command::Stuck(args) => stuck::run(&context, args).await,
         Command::Dlq(command) => dlq::run(&context, command).await,
         Command::Audit(args) => {
             let clean = audit::run(&context, args).await?;

@@ -1,6 +1,23 @@
-//! Reservation arithmetic without I/O.
+//! Inventory's rules without I/O: reservation arithmetic, and what each event the service hears
+//! does to an order's reservation and to the stock, decided from the event, what Inventory knows
+//! of the order ([`Standing`]) and the stock of the SKUs involved.
+//!
+//! - `PaymentAuthorized`: reserve every line or none, once per order; never when the order was
+//!   cancelled first or is past its deadline.
+//! - `ShipmentFailed`: give the reserved units back.
+//! - `OrderCancelled`: the order is closed; reserved units go back.
 
 use std::collections::BTreeMap;
+
+use saga_events::{
+    CancellationReason, EventMetadata, PaymentAuthorized, SagaEvent, StockLine, StockReleased,
+    StockReservationFailed, StockReserved,
+};
+use serde::{Deserialize, Serialize};
+
+pub const PRODUCER: &str = "inventory";
+
+pub const MAX_ON_HAND: i64 = 1_000_000_000;
 
 /// Units of one SKU as the database holds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +32,69 @@ impl Level {
     }
 }
 
-pub const MAX_ON_HAND: i64 = 1_000_000_000;
+/// Units of every SKU a batch touches.
+pub type Levels = BTreeMap<String, Level>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationStatus {
+    Reserved,
+    Failed,
+    Released,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Reserved => "RESERVED",
+            ReservationStatus::Failed => "FAILED",
+            ReservationStatus::Released => "RELEASED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ReservationStatus::Reserved,
+            ReservationStatus::Failed,
+            ReservationStatus::Released,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// One line of a reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservedLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// What an order holds (or was refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub status: ReservationStatus,
+    pub lines: Vec<ReservedLine>,
+}
+
+/// What Inventory knows of one order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub reservation: Option<Reservation>,
+    /// Set once the order is cancelled (or found past its deadline): nothing is reserved after.
+    pub closed: Option<CancellationReason>,
+}
+
+/// An event Inventory cannot react to: it contradicts what Inventory knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+/// The order's standing after the event, and what Inventory tells the saga. Stock changes are
+/// made to the `levels` the decision was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub standing: Standing,
+    pub emit: Vec<SagaEvent>,
+}
 
 /// Merges lines of the same SKU, so that one order asking twice for a SKU is checked against
 /// its total.
@@ -29,10 +108,7 @@ pub fn merge_lines<'a>(lines: impl IntoIterator<Item = (&'a str, i64)>) -> BTree
 
 /// All lines or none: Ok with the new level of every SKU, or Err with every SKU that cannot be
 /// served (unknown, not enough available, or a non-positive quantity).
-pub fn reserve(
-    wanted: &BTreeMap<String, i64>,
-    levels: &BTreeMap<String, Level>,
-) -> Result<BTreeMap<String, Level>, Vec<String>> {
+pub fn reserve(wanted: &BTreeMap<String, i64>, levels: &Levels) -> Result<Levels, Vec<String>> {
     let mut after = BTreeMap::new();
     let mut unavailable = Vec::new();
     for (sku, &quantity) in wanted {
@@ -56,11 +132,192 @@ pub fn reserve(
     }
 }
 
+/// Decides Inventory's reaction to `event` for an order standing as `standing`, at `now_ms`,
+/// changing `levels` as stock is reserved or released.
+pub fn react(
+    standing: &Standing,
+    event: &SagaEvent,
+    levels: &mut Levels,
+    now_ms: i64,
+) -> Result<Decision, Refused> {
+    match event {
+        SagaEvent::PaymentAuthorized(paid) => Ok(reserve_for(standing, paid, levels, now_ms)),
+        SagaEvent::ShipmentFailed(_) => {
+            if standing.reservation.is_none() {
+                return Err(Refused(format!(
+                    "ShipmentFailed for order {}, which holds no reservation",
+                    event.order_id()
+                )));
+            }
+            release(standing, event, levels)
+        }
+        SagaEvent::OrderCancelled(cancelled) => {
+            let mut decision = release(standing, event, levels)?;
+            decision.standing.closed.get_or_insert(cancelled.reason);
+            Ok(decision)
+        }
+        _ => Ok(Decision {
+            standing: standing.clone(),
+            emit: Vec::new(),
+        }),
+    }
+}
+
+fn reserve_for(
+    standing: &Standing,
+    paid: &PaymentAuthorized,
+    levels: &mut Levels,
+    now_ms: i64,
+) -> Decision {
+    let unchanged = Decision {
+        standing: standing.clone(),
+        emit: Vec::new(),
+    };
+    if standing.reservation.is_some() || standing.closed.is_some() {
+        return unchanged;
+    }
+    if paid.deadline_at.is_some_and(|deadline| now_ms >= deadline) {
+        return Decision {
+            standing: Standing {
+                reservation: None,
+                closed: Some(CancellationReason::TIMED_OUT),
+            },
+            emit: Vec::new(),
+        };
+    }
+    let wanted = merge_lines(
+        paid.items
+            .iter()
+            .map(|l| (l.sku.as_str(), i64::from(l.quantity))),
+    );
+    let lines: Vec<ReservedLine> = wanted
+        .iter()
+        .map(|(sku, &quantity)| ReservedLine {
+            sku: sku.clone(),
+            quantity,
+        })
+        .collect();
+    let metadata = EventMetadata::caused_by(&paid.metadata, PRODUCER);
+    match reserve(&wanted, levels) {
+        Ok(after) => {
+            levels.extend(after);
+            Decision {
+                standing: Standing {
+                    reservation: Some(Reservation {
+                        status: ReservationStatus::Reserved,
+                        lines: lines.clone(),
+                    }),
+                    closed: None,
+                },
+                emit: vec![
+                    StockReserved {
+                        metadata,
+                        order_id: paid.order_id.clone(),
+                        items: stock_lines(&lines),
+                        shipping_address: paid.shipping_address.clone(),
+                        deadline_at: paid.deadline_at,
+                    }
+                    .into(),
+                ],
+            }
+        }
+        Err(unavailable) => {
+            let reason = unavailable
+                .iter()
+                .map(|sku| {
+                    let available = levels.get(sku).map(|l| l.available()).unwrap_or(0);
+                    format!(
+                        "{sku}: {} wanted, {available} available",
+                        wanted.get(sku).copied().unwrap_or(0)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            Decision {
+                standing: Standing {
+                    reservation: Some(Reservation {
+                        status: ReservationStatus::Failed,
+                        lines,
+                    }),
+                    closed: None,
+                },
+                emit: vec![
+                    StockReservationFailed {
+                        metadata,
+                        order_id: paid.order_id.clone(),
+                        unavailable_skus: unavailable,
+                        reason,
+                    }
+                    .into(),
+                ],
+            }
+        }
+    }
+}
+
+/// Gives reserved units back; what was never reserved, or already released, owes nothing.
+fn release(
+    standing: &Standing,
+    cause: &SagaEvent,
+    levels: &mut Levels,
+) -> Result<Decision, Refused> {
+    let Some(reservation) = standing
+        .reservation
+        .as_ref()
+        .filter(|r| r.status == ReservationStatus::Reserved)
+    else {
+        return Ok(Decision {
+            standing: standing.clone(),
+            emit: Vec::new(),
+        });
+    };
+    for line in &reservation.lines {
+        let level = levels
+            .get_mut(&line.sku)
+            .ok_or_else(|| Refused(format!("reserved SKU {} no longer exists", line.sku)))?;
+        level.reserved -= line.quantity;
+    }
+    Ok(Decision {
+        standing: Standing {
+            reservation: Some(Reservation {
+                status: ReservationStatus::Released,
+                lines: reservation.lines.clone(),
+            }),
+            closed: standing.closed,
+        },
+        emit: vec![
+            StockReleased {
+                metadata: EventMetadata::caused_by(cause.metadata(), PRODUCER),
+                order_id: cause.order_id().to_owned(),
+                items: stock_lines(&reservation.lines),
+            }
+            .into(),
+        ],
+    })
+}
+
+fn stock_lines(lines: &[ReservedLine]) -> Vec<StockLine> {
+    lines
+        .iter()
+        .map(|line| StockLine {
+            sku: line.sku.clone(),
+            // Quantities come from an event's i32 lines and are merged per order: a sum over
+            // i32::MAX means an order nobody could place.
+            quantity: i32::try_from(line.quantity).unwrap_or(i32::MAX),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use saga_events::{Address, EventType, OrderCancelled, ShipmentFailed};
+
     use super::*;
 
-    fn levels(entries: &[(&str, i64, i64)]) -> BTreeMap<String, Level> {
+    const NOW: i64 = 1_800_000_000_000;
+    const ORDER: &str = "01a2c3d4-0000-7000-8000-000000000002";
+
+    fn levels(entries: &[(&str, i64, i64)]) -> Levels {
         entries
             .iter()
             .map(|(sku, on_hand, reserved)| {
@@ -75,31 +332,86 @@ mod tests {
             .collect()
     }
 
+    fn paid(lines: &[(&str, i32)], deadline_at: Option<i64>) -> SagaEvent {
+        PaymentAuthorized {
+            metadata: EventMetadata::first(ORDER, "payment"),
+            order_id: ORDER.into(),
+            payment_id: "p".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+            items: lines
+                .iter()
+                .map(|(sku, quantity)| StockLine {
+                    sku: (*sku).into(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            shipping_address: Address {
+                name: "A".into(),
+                line1: "1".into(),
+                city: "C".into(),
+                postal_code: "0".into(),
+                country: "GB".into(),
+            },
+            deadline_at,
+        }
+        .into()
+    }
+
+    fn cancelled() -> SagaEvent {
+        OrderCancelled {
+            metadata: EventMetadata::first(ORDER, "order"),
+            order_id: ORDER.into(),
+            reason: CancellationReason::TIMED_OUT,
+        }
+        .into()
+    }
+
+    fn shipment_failed() -> SagaEvent {
+        ShipmentFailed {
+            metadata: EventMetadata::first(ORDER, "shipping"),
+            order_id: ORDER.into(),
+            reason: "AQ".into(),
+        }
+        .into()
+    }
+
+    /// Given what Inventory knows and the stock, when an event arrives, then…
+    fn when(standing: &Standing, stock: &mut Levels, event: SagaEvent) -> Decision {
+        react(standing, &event, stock, NOW).expect("accepted")
+    }
+
+    fn emitted(decision: &Decision) -> Vec<EventType> {
+        decision.emit.iter().map(SagaEvent::event_type).collect()
+    }
+
     #[test]
-    fn all_lines_are_reserved_together() {
-        let wanted = merge_lines([("A", 2), ("B", 1)]);
-        let after = reserve(&wanted, &levels(&[("A", 5, 3), ("B", 1, 0)])).expect("enough");
-        assert_eq!(
-            after["A"],
-            Level {
-                on_hand: 5,
-                reserved: 5
-            }
+    fn a_paid_order_reserves_every_line_and_carries_its_deadline_on() {
+        let mut stock = levels(&[("A", 5, 3), ("B", 1, 0)]);
+        let decision = when(
+            &Standing::default(),
+            &mut stock,
+            paid(&[("A", 2), ("B", 1)], Some(NOW + 1)),
         );
-        assert_eq!(
-            after["B"],
-            Level {
-                on_hand: 1,
-                reserved: 1
-            }
-        );
+        assert_eq!(emitted(&decision), [EventType::StockReserved]);
+        assert_eq!(stock["A"].reserved, 5);
+        assert_eq!(stock["B"].reserved, 1);
+        let SagaEvent::StockReserved(reserved) = &decision.emit[0] else {
+            panic!("not a reservation");
+        };
+        assert_eq!(reserved.deadline_at, Some(NOW + 1));
     }
 
     #[test]
     fn one_short_line_refuses_the_whole_order() {
-        let wanted = merge_lines([("A", 1), ("B", 2), ("C", 1)]);
-        let refused = reserve(&wanted, &levels(&[("A", 5, 0), ("B", 3, 2)]));
-        assert_eq!(refused, Err(vec!["B".to_owned(), "C".to_owned()]));
+        let mut stock = levels(&[("A", 5, 0), ("B", 3, 2)]);
+        let decision = when(
+            &Standing::default(),
+            &mut stock,
+            paid(&[("A", 1), ("B", 2), ("C", 1)], None),
+        );
+        assert_eq!(emitted(&decision), [EventType::StockReservationFailed]);
+        assert_eq!(stock, levels(&[("A", 5, 0), ("B", 3, 2)]), "nothing held");
     }
 
     #[test]
@@ -113,5 +425,50 @@ mod tests {
     fn nonsense_quantities_are_never_reserved() {
         assert!(reserve(&merge_lines([("A", 0)]), &levels(&[("A", 3, 0)])).is_err());
         assert!(reserve(&merge_lines([("A", -1)]), &levels(&[("A", 3, 0)])).is_err());
+    }
+
+    #[test]
+    fn a_payment_after_the_deadline_reserves_nothing() {
+        let mut stock = levels(&[("A", 5, 0)]);
+        let decision = when(
+            &Standing::default(),
+            &mut stock,
+            paid(&[("A", 1)], Some(NOW)),
+        );
+        assert!(decision.emit.is_empty());
+        assert_eq!(
+            decision.standing.closed,
+            Some(CancellationReason::TIMED_OUT)
+        );
+        assert_eq!(stock["A"].reserved, 0);
+    }
+
+    #[test]
+    fn a_payment_after_the_cancellation_reserves_nothing() {
+        let mut stock = levels(&[("A", 5, 0)]);
+        let closed = when(&Standing::default(), &mut stock, cancelled()).standing;
+        let decision = when(&closed, &mut stock, paid(&[("A", 1)], None));
+        assert!(decision.emit.is_empty());
+        assert_eq!(stock["A"].reserved, 0);
+    }
+
+    #[test]
+    fn a_cancellation_releases_what_is_held_once() {
+        let mut stock = levels(&[("A", 5, 0)]);
+        let held = when(&Standing::default(), &mut stock, paid(&[("A", 2)], None)).standing;
+        let released = when(&held, &mut stock, cancelled());
+        assert_eq!(emitted(&released), [EventType::StockReleased]);
+        assert_eq!(stock["A"].reserved, 0);
+        let again = when(&released.standing, &mut stock, cancelled());
+        assert!(again.emit.is_empty());
+        let after_failure = when(&released.standing, &mut stock, shipment_failed());
+        assert!(after_failure.emit.is_empty(), "released twice");
+        assert_eq!(stock["A"].reserved, 0);
+    }
+
+    #[test]
+    fn a_failed_shipment_for_an_order_holding_nothing_is_refused() {
+        let mut stock = levels(&[]);
+        assert!(react(&Standing::default(), &shipment_failed(), &mut stock, NOW).is_err());
     }
 }

@@ -12,7 +12,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::domain::{Level, MAX_ON_HAND};
 use crate::store;
 
-#[derive(OpenApi)]
+#[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "Inventory service",

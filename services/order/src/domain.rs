@@ -1,112 +1,16 @@
-//! Order rules without I/O: what a valid order is, how its total is computed, how its status
-//! moves, and the causal order of its saga's events.
+//! Where an order's saga stands, and how each event moves it, without I/O.
+//!
+//! Order ends the saga: `ShipmentScheduled` confirms a pending order; `PaymentDeclined`, or a
+//! `PaymentRefunded` after a failed step, cancels it; its deadline passing cancels it
+//! (`TIMED_OUT`). Once an order has ended, later events change no status, but they still tell
+//! what was done and undone: every step taken (charged, reserved, shipped) must be compensated
+//! (refunded, released, called off) before the cancellation's compensation is complete.
 
-use std::collections::HashMap;
+use saga_events::{
+    CancellationReason, EventMetadata, OrderCancelled, OrderConfirmed, SagaEvent, Service,
+};
 
-use saga_events::CancellationReason;
-use saga_runtime::FieldError;
-use saga_runtime::validation::Violations;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-pub const MAX_LINES: usize = 100;
-pub const MAX_QUANTITY: i64 = 10_000;
-/// One million units of any currency per item: far above any real price, far below overflow.
-pub const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct OrderItem {
-    pub sku: String,
-    /// Units, 1 to 10000.
-    pub quantity: i64,
-    /// Price of one unit in minor units (cents), 0 to 100000000.
-    pub unit_price_cents: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ShippingAddress {
-    pub name: String,
-    pub line1: String,
-    pub city: String,
-    pub postal_code: String,
-    /// ISO 3166-1 alpha-2, e.g. `GB`.
-    pub country: String,
-}
-
-/// Body of `POST /orders`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct PlaceOrder {
-    pub customer_id: String,
-    pub items: Vec<OrderItem>,
-    /// ISO 4217, e.g. `EUR`.
-    pub currency: String,
-    /// A payment token, `tok_…` (`tok_decline` is always declined).
-    pub payment_method: String,
-    pub shipping_address: ShippingAddress,
-}
-
-/// Checks every rule and computes the total in minor units; all violations are reported at once.
-pub fn validate(order: &PlaceOrder) -> Result<i64, Vec<FieldError>> {
-    let mut v = Violations::new();
-    v.text("customer_id", &order.customer_id, 64);
-    if order.items.is_empty() {
-        v.add("items", "must contain at least one line");
-    } else if order.items.len() > MAX_LINES {
-        v.add("items", format!("must contain at most {MAX_LINES} lines"));
-    }
-    let mut first_line_of: HashMap<&str, usize> = HashMap::new();
-    for (i, item) in order.items.iter().enumerate() {
-        v.sku(&format!("items[{i}].sku"), &item.sku);
-        v.range(
-            &format!("items[{i}].quantity"),
-            item.quantity,
-            1,
-            MAX_QUANTITY,
-        );
-        v.range(
-            &format!("items[{i}].unit_price_cents"),
-            item.unit_price_cents,
-            0,
-            MAX_UNIT_PRICE_CENTS,
-        );
-        if let Some(first) = first_line_of.insert(item.sku.as_str(), i) {
-            v.add(
-                format!("items[{i}].sku"),
-                format!("duplicates items[{first}].sku: put the quantity on one line"),
-            );
-        }
-    }
-    v.code("currency", &order.currency, 3, "an ISO 4217 currency code");
-    v.text("payment_method", &order.payment_method, 64);
-    if !order.payment_method.starts_with("tok_") {
-        v.add(
-            "payment_method",
-            "must be a payment token starting with 'tok_'",
-        );
-    }
-    let address = &order.shipping_address;
-    v.text("shipping_address.name", &address.name, 200);
-    v.text("shipping_address.line1", &address.line1, 200);
-    v.text("shipping_address.city", &address.city, 100);
-    v.text("shipping_address.postal_code", &address.postal_code, 20);
-    v.code(
-        "shipping_address.country",
-        &address.country,
-        2,
-        "an ISO 3166-1 alpha-2 country code",
-    );
-    v.into_result()?;
-    total_cents(&order.items).ok_or_else(|| vec![FieldError::new("items", "total is too large")])
-}
-
-/// Sum of quantity × unit price, or None on overflow (impossible within the validated bounds).
-pub fn total_cents(items: &[OrderItem]) -> Option<i64> {
-    items.iter().try_fold(0i64, |total, item| {
-        item.quantity
-            .checked_mul(item.unit_price_cents)
-            .and_then(|line| total.checked_add(line))
-    })
-}
+pub const PRODUCER: &str = "order";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
@@ -141,143 +45,451 @@ impl OrderStatus {
     }
 }
 
-/// What the saga reports about an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SagaOutcome {
-    ShipmentScheduled,
-    PaymentDeclined,
-    PaymentRefunded(CancellationReason),
+/// What the other services reported doing for the order (and undoing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Steps {
+    pub charged: bool,
+    pub refunded: bool,
+    pub reserved: bool,
+    pub released: bool,
+    pub shipped: bool,
+    pub shipment_cancelled: bool,
 }
 
-/// The next status, or None when the order already ended (a late or repeated report changes
-/// nothing: a saga ends once).
-pub fn next_status(current: OrderStatus, outcome: SagaOutcome) -> Option<OrderStatus> {
-    if current != OrderStatus::Pending {
-        return None;
-    }
-    Some(match outcome {
-        SagaOutcome::ShipmentScheduled => OrderStatus::Confirmed,
-        SagaOutcome::PaymentDeclined => {
-            OrderStatus::Cancelled(CancellationReason::PAYMENT_DECLINED)
+/// Where a cancelled order's compensation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compensation {
+    /// A step taken is not undone yet (or not reported undone).
+    Pending,
+    /// Everything the order's history requires is undone.
+    Completed,
+}
+
+impl Compensation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compensation::Pending => "PENDING",
+            Compensation::Completed => "COMPLETED",
         }
-        SagaOutcome::PaymentRefunded(reason) => OrderStatus::Cancelled(reason),
-    })
+    }
+}
+
+/// An order's saga as Order knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderState {
+    pub status: OrderStatus,
+    pub steps: Steps,
+}
+
+impl OrderState {
+    pub fn placed() -> Self {
+        Self {
+            status: OrderStatus::Pending,
+            steps: Steps::default(),
+        }
+    }
+
+    /// `None` while the order is pending or once it is confirmed; for a cancelled order,
+    /// whether every compensation its history requires has been reported.
+    pub fn compensation(&self) -> Option<Compensation> {
+        matches!(self.status, OrderStatus::Cancelled(_)).then(|| {
+            if self.awaiting().is_empty() {
+                Compensation::Completed
+            } else {
+                Compensation::Pending
+            }
+        })
+    }
+
+    /// What the saga waits for: the next step of a pending order, or every undo a cancelled
+    /// order still owes. Empty once the saga has nothing more to hear.
+    pub fn awaiting(&self) -> Vec<Awaited> {
+        let s = self.steps;
+        let reason = match self.status {
+            OrderStatus::Confirmed => return Vec::new(),
+            OrderStatus::Pending => {
+                let next = if !s.charged {
+                    Awaited::new(Service::Payment, "PaymentAuthorized or PaymentDeclined")
+                } else if !s.reserved {
+                    Awaited::new(
+                        Service::Inventory,
+                        "StockReserved or StockReservationFailed",
+                    )
+                } else {
+                    Awaited::new(Service::Shipping, "ShipmentScheduled or ShipmentFailed")
+                };
+                return vec![next];
+            }
+            OrderStatus::Cancelled(reason) => reason,
+        };
+        // What the reason itself implies was done: a failed shipment means stock was reserved
+        // and money held; a refusal of stock means money was held.
+        let held_money = matches!(
+            reason,
+            CancellationReason::SHIPPING_FAILED | CancellationReason::OUT_OF_STOCK
+        );
+        let held_stock = reason == CancellationReason::SHIPPING_FAILED;
+        let mut owed = Vec::new();
+        if (s.charged || held_money) && !s.refunded {
+            owed.push(Awaited::new(Service::Payment, "PaymentRefunded"));
+        }
+        if (s.reserved || held_stock) && !s.released {
+            owed.push(Awaited::new(Service::Inventory, "StockReleased"));
+        }
+        if s.shipped && !s.shipment_cancelled {
+            owed.push(Awaited::new(Service::Shipping, "ShipmentCancelled"));
+        }
+        owed
+    }
+}
+
+/// A report the saga waits for, and the service that owes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Awaited {
+    pub service: Service,
+    /// The event (or events) that would answer.
+    pub events: &'static str,
+}
+
+impl Awaited {
+    fn new(service: Service, events: &'static str) -> Self {
+        Self { service, events }
+    }
+}
+
+/// The order's state after an event, and what Order tells the saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub state: OrderState,
+    pub emit: Vec<SagaEvent>,
+}
+
+/// Decides Order's reaction to `event` for an order in `state`.
+pub fn react(state: &OrderState, event: &SagaEvent) -> Decision {
+    let mut next = *state;
+    let mut ends = None;
+    match event {
+        SagaEvent::PaymentAuthorized(_) => next.steps.charged = true,
+        SagaEvent::PaymentDeclined(_) => {
+            ends = Some(OrderStatus::Cancelled(CancellationReason::PAYMENT_DECLINED));
+        }
+        SagaEvent::PaymentRefunded(refund) => {
+            next.steps.refunded = true;
+            ends = Some(OrderStatus::Cancelled(refund.reason));
+        }
+        SagaEvent::StockReserved(_) => next.steps.reserved = true,
+        SagaEvent::StockReleased(_) => next.steps.released = true,
+        SagaEvent::ShipmentScheduled(_) => {
+            next.steps.shipped = true;
+            ends = Some(OrderStatus::Confirmed);
+        }
+        SagaEvent::ShipmentCancelled(_) => next.steps.shipment_cancelled = true,
+        _ => {}
+    }
+    let mut emit = Vec::new();
+    // A saga ends once: a late or repeated report changes no status.
+    if let Some(end) = ends
+        && state.status == OrderStatus::Pending
+    {
+        next.status = end;
+        emit.push(ending(end, event.metadata(), event.order_id()));
+    }
+    Decision { state: next, emit }
+}
+
+/// The deadline of a pending order passed: it is cancelled, `TIMED_OUT`, caused by the
+/// `OrderPlaced` no one answered in time (`placed_event_id`).
+pub fn time_out(state: &OrderState, order_id: &str, placed_event_id: &str) -> Decision {
+    if state.status != OrderStatus::Pending {
+        return Decision {
+            state: *state,
+            emit: Vec::new(),
+        };
+    }
+    let status = OrderStatus::Cancelled(CancellationReason::TIMED_OUT);
+    let placed = EventMetadata {
+        event_id: placed_event_id.to_owned(),
+        occurred_at: 0,
+        correlation_id: order_id.to_owned(),
+        causation_id: None,
+        producer: PRODUCER.to_owned(),
+    };
+    Decision {
+        state: OrderState {
+            status,
+            steps: state.steps,
+        },
+        emit: vec![ending(status, &placed, order_id)],
+    }
+}
+
+fn ending(status: OrderStatus, cause: &EventMetadata, order_id: &str) -> SagaEvent {
+    let metadata = EventMetadata::caused_by(cause, PRODUCER);
+    let order_id = order_id.to_owned();
+    match status {
+        OrderStatus::Cancelled(reason) => OrderCancelled {
+            metadata,
+            order_id,
+            reason,
+        }
+        .into(),
+        _ => OrderConfirmed { metadata, order_id }.into(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use saga_events::{
+        EventType, PaymentAuthorized, PaymentDeclined, PaymentRefunded, ShipmentCancelled,
+        ShipmentScheduled, StockReleased, StockReserved,
+    };
+
     use super::*;
 
-    fn order() -> PlaceOrder {
-        PlaceOrder {
-            customer_id: "c-1".into(),
-            items: vec![
-                OrderItem {
-                    sku: "A-1".into(),
-                    quantity: 2,
-                    unit_price_cents: 1_250,
-                },
-                OrderItem {
-                    sku: "B-2".into(),
-                    quantity: 1,
-                    unit_price_cents: 999,
-                },
-            ],
+    const ORDER: &str = "01a2c3d4-0000-7000-8000-000000000004";
+
+    fn meta() -> EventMetadata {
+        EventMetadata::first(ORDER, "test")
+    }
+
+    fn authorized() -> SagaEvent {
+        PaymentAuthorized {
+            metadata: meta(),
+            order_id: ORDER.into(),
+            payment_id: "p".into(),
+            amount_cents: 1,
             currency: "EUR".into(),
-            payment_method: "tok_visa".into(),
-            shipping_address: ShippingAddress {
-                name: "Ada".into(),
-                line1: "1 Row".into(),
-                city: "London".into(),
-                postal_code: "N1".into(),
+            items: vec![],
+            shipping_address: saga_events::Address {
+                name: "A".into(),
+                line1: "1".into(),
+                city: "C".into(),
+                postal_code: "0".into(),
                 country: "GB".into(),
             },
+            deadline_at: None,
+        }
+        .into()
+    }
+
+    fn declined() -> SagaEvent {
+        PaymentDeclined {
+            metadata: meta(),
+            order_id: ORDER.into(),
+            amount_cents: 1,
+            currency: "EUR".into(),
+            reason: "card declined".into(),
+        }
+        .into()
+    }
+
+    fn refunded(reason: CancellationReason) -> SagaEvent {
+        PaymentRefunded {
+            metadata: meta(),
+            order_id: ORDER.into(),
+            payment_id: "p".into(),
+            amount_cents: 1,
+            currency: "EUR".into(),
+            reason,
+        }
+        .into()
+    }
+
+    fn reserved() -> SagaEvent {
+        StockReserved {
+            metadata: meta(),
+            order_id: ORDER.into(),
+            items: vec![],
+            shipping_address: saga_events::Address {
+                name: "A".into(),
+                line1: "1".into(),
+                city: "C".into(),
+                postal_code: "0".into(),
+                country: "GB".into(),
+            },
+            deadline_at: None,
+        }
+        .into()
+    }
+
+    fn released() -> SagaEvent {
+        StockReleased {
+            metadata: meta(),
+            order_id: ORDER.into(),
+            items: vec![],
+        }
+        .into()
+    }
+
+    fn scheduled() -> SagaEvent {
+        ShipmentScheduled {
+            metadata: meta(),
+            order_id: ORDER.into(),
+            shipment_id: "s".into(),
+            country: "GB".into(),
+        }
+        .into()
+    }
+
+    fn called_off() -> SagaEvent {
+        ShipmentCancelled {
+            metadata: meta(),
+            order_id: ORDER.into(),
+            shipment_id: "s".into(),
+            reason: CancellationReason::TIMED_OUT,
+        }
+        .into()
+    }
+
+    /// Given the events so far, the state they leave.
+    fn given(events: &[SagaEvent]) -> OrderState {
+        events.iter().fold(OrderState::placed(), |state, event| {
+            react(&state, event).state
+        })
+    }
+
+    fn emitted(decision: &Decision) -> Vec<EventType> {
+        decision.emit.iter().map(SagaEvent::event_type).collect()
+    }
+
+    fn timed_out(state: &OrderState) -> Decision {
+        time_out(state, ORDER, "5b0e2a4e-0000-4000-8000-000000000001")
+    }
+
+    #[test]
+    fn a_scheduled_shipment_confirms_the_order() {
+        let decision = react(&given(&[authorized(), reserved()]), &scheduled());
+        assert_eq!(decision.state.status, OrderStatus::Confirmed);
+        assert_eq!(emitted(&decision), [EventType::OrderConfirmed]);
+        assert_eq!(decision.state.compensation(), None);
+    }
+
+    #[test]
+    fn a_declined_payment_cancels_with_nothing_to_undo() {
+        let decision = react(&OrderState::placed(), &declined());
+        assert_eq!(
+            decision.state.status,
+            OrderStatus::Cancelled(CancellationReason::PAYMENT_DECLINED)
+        );
+        assert_eq!(emitted(&decision), [EventType::OrderCancelled]);
+        assert_eq!(decision.state.compensation(), Some(Compensation::Completed));
+    }
+
+    #[test]
+    fn out_of_stock_ends_when_the_money_is_back() {
+        let state = given(&[authorized(), refunded(CancellationReason::OUT_OF_STOCK)]);
+        assert_eq!(
+            state.status,
+            OrderStatus::Cancelled(CancellationReason::OUT_OF_STOCK)
+        );
+        assert_eq!(state.compensation(), Some(Compensation::Completed));
+    }
+
+    #[test]
+    fn a_failed_shipment_is_compensated_only_once_stock_and_money_are_both_back() {
+        // The refund can arrive before Order even saw the reservation (other topic).
+        let refunded_first = given(&[authorized(), refunded(CancellationReason::SHIPPING_FAILED)]);
+        assert_eq!(refunded_first.compensation(), Some(Compensation::Pending));
+        let done = react(&refunded_first, &released()).state;
+        assert_eq!(done.compensation(), Some(Compensation::Completed));
+    }
+
+    #[test]
+    fn a_pending_order_times_out_once() {
+        let decision = timed_out(&given(&[authorized()]));
+        assert_eq!(
+            decision.state.status,
+            OrderStatus::Cancelled(CancellationReason::TIMED_OUT)
+        );
+        assert_eq!(emitted(&decision), [EventType::OrderCancelled]);
+        let SagaEvent::OrderCancelled(cancelled) = &decision.emit[0] else {
+            panic!("not a cancellation");
+        };
+        assert_eq!(
+            cancelled.metadata.causation_id.as_deref(),
+            Some("5b0e2a4e-0000-4000-8000-000000000001"),
+            "caused by the OrderPlaced nobody answered in time"
+        );
+        assert!(timed_out(&decision.state).emit.is_empty());
+        assert!(
+            timed_out(&given(&[scheduled()])).emit.is_empty(),
+            "confirmed"
+        );
+    }
+
+    #[test]
+    fn after_a_time_out_late_replies_change_no_status_but_what_is_owed() {
+        let cancelled = timed_out(&OrderState::placed()).state;
+        assert_eq!(cancelled.compensation(), Some(Compensation::Completed));
+        let charged_late = react(&cancelled, &authorized());
+        assert!(charged_late.emit.is_empty());
+        assert_eq!(charged_late.state.status, cancelled.status);
+        assert_eq!(
+            charged_late.state.compensation(),
+            Some(Compensation::Pending)
+        );
+        let shipped_late = react(&charged_late.state, &scheduled());
+        assert!(
+            shipped_late.emit.is_empty(),
+            "a cancelled order is never confirmed"
+        );
+        let undone = [refunded(CancellationReason::TIMED_OUT), called_off()]
+            .iter()
+            .fold(shipped_late.state, |state, event| {
+                react(&state, event).state
+            });
+        assert_eq!(undone.compensation(), Some(Compensation::Completed));
+    }
+
+    #[test]
+    fn a_confirmed_order_ignores_late_reports() {
+        let confirmed = given(&[scheduled()]);
+        for late in [declined(), refunded(CancellationReason::SHIPPING_FAILED)] {
+            let decision = react(&confirmed, &late);
+            assert_eq!(decision.state.status, OrderStatus::Confirmed);
+            assert!(decision.emit.is_empty());
         }
     }
 
-    #[test]
-    fn a_valid_order_totals_its_lines_in_cents() {
-        assert_eq!(validate(&order()), Ok(3_499));
+    fn awaited(state: &OrderState) -> Vec<(Service, &'static str)> {
+        state
+            .awaiting()
+            .into_iter()
+            .map(|a| (a.service, a.events))
+            .collect()
     }
 
     #[test]
-    fn every_broken_rule_is_named() {
-        let mut bad = order();
-        bad.customer_id = " ".into();
-        bad.items[0].quantity = 0;
-        bad.items[1].sku = "A-1".into();
-        bad.items[1].unit_price_cents = -5;
-        bad.currency = "euro".into();
-        bad.payment_method = "visa".into();
-        bad.shipping_address.country = "GBR".into();
-        let errors = validate(&bad).expect_err("invalid");
-        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    fn a_pending_order_waits_for_its_next_step() {
+        let placed = OrderState::placed();
+        assert_eq!(awaited(&placed)[0].0, Service::Payment);
+        assert_eq!(awaited(&given(&[authorized()]))[0].0, Service::Inventory);
         assert_eq!(
-            fields,
+            awaited(&given(&[authorized(), reserved()]))[0].0,
+            Service::Shipping
+        );
+        assert!(awaited(&given(&[authorized(), reserved(), scheduled()])).is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_order_waits_for_every_undo_it_is_owed() {
+        let late = [authorized(), reserved(), scheduled()]
+            .iter()
+            .fold(timed_out(&OrderState::placed()).state, |state, event| {
+                react(&state, event).state
+            });
+        assert_eq!(
+            awaited(&late),
             [
-                "customer_id",
-                "items[0].quantity",
-                "items[1].unit_price_cents",
-                "items[1].sku",
-                "currency",
-                "payment_method",
-                "shipping_address.country"
+                (Service::Payment, "PaymentRefunded"),
+                (Service::Inventory, "StockReleased"),
+                (Service::Shipping, "ShipmentCancelled"),
             ]
         );
-    }
-
-    #[test]
-    fn empty_and_oversized_orders_are_refused() {
-        let mut empty = order();
-        empty.items.clear();
-        assert!(validate(&empty).is_err());
-        let mut many = order();
-        many.items = (0..=MAX_LINES)
-            .map(|i| OrderItem {
-                sku: format!("S{i}"),
-                quantity: 1,
-                unit_price_cents: 1,
-            })
-            .collect();
-        assert!(validate(&many).is_err());
-    }
-
-    #[test]
-    fn totals_never_overflow_silently() {
-        let huge = vec![OrderItem {
-            sku: "X".into(),
-            quantity: i64::MAX,
-            unit_price_cents: 2,
-        }];
-        assert_eq!(total_cents(&huge), None);
-    }
-
-    #[test]
-    fn a_saga_ends_once() {
-        use CancellationReason::*;
-        let confirmed = next_status(OrderStatus::Pending, SagaOutcome::ShipmentScheduled);
-        assert_eq!(confirmed, Some(OrderStatus::Confirmed));
+        let shipping_failed = given(&[authorized(), refunded(CancellationReason::SHIPPING_FAILED)]);
         assert_eq!(
-            next_status(OrderStatus::Pending, SagaOutcome::PaymentDeclined),
-            Some(OrderStatus::Cancelled(PAYMENT_DECLINED))
-        );
-        assert_eq!(
-            next_status(
-                OrderStatus::Pending,
-                SagaOutcome::PaymentRefunded(SHIPPING_FAILED)
-            ),
-            Some(OrderStatus::Cancelled(SHIPPING_FAILED))
-        );
-        assert_eq!(
-            next_status(OrderStatus::Confirmed, SagaOutcome::PaymentDeclined),
-            None
-        );
-        assert_eq!(
-            next_status(
-                OrderStatus::Cancelled(OUT_OF_STOCK),
-                SagaOutcome::ShipmentScheduled
-            ),
-            None
+            awaited(&shipping_failed),
+            [(Service::Inventory, "StockReleased")]
         );
     }
 
@@ -286,7 +498,7 @@ mod tests {
         for status in [
             OrderStatus::Pending,
             OrderStatus::Confirmed,
-            OrderStatus::Cancelled(CancellationReason::OUT_OF_STOCK),
+            OrderStatus::Cancelled(CancellationReason::TIMED_OUT),
         ] {
             let reason = status.reason().map(|r| r.as_str());
             assert_eq!(

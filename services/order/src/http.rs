@@ -14,17 +14,20 @@ use uuid::Uuid;
 
 use saga_events::causal_order;
 
-use crate::domain::{self, PlaceOrder};
-use crate::reactions::PRODUCER;
-use crate::store::{self, OrderView, TimelineEntry};
+use crate::domain::PRODUCER;
+use crate::placing::{self, PlaceOrder};
+use crate::store::{self, OrderView};
+use crate::timeline::{self, TimelineEntry};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub outbox: Outbox,
+    /// How long an order's saga may take before it is cancelled (`TIMED_OUT`).
+    pub deadline: std::time::Duration,
 }
 
-#[derive(OpenApi)]
+#[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "Order service",
@@ -33,8 +36,8 @@ pub struct AppState {
     paths(place_order, get_order, get_timeline),
     components(schemas(
         PlaceOrder,
-        domain::OrderItem,
-        domain::ShippingAddress,
+        placing::OrderItem,
+        placing::ShippingAddress,
         OrderView,
         TimelineEntry,
         Problem,
@@ -73,23 +76,35 @@ async fn place_order(
     ApiJson(request): ApiJson<PlaceOrder>,
 ) -> Result<Response, Problem> {
     let key = idempotency_key(&headers)?;
-    let total_cents = domain::validate(&request).map_err(Problem::invalid)?;
+    let total_cents = placing::validate(&request).map_err(Problem::invalid)?;
     let order_id = Uuid::now_v7();
+    let deadline_at = chrono::Utc::now()
+        + chrono::Duration::from_std(app.deadline).unwrap_or(chrono::Duration::MAX);
+    let placed = order_placed(order_id, &request, total_cents, deadline_at);
+    let placed_event_id = Uuid::parse_str(&placed.metadata.event_id)
+        .map_err(|e| Problem::internal(&format!("the new event id is not a UUID: {e}")))?;
 
     let mut tx = app.pool.begin().await?;
-    let created_at = store::insert_order(&mut tx, order_id, &request, total_cents).await?;
+    let stored = store::insert_order(
+        &mut tx,
+        order_id,
+        &request,
+        total_cents,
+        deadline_at,
+        placed_event_id,
+    )
+    .await?;
     if let Some(key) = &key
         && !store::claim_idempotency_key(&mut tx, key, &request, order_id).await?
     {
         tx.rollback().await?;
         return replay(&app, key, &request).await;
     }
-    let placed = order_placed(order_id, &request, total_cents);
     app.outbox.append(&mut tx, &[placed.into()]).await?;
     tx.commit().await?;
     app.outbox.committed();
 
-    let view = OrderView::placed(order_id, request, total_cents, created_at);
+    let view = OrderView::placed(order_id, request, total_cents, &stored);
     Ok(created(view, false))
 }
 
@@ -133,7 +148,12 @@ async fn replay(app: &AppState, key: &str, request: &PlaceOrder) -> Result<Respo
     Ok(created(view, true))
 }
 
-fn order_placed(order_id: Uuid, request: &PlaceOrder, total_cents: i64) -> OrderPlaced {
+fn order_placed(
+    order_id: Uuid,
+    request: &PlaceOrder,
+    total_cents: i64,
+    deadline_at: chrono::DateTime<chrono::Utc>,
+) -> OrderPlaced {
     let order_id = order_id.to_string();
     let address = &request.shipping_address;
     OrderPlaced {
@@ -160,6 +180,7 @@ fn order_placed(order_id: Uuid, request: &PlaceOrder, total_cents: i64) -> Order
             postal_code: address.postal_code.clone(),
             country: address.country.clone(),
         },
+        deadline_at: Some(deadline_at.timestamp_millis()),
     }
 }
 
@@ -213,6 +234,6 @@ async fn get_timeline(
     let order_id = path_uuid(&order_id, "order")?;
     load(&app, order_id).await?;
     let mut conn = app.pool.acquire().await?;
-    let entries = store::timeline(&mut conn, &order_id.to_string()).await?;
+    let entries = timeline::timeline(&mut conn, &order_id.to_string()).await?;
     Ok(axum::Json(causal_order(entries)))
 }

@@ -1,15 +1,20 @@
-//! How Order reacts to the saga: it records every event of every order for the timeline, and
-//! ends the saga when Payment or Shipping report how it went.
+//! How Order reacts to a batch of events: all of them go into the timeline in one statement; the
+//! sagas of their orders are read in one query, moved by [`crate::domain::react`], and written
+//! back in one statement.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use saga_events::{EventMetadata, EventType, OrderCancelled, OrderConfirmed, SagaEvent};
-use saga_messaging::{Delivery, HandlerError, Reactions, headers, parse_uuid, trace};
+use saga_events::{EventType, SagaEvent};
+use saga_messaging::{
+    Arrival, Delivery, HandlerError, Reactions, Refusal, headers, parse_uuid, trace,
+};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
-use crate::domain::{OrderStatus, SagaOutcome, next_status};
-use crate::store::{self, RecordedEvent};
-
-pub const PRODUCER: &str = "order";
+use crate::domain::{self, OrderState};
+use crate::store;
+use crate::timeline::{self, RecordedEvent};
 
 #[derive(Debug, Default)]
 pub struct OrderReactions;
@@ -20,42 +25,66 @@ impl Reactions for OrderReactions {
         true
     }
 
-    /// Only the reports that end the saga are waited on; the rest feed the timeline.
+    /// Only the reports that end a pending saga are waited on; the rest feed the timeline and
+    /// the compensation tracking.
     fn is_urgent(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::ShipmentScheduled | EventType::PaymentDeclined | EventType::PaymentRefunded
-        )
-    }
-
-    /// The timeline records every event of the transaction in one statement.
-    async fn prepare(
-        &self,
-        tx: &mut PgConnection,
-        events: &[(&SagaEvent, &Delivery)],
-    ) -> Result<(), HandlerError> {
-        let recorded = events
-            .iter()
-            .map(|(event, delivery)| recorded(event, delivery))
-            .collect::<Result<Vec<_>, _>>()?;
-        store::record_events(tx, &recorded).await?;
-        Ok(())
+        ends_a_saga(event_type)
     }
 
     async fn react(
         &self,
         tx: &mut PgConnection,
-        event: &SagaEvent,
-        _delivery: &Delivery,
-    ) -> Result<Vec<SagaEvent>, HandlerError> {
-        let outcome = match event {
-            SagaEvent::ShipmentScheduled(_) => SagaOutcome::ShipmentScheduled,
-            SagaEvent::PaymentDeclined(_) => SagaOutcome::PaymentDeclined,
-            SagaEvent::PaymentRefunded(refund) => SagaOutcome::PaymentRefunded(refund.reason),
-            _ => return Ok(Vec::new()),
-        };
-        end_saga(tx, event, outcome).await
+        events: &[Arrival<'_>],
+    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
+        let recorded = events
+            .iter()
+            .enumerate()
+            .map(|(i, a)| recorded(a.event, a.delivery).map_err(|e| Refusal::at(i, e)))
+            .collect::<Result<Vec<_>, Refusal>>()?;
+        timeline::record_events(tx, &recorded).await?;
+
+        let orders = events
+            .iter()
+            .enumerate()
+            .map(|(i, a)| parse_uuid("order_id", a.event.order_id()).map_err(|e| Refusal::at(i, e)))
+            .collect::<Result<Vec<Uuid>, Refusal>>()?;
+        let mut states = store::states(tx, &orders).await?;
+        let mut changed: HashMap<Uuid, OrderState> = HashMap::new();
+        let mut emitted = Vec::with_capacity(events.len());
+        for (index, (arrival, order)) in events.iter().zip(&orders).enumerate() {
+            let Some(state) = states.get(order).copied() else {
+                if ends_a_saga(arrival.event.event_type()) {
+                    return Err(Refusal::at(
+                        index,
+                        HandlerError::rejected(format!(
+                            "{} for order {order}, which Order never accepted",
+                            arrival.event.event_type()
+                        )),
+                    ));
+                }
+                // Only recorded: an event of an order this service does not know.
+                emitted.push(Vec::new());
+                continue;
+            };
+            let decision = domain::react(&state, arrival.event);
+            if decision.state != state {
+                states.insert(*order, decision.state);
+                changed.insert(*order, decision.state);
+            }
+            emitted.push(decision.emit);
+        }
+        let changed: Vec<(Uuid, OrderState)> = changed.into_iter().collect();
+        store::save_states(tx, &changed).await?;
+        Ok(emitted)
     }
+}
+
+/// The reports that end a pending saga.
+fn ends_a_saga(event_type: EventType) -> bool {
+    matches!(
+        event_type,
+        EventType::ShipmentScheduled | EventType::PaymentDeclined | EventType::PaymentRefunded
+    )
 }
 
 /// How the timeline stores `event`.
@@ -90,37 +119,4 @@ fn recorded<'a>(
         trace_id,
         detail,
     })
-}
-
-async fn end_saga(
-    tx: &mut PgConnection,
-    event: &SagaEvent,
-    outcome: SagaOutcome,
-) -> Result<Vec<SagaEvent>, HandlerError> {
-    let order_id = parse_uuid("order_id", event.order_id())?;
-    let Some((status, reason)) = store::lock_status(tx, order_id).await? else {
-        return Err(HandlerError::rejected(format!("unknown order {order_id}")));
-    };
-    let current = OrderStatus::from_columns(&status, reason.as_deref()).ok_or_else(|| {
-        HandlerError::rejected(format!(
-            "order {order_id} has an impossible status {status}"
-        ))
-    })?;
-    let Some(next) = next_status(current, outcome) else {
-        return Ok(Vec::new());
-    };
-    store::set_status(tx, order_id, next).await?;
-    let metadata = EventMetadata::caused_by(event.metadata(), PRODUCER);
-    let order_id = event.order_id().to_owned();
-    let ended = match next {
-        OrderStatus::Confirmed => OrderConfirmed { metadata, order_id }.into(),
-        OrderStatus::Cancelled(reason) => OrderCancelled {
-            metadata,
-            order_id,
-            reason,
-        }
-        .into(),
-        OrderStatus::Pending => return Ok(Vec::new()),
-    };
-    Ok(vec![ended])
 }

@@ -1,15 +1,18 @@
-//! The Order service's SQL.
+//! The Order service's SQL for orders: placing them, idempotency keys, the state of their sagas
+//! (read and written a batch at a time), and the deadlines.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use saga_events::CancellationReason;
 use serde::Serialize;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use saga_events::CausalEvent;
-
-use crate::domain::{OrderItem, OrderStatus, PlaceOrder, ShippingAddress};
+use crate::domain::{OrderState, OrderStatus, Steps};
+use crate::placing::{OrderItem, PlaceOrder, ShippingAddress};
 
 /// An order as `GET /orders/{id}` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -17,8 +20,14 @@ pub struct OrderView {
     pub order_id: Uuid,
     /// `PENDING`, `CONFIRMED` or `CANCELLED`.
     pub status: String,
-    /// Set when cancelled: `PAYMENT_DECLINED`, `OUT_OF_STOCK` or `SHIPPING_FAILED`.
+    /// Set when cancelled: `PAYMENT_DECLINED`, `OUT_OF_STOCK`, `SHIPPING_FAILED` or
+    /// `TIMED_OUT`.
     pub cancellation_reason: Option<String>,
+    /// For a cancelled order: `PENDING` until every step taken is undone (refunded, released,
+    /// called off), then `COMPLETED`. `null` otherwise.
+    pub compensation: Option<String>,
+    /// When the order is cancelled (`TIMED_OUT`) if its saga has not ended by then.
+    pub deadline_at: DateTime<Utc>,
     pub customer_id: String,
     pub items: Vec<OrderItem>,
     pub currency: String,
@@ -29,11 +38,34 @@ pub struct OrderView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl OrderView {
+    /// An order as it stands the moment it was placed.
+    pub fn placed(order_id: Uuid, request: PlaceOrder, total_cents: i64, placed: &Placed) -> Self {
+        Self {
+            order_id,
+            status: OrderStatus::Pending.as_str().to_owned(),
+            cancellation_reason: None,
+            compensation: None,
+            deadline_at: placed.deadline_at,
+            customer_id: request.customer_id,
+            items: request.items,
+            currency: request.currency,
+            total_cents,
+            payment_method: request.payment_method,
+            shipping_address: request.shipping_address,
+            created_at: placed.created_at,
+            updated_at: placed.created_at,
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     order_id: Uuid,
     status: String,
     cancellation_reason: Option<String>,
+    compensation: Option<String>,
+    deadline_at: DateTime<Utc>,
     customer_id: String,
     items: Json<Vec<OrderItem>>,
     currency: String,
@@ -44,36 +76,14 @@ struct OrderRow {
     updated_at: DateTime<Utc>,
 }
 
-impl OrderView {
-    /// An order as it stands the moment it was placed.
-    pub fn placed(
-        order_id: Uuid,
-        request: PlaceOrder,
-        total_cents: i64,
-        created_at: DateTime<Utc>,
-    ) -> Self {
-        Self {
-            order_id,
-            status: OrderStatus::Pending.as_str().to_owned(),
-            cancellation_reason: None,
-            customer_id: request.customer_id,
-            items: request.items,
-            currency: request.currency,
-            total_cents,
-            payment_method: request.payment_method,
-            shipping_address: request.shipping_address,
-            created_at,
-            updated_at: created_at,
-        }
-    }
-}
-
 impl From<OrderRow> for OrderView {
     fn from(row: OrderRow) -> Self {
         Self {
             order_id: row.order_id,
             status: row.status,
             cancellation_reason: row.cancellation_reason,
+            compensation: row.compensation,
+            deadline_at: row.deadline_at,
             customer_id: row.customer_id,
             items: row.items.0,
             currency: row.currency,
@@ -86,18 +96,28 @@ impl From<OrderRow> for OrderView {
     }
 }
 
-/// Inserts a new, pending order; returns when it was created.
+/// When a new order was created, and when it times out.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed {
+    pub created_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+}
+
+/// Inserts a new, pending order, due to end by `deadline_at`; `placed_event_id` is its
+/// `OrderPlaced`.
 pub async fn insert_order(
     conn: &mut PgConnection,
     order_id: Uuid,
     order: &PlaceOrder,
     total_cents: i64,
-) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar(
+    deadline_at: DateTime<Utc>,
+    placed_event_id: Uuid,
+) -> Result<Placed, sqlx::Error> {
+    let (created_at, deadline_at) = sqlx::query_as(
         "INSERT INTO orders (order_id, customer_id, status, currency, total_cents, payment_method,
-                             items, shipping_address)
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7)
-         RETURNING created_at",
+                             items, shipping_address, deadline_at, placed_event_id)
+         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9)
+         RETURNING created_at, deadline_at",
     )
     .bind(order_id)
     .bind(&order.customer_id)
@@ -106,8 +126,14 @@ pub async fn insert_order(
     .bind(&order.payment_method)
     .bind(Json(&order.items))
     .bind(Json(&order.shipping_address))
+    .bind(deadline_at)
+    .bind(placed_event_id)
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok(Placed {
+        created_at,
+        deadline_at,
+    })
 }
 
 /// Claims an idempotency key for `order_id`; false if the key was already taken (by a committed
@@ -149,8 +175,9 @@ pub async fn find_order(
     order_id: Uuid,
 ) -> Result<Option<OrderView>, sqlx::Error> {
     let row: Option<OrderRow> = sqlx::query_as(
-        "SELECT order_id, status, cancellation_reason, customer_id, items, currency, total_cents,
-                payment_method, shipping_address, created_at, updated_at
+        "SELECT order_id, status, cancellation_reason, compensation, deadline_at, customer_id,
+                items, currency, total_cents, payment_method, shipping_address, created_at,
+                updated_at
          FROM orders WHERE order_id = $1",
     )
     .bind(order_id)
@@ -159,135 +186,223 @@ pub async fn find_order(
     Ok(row.map(OrderView::from))
 }
 
-/// The order's status, locked until the transaction ends so that two reports of the same saga
-/// cannot both move it.
-pub async fn lock_status(
-    conn: &mut PgConnection,
+#[derive(sqlx::FromRow)]
+struct StateRow {
     order_id: Uuid,
-) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, cancellation_reason FROM orders WHERE order_id = $1 FOR UPDATE")
-        .bind(order_id)
-        .fetch_optional(conn)
+    status: String,
+    cancellation_reason: Option<String>,
+    charged: bool,
+    refunded: bool,
+    reserved: bool,
+    released: bool,
+    shipped: bool,
+    shipment_cancelled: bool,
+}
+
+impl StateRow {
+    fn into_state(self) -> Result<(Uuid, OrderState), sqlx::Error> {
+        let status = OrderStatus::from_columns(&self.status, self.cancellation_reason.as_deref())
+            .ok_or_else(|| {
+            sqlx::Error::Decode(
+                format!(
+                    "order {} has an impossible status {}",
+                    self.order_id, self.status
+                )
+                .into(),
+            )
+        })?;
+        Ok((
+            self.order_id,
+            OrderState {
+                status,
+                steps: Steps {
+                    charged: self.charged,
+                    refunded: self.refunded,
+                    reserved: self.reserved,
+                    released: self.released,
+                    shipped: self.shipped,
+                    shipment_cancelled: self.shipment_cancelled,
+                },
+            },
+        ))
+    }
+}
+
+const STATE_COLUMNS: &str = "order_id, status, cancellation_reason, charged, refunded, reserved,
+    released, shipped, shipment_cancelled";
+
+/// Where the sagas of `orders` stand (orders Order never accepted are absent).
+pub async fn states(
+    conn: &mut PgConnection,
+    orders: &[Uuid],
+) -> Result<HashMap<Uuid, OrderState>, sqlx::Error> {
+    let rows: Vec<StateRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {STATE_COLUMNS} FROM orders WHERE order_id = ANY($1)"
+    )))
+    .bind(orders)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(StateRow::into_state).collect()
+}
+
+/// Writes the states a batch changed, with their compensation.
+pub async fn save_states(
+    conn: &mut PgConnection,
+    changed: &[(Uuid, OrderState)],
+) -> Result<(), sqlx::Error> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let flag = |f: fn(&Steps) -> bool| changed.iter().map(|(_, s)| f(&s.steps)).collect::<Vec<_>>();
+    sqlx::query(
+        "UPDATE orders o SET status = v.status, cancellation_reason = v.reason,
+                charged = v.charged, refunded = v.refunded, reserved = v.reserved,
+                released = v.released, shipped = v.shipped,
+                shipment_cancelled = v.shipment_cancelled, compensation = v.compensation,
+                updated_at = now()
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::bool[], $6::bool[],
+                     $7::bool[], $8::bool[], $9::bool[], $10::text[])
+              AS v(order_id, status, reason, charged, refunded, reserved, released, shipped,
+                   shipment_cancelled, compensation)
+         WHERE o.order_id = v.order_id",
+    )
+    .bind(changed.iter().map(|(o, _)| *o).collect::<Vec<_>>())
+    .bind(
+        changed
+            .iter()
+            .map(|(_, s)| s.status.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changed
+            .iter()
+            .map(|(_, s)| s.status.reason().map(CancellationReason::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(flag(|s| s.charged))
+    .bind(flag(|s| s.refunded))
+    .bind(flag(|s| s.reserved))
+    .bind(flag(|s| s.released))
+    .bind(flag(|s| s.shipped))
+    .bind(flag(|s| s.shipment_cancelled))
+    .bind(
+        changed
+            .iter()
+            .map(|(_, s)| s.compensation().map(|c| c.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A pending order past its deadline.
+#[derive(Debug)]
+pub struct Due {
+    pub order_id: Uuid,
+    pub placed_event_id: Option<Uuid>,
+    pub state: OrderState,
+}
+
+/// Up to `limit` pending orders past their deadline, locked; rows another transaction holds
+/// (another replica's scanner, a consumer ending the saga) are skipped, not waited for.
+pub async fn due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
+    let rows: Vec<(Option<Uuid>, StateRow)> =
+        sqlx::query_as::<_, StateWithPlaced>(sqlx::AssertSqlSafe(format!(
+            "SELECT placed_event_id, {STATE_COLUMNS} FROM orders
+             WHERE status = 'PENDING' AND deadline_at <= now()
+             ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+        )))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.placed_event_id, r.state))
+        .collect();
+    rows.into_iter()
+        .map(|(placed_event_id, row)| {
+            let (order_id, state) = row.into_state()?;
+            Ok(Due {
+                order_id,
+                placed_event_id,
+                state,
+            })
+        })
+        .collect()
+}
+
+#[derive(sqlx::FromRow)]
+struct StateWithPlaced {
+    placed_event_id: Option<Uuid>,
+    #[sqlx(flatten)]
+    state: StateRow,
+}
+
+/// When the next pending order is due, if any is.
+pub async fn next_deadline(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(deadline_at) FROM orders WHERE status = 'PENDING'")
+        .fetch_one(conn)
         .await
 }
 
-pub async fn set_status(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    status: OrderStatus,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE orders SET status = $2, cancellation_reason = $3, updated_at = now() WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .bind(status.as_str())
-    .bind(status.reason().map(|r| r.as_str()))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// One saga event as the timeline shows it.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct TimelineEntry {
-    pub event_id: String,
-    pub event_type: String,
-    /// The service that emitted it.
-    pub producer: String,
-    /// The event this one reacted to.
-    pub causation_id: Option<String>,
-    pub occurred_at: DateTime<Utc>,
-    pub topic: String,
-    #[sqlx(rename = "kafka_partition")]
-    pub partition: i32,
-    #[sqlx(rename = "kafka_offset")]
-    pub offset: i64,
-    /// W3C trace id the event was written under.
-    pub trace_id: Option<String>,
-    /// The event's own fields (amounts, reasons, …).
-    #[schema(value_type = Object)]
-    pub detail: Json<serde_json::Value>,
-}
-
-impl CausalEvent for TimelineEntry {
-    fn event_id(&self) -> &str {
-        &self.event_id
-    }
-    fn causation_id(&self) -> Option<&str> {
-        self.causation_id.as_deref()
-    }
-    fn occurred_at_millis(&self) -> i64 {
-        self.occurred_at.timestamp_millis()
-    }
-}
-
-/// A consumed event, as the timeline stores it.
-#[derive(Debug)]
-pub struct RecordedEvent<'a> {
-    pub event_id: Uuid,
-    pub order_id: &'a str,
-    pub event_type: &'a str,
-    pub producer: &'a str,
-    pub causation_id: Option<Uuid>,
-    pub occurred_at: DateTime<Utc>,
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    pub trace_id: Option<&'a str>,
-    pub detail: serde_json::Value,
-}
-
-/// Records consumed events for the timeline, all in one statement; an event recorded before is
-/// left as it is.
-pub async fn record_events(
-    conn: &mut PgConnection,
-    events: &[RecordedEvent<'_>],
-) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&RecordedEvent<'_>) -> String| events.iter().map(f).collect::<Vec<_>>();
-    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let causes: Vec<Option<Uuid>> = events.iter().map(|e| e.causation_id).collect();
-    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
-    let partitions: Vec<i32> = events.iter().map(|e| e.partition).collect();
-    let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
-    let traces: Vec<Option<&str>> = events.iter().map(|e| e.trace_id).collect();
-    let details: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.detail)).collect();
-    sqlx::query(
-        "INSERT INTO timeline (event_id, order_id, event_type, producer, causation_id, occurred_at,
-                               topic, kafka_partition, kafka_offset, trace_id, detail)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
-                              $6::timestamptz[], $7::text[], $8::int[], $9::bigint[], $10::text[],
-                              $11::jsonb[])
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(column(|e| e.order_id.to_owned()))
-    .bind(column(|e| e.event_type.to_owned()))
-    .bind(column(|e| e.producer.to_owned()))
-    .bind(&causes)
-    .bind(&times)
-    .bind(column(|e| e.topic.to_owned()))
-    .bind(&partitions)
-    .bind(&offsets)
-    .bind(&traces)
-    .bind(&details)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn timeline(
-    conn: &mut PgConnection,
-    order_id: &str,
-) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+/// Sagas that have not ended: pending orders, the age of the oldest in seconds, and cancelled
+/// orders whose compensation is not complete.
+pub async fn unfinished(conn: &mut PgConnection) -> Result<(i64, f64, i64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT event_id::text AS event_id, event_type, producer, causation_id::text AS causation_id,
-                occurred_at, topic, kafka_partition, kafka_offset, trace_id, detail
-         FROM timeline WHERE order_id = $1",
+        "SELECT (SELECT count(*) FROM orders WHERE status = 'PENDING'),
+                coalesce((SELECT extract(epoch FROM now() - min(created_at))::float8
+                          FROM orders WHERE status = 'PENDING'), 0),
+                (SELECT count(*) FROM orders WHERE compensation = 'PENDING')",
     )
-    .bind(order_id)
-    .fetch_all(conn)
+    .fetch_one(conn)
     .await
+}
+
+/// A saga that has not ended: a pending order, or a cancelled one still owed a compensation.
+#[derive(Debug)]
+pub struct Unsettled {
+    pub order_id: Uuid,
+    pub state: OrderState,
+    pub created_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+    /// When its saga last moved.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UnsettledRow {
+    created_at: DateTime<Utc>,
+    deadline_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    state: StateRow,
+}
+
+/// Unsettled sagas whose last move is at least `quiet_seconds` old, oldest first (what
+/// `sagactl stuck` lists).
+pub async fn unsettled(
+    conn: &mut PgConnection,
+    quiet_seconds: f64,
+) -> Result<Vec<Unsettled>, sqlx::Error> {
+    let rows: Vec<UnsettledRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT created_at, deadline_at, updated_at, {STATE_COLUMNS} FROM orders
+         WHERE (status = 'PENDING' OR compensation = 'PENDING')
+           AND updated_at <= now() - make_interval(secs => $1)
+         ORDER BY created_at"
+    )))
+    .bind(quiet_seconds)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let (order_id, state) = row.state.into_state()?;
+            Ok(Unsettled {
+                order_id,
+                state,
+                created_at: row.created_at,
+                deadline_at: row.deadline_at,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
 }

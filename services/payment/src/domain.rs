@@ -1,6 +1,21 @@
-//! Payment rules without I/O.
+//! Payment's rules without I/O: what each event the service hears does to an order's payment,
+//! decided from the event and what Payment already knows of that order ([`Standing`]).
+//!
+//! - `OrderPlaced`: authorize or decline, once per order; never when the order was cancelled
+//!   first, or is past its deadline (a reply that comes too late is not acted on).
+//! - `StockReservationFailed`, `ShipmentFailed`: refund what is held.
+//! - `OrderCancelled`: the order is closed; what is held is refunded.
 
-use saga_events::CancellationReason;
+use saga_events::{
+    CancellationReason, EventMetadata, OrderPlaced, PaymentAuthorized, PaymentDeclined,
+    PaymentRefunded, SagaEvent, StockLine,
+};
+use uuid::Uuid;
+
+pub const PRODUCER: &str = "payment";
+
+/// The token that is always declined, so that the declined path can be driven from outside.
+pub const DECLINED_TOKEN: &str = "tok_decline";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentStatus {
@@ -29,79 +44,416 @@ impl PaymentStatus {
     }
 }
 
-/// The token that is always declined, so that the declined path can be driven from outside.
-pub const DECLINED_TOKEN: &str = "tok_decline";
-
+/// An order's payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Authorize,
-    Decline(String),
+pub struct Payment {
+    pub payment_id: Uuid,
+    pub status: PaymentStatus,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub payment_method: String,
+    pub decline_reason: Option<String>,
+    pub refund_reason: Option<CancellationReason>,
 }
 
-/// Deterministic rules: `tok_decline` and any amount above `limit_cents` are declined, other
-/// `tok_…` tokens are authorized, anything else is not a method this service takes.
-pub fn decide(payment_method: &str, amount_cents: i64, limit_cents: i64) -> Decision {
-    if payment_method == DECLINED_TOKEN {
-        Decision::Decline("card declined".into())
-    } else if !payment_method.starts_with("tok_") {
-        Decision::Decline(format!("unsupported payment method {payment_method:?}"))
-    } else if amount_cents > limit_cents {
-        Decision::Decline(format!(
-            "amount {amount_cents} exceeds the limit of {limit_cents}"
-        ))
-    } else if amount_cents < 0 {
-        Decision::Decline(format!("negative amount {amount_cents}"))
-    } else {
-        Decision::Authorize
+/// What Payment knows of one order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub payment: Option<Payment>,
+    /// Set once the order is cancelled (or found past its deadline): no charge from then on.
+    pub closed: Option<CancellationReason>,
+}
+
+/// The service's configuration the rules depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Orders above this amount (minor units) are declined.
+    pub amount_limit_cents: i64,
+}
+
+/// An event Payment cannot react to: it contradicts what Payment knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+/// The order's standing after the event, and what Payment tells the saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub standing: Standing,
+    pub emit: Vec<SagaEvent>,
+}
+
+impl Decision {
+    fn unchanged(standing: &Standing) -> Self {
+        Self {
+            standing: standing.clone(),
+            emit: Vec::new(),
+        }
     }
 }
 
-/// A refund is owed only for money actually held; a declined or already refunded payment owes
-/// nothing, so a repeated compensation request is harmless.
-pub fn refund(
-    status: PaymentStatus,
+/// Decides Payment's reaction to `event` for an order standing as `standing`, at `now_ms`.
+pub fn react(
+    standing: &Standing,
+    event: &SagaEvent,
+    rules: Rules,
+    now_ms: i64,
+) -> Result<Decision, Refused> {
+    match event {
+        SagaEvent::OrderPlaced(placed) => Ok(charge(standing, placed, rules, now_ms)),
+        SagaEvent::StockReservationFailed(_) => {
+            refund_owed(standing, event, CancellationReason::OUT_OF_STOCK)
+        }
+        SagaEvent::ShipmentFailed(_) => {
+            refund_owed(standing, event, CancellationReason::SHIPPING_FAILED)
+        }
+        SagaEvent::OrderCancelled(cancelled) => {
+            let mut decision = refund(standing, event, cancelled.reason);
+            decision.standing.closed.get_or_insert(cancelled.reason);
+            Ok(decision)
+        }
+        _ => Ok(Decision::unchanged(standing)),
+    }
+}
+
+/// The deterministic rules: `tok_decline` and any amount above the limit are declined, other
+/// `tok_…` tokens are authorized, anything else is not a method this service takes.
+pub fn decline_reason(payment_method: &str, amount_cents: i64, limit_cents: i64) -> Option<String> {
+    if payment_method == DECLINED_TOKEN {
+        Some("card declined".into())
+    } else if !payment_method.starts_with("tok_") {
+        Some(format!("unsupported payment method {payment_method:?}"))
+    } else if amount_cents > limit_cents {
+        Some(format!(
+            "amount {amount_cents} exceeds the limit of {limit_cents}"
+        ))
+    } else if amount_cents < 0 {
+        Some(format!("negative amount {amount_cents}"))
+    } else {
+        None
+    }
+}
+
+fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) -> Decision {
+    if standing.payment.is_some() {
+        // One payment per order, whatever was delivered twice.
+        return Decision::unchanged(standing);
+    }
+    if standing.closed.is_some() {
+        return Decision::unchanged(standing);
+    }
+    if placed
+        .deadline_at
+        .is_some_and(|deadline| now_ms >= deadline)
+    {
+        // Too late: Order cancels the saga at its deadline, and nothing may be charged after.
+        return Decision {
+            standing: Standing {
+                payment: None,
+                closed: Some(CancellationReason::TIMED_OUT),
+            },
+            emit: Vec::new(),
+        };
+    }
+    let declined = decline_reason(
+        &placed.payment_method,
+        placed.total_cents,
+        rules.amount_limit_cents,
+    );
+    let payment = Payment {
+        payment_id: Uuid::now_v7(),
+        status: if declined.is_some() {
+            PaymentStatus::Declined
+        } else {
+            PaymentStatus::Authorized
+        },
+        amount_cents: placed.total_cents,
+        currency: placed.currency.clone(),
+        payment_method: placed.payment_method.clone(),
+        decline_reason: declined.clone(),
+        refund_reason: None,
+    };
+    let metadata = EventMetadata::caused_by(&placed.metadata, PRODUCER);
+    let told: SagaEvent = match declined {
+        None => PaymentAuthorized {
+            metadata,
+            order_id: placed.order_id.clone(),
+            payment_id: payment.payment_id.to_string(),
+            amount_cents: placed.total_cents,
+            currency: placed.currency.clone(),
+            items: placed
+                .items
+                .iter()
+                .map(|line| StockLine {
+                    sku: line.sku.clone(),
+                    quantity: line.quantity,
+                })
+                .collect(),
+            shipping_address: placed.shipping_address.clone(),
+            deadline_at: placed.deadline_at,
+        }
+        .into(),
+        Some(reason) => PaymentDeclined {
+            metadata,
+            order_id: placed.order_id.clone(),
+            amount_cents: placed.total_cents,
+            currency: placed.currency.clone(),
+            reason,
+        }
+        .into(),
+    };
+    Decision {
+        standing: Standing {
+            payment: Some(payment),
+            closed: standing.closed,
+        },
+        emit: vec![told],
+    }
+}
+
+/// A refund a failed step asks for: the order must have a payment.
+fn refund_owed(
+    standing: &Standing,
+    cause: &SagaEvent,
     reason: CancellationReason,
-) -> Option<(PaymentStatus, CancellationReason)> {
-    (status == PaymentStatus::Authorized).then_some((PaymentStatus::Refunded, reason))
+) -> Result<Decision, Refused> {
+    if standing.payment.is_none() {
+        return Err(Refused(format!(
+            "{} for order {}, which has no payment",
+            cause.event_type(),
+            cause.order_id()
+        )));
+    }
+    Ok(refund(standing, cause, reason))
+}
+
+/// Refunds held money; a declined or already refunded payment owes nothing, so a repeated
+/// compensation changes nothing.
+fn refund(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) -> Decision {
+    let Some(payment) = standing
+        .payment
+        .as_ref()
+        .filter(|p| p.status == PaymentStatus::Authorized)
+    else {
+        return Decision::unchanged(standing);
+    };
+    let refunded = Payment {
+        status: PaymentStatus::Refunded,
+        refund_reason: Some(reason),
+        ..payment.clone()
+    };
+    Decision {
+        standing: Standing {
+            payment: Some(refunded),
+            closed: standing.closed,
+        },
+        emit: vec![
+            PaymentRefunded {
+                metadata: EventMetadata::caused_by(cause.metadata(), PRODUCER),
+                order_id: cause.order_id().to_owned(),
+                payment_id: payment.payment_id.to_string(),
+                amount_cents: payment.amount_cents,
+                currency: payment.currency.clone(),
+                reason,
+            }
+            .into(),
+        ],
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use saga_events::{
+        Address, EventType, OrderCancelled, OrderLine, ShipmentFailed, StockReservationFailed,
+    };
+
     use super::*;
 
-    #[test]
-    fn the_rules_are_deterministic() {
-        assert_eq!(decide("tok_visa", 5_000, 10_000), Decision::Authorize);
-        assert_eq!(decide("tok_visa", 10_000, 10_000), Decision::Authorize);
-        assert!(matches!(
-            decide("tok_decline", 1, 10_000),
-            Decision::Decline(_)
-        ));
-        assert!(
-            matches!(decide("tok_visa", 10_001, 10_000), Decision::Decline(r) if r.contains("limit"))
-        );
-        assert!(matches!(decide("cash", 1, 10_000), Decision::Decline(_)));
+    const RULES: Rules = Rules {
+        amount_limit_cents: 10_000,
+    };
+    const NOW: i64 = 1_800_000_000_000;
+    const ORDER: &str = "01a2c3d4-0000-7000-8000-000000000001";
+
+    fn placed(method: &str, total: i64, deadline_at: Option<i64>) -> SagaEvent {
+        OrderPlaced {
+            metadata: EventMetadata::first(ORDER, "order"),
+            order_id: ORDER.into(),
+            customer_id: "c".into(),
+            items: vec![OrderLine {
+                sku: "MUG".into(),
+                quantity: 1,
+                unit_price_cents: total,
+            }],
+            currency: "EUR".into(),
+            total_cents: total,
+            payment_method: method.into(),
+            shipping_address: Address {
+                name: "A".into(),
+                line1: "1".into(),
+                city: "C".into(),
+                postal_code: "0".into(),
+                country: "GB".into(),
+            },
+            deadline_at,
+        }
+        .into()
+    }
+
+    fn cancelled(reason: CancellationReason) -> SagaEvent {
+        OrderCancelled {
+            metadata: EventMetadata::first(ORDER, "order"),
+            order_id: ORDER.into(),
+            reason,
+        }
+        .into()
+    }
+
+    fn out_of_stock() -> SagaEvent {
+        StockReservationFailed {
+            metadata: EventMetadata::first(ORDER, "inventory"),
+            order_id: ORDER.into(),
+            unavailable_skus: vec!["MUG".into()],
+            reason: "none left".into(),
+        }
+        .into()
+    }
+
+    /// Given what Payment knows, when an event arrives, then…
+    struct Scenario {
+        standing: Standing,
+    }
+
+    fn given(standing: Standing) -> Scenario {
+        Scenario { standing }
+    }
+
+    fn nothing_yet() -> Standing {
+        Standing::default()
+    }
+
+    fn authorized() -> Standing {
+        when_all(nothing_yet(), &[placed("tok_visa", 5_000, None)])
+    }
+
+    fn when_all(standing: Standing, events: &[SagaEvent]) -> Standing {
+        events.iter().fold(standing, |standing, event| {
+            react(&standing, event, RULES, NOW)
+                .expect("accepted")
+                .standing
+        })
+    }
+
+    impl Scenario {
+        fn when(self, event: SagaEvent) -> Result<Decision, Refused> {
+            react(&self.standing, &event, RULES, NOW)
+        }
+    }
+
+    fn emitted(decision: &Decision) -> Vec<EventType> {
+        decision.emit.iter().map(SagaEvent::event_type).collect()
+    }
+
+    fn status(decision: &Decision) -> Option<PaymentStatus> {
+        decision.standing.payment.as_ref().map(|p| p.status)
     }
 
     #[test]
-    fn only_held_money_is_refunded_and_only_once() {
-        use CancellationReason::OUT_OF_STOCK;
+    fn a_placed_order_is_authorized_and_carries_its_deadline_on() -> Result<(), Refused> {
+        let decision = given(nothing_yet()).when(placed("tok_visa", 5_000, Some(NOW + 30_000)))?;
+        assert_eq!(status(&decision), Some(PaymentStatus::Authorized));
+        assert_eq!(emitted(&decision), [EventType::PaymentAuthorized]);
+        let SagaEvent::PaymentAuthorized(authorized) = &decision.emit[0] else {
+            panic!("not an authorization");
+        };
+        assert_eq!(authorized.deadline_at, Some(NOW + 30_000));
+        Ok(())
+    }
+
+    #[test]
+    fn declined_tokens_and_amounts_over_the_limit_are_declined() -> Result<(), Refused> {
+        for (method, total) in [("tok_decline", 100), ("tok_visa", 10_001), ("cash", 1)] {
+            let decision = given(nothing_yet()).when(placed(method, total, None))?;
+            assert_eq!(status(&decision), Some(PaymentStatus::Declined), "{method}");
+            assert_eq!(emitted(&decision), [EventType::PaymentDeclined]);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_order_placed_again_is_not_charged_twice() -> Result<(), Refused> {
+        let before = authorized();
+        let decision = given(before.clone()).when(placed("tok_visa", 5_000, None))?;
+        assert!(decision.emit.is_empty());
+        assert_eq!(decision.standing, before);
+        Ok(())
+    }
+
+    #[test]
+    fn an_order_placed_after_its_deadline_is_never_charged() -> Result<(), Refused> {
+        let decision = given(nothing_yet()).when(placed("tok_visa", 5_000, Some(NOW - 1)))?;
+        assert_eq!(decision.standing.payment, None);
         assert_eq!(
-            refund(PaymentStatus::Authorized, OUT_OF_STOCK),
-            Some((PaymentStatus::Refunded, OUT_OF_STOCK))
+            decision.standing.closed,
+            Some(CancellationReason::TIMED_OUT)
         );
-        assert_eq!(refund(PaymentStatus::Refunded, OUT_OF_STOCK), None);
-        assert_eq!(refund(PaymentStatus::Declined, OUT_OF_STOCK), None);
+        assert!(decision.emit.is_empty());
+        Ok(())
     }
 
     #[test]
-    fn statuses_round_trip() {
-        for s in [
-            PaymentStatus::Authorized,
-            PaymentStatus::Declined,
-            PaymentStatus::Refunded,
-        ] {
-            assert_eq!(PaymentStatus::parse(s.as_str()), Some(s));
+    fn an_order_placed_after_its_cancellation_is_never_charged() -> Result<(), Refused> {
+        let closed = when_all(nothing_yet(), &[cancelled(CancellationReason::TIMED_OUT)]);
+        let decision = given(closed).when(placed("tok_visa", 5_000, None))?;
+        assert_eq!(decision.standing.payment, None);
+        assert!(decision.emit.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_timed_out_order_is_refunded_and_closed() -> Result<(), Refused> {
+        let decision = given(authorized()).when(cancelled(CancellationReason::TIMED_OUT))?;
+        assert_eq!(status(&decision), Some(PaymentStatus::Refunded));
+        assert_eq!(
+            decision.standing.closed,
+            Some(CancellationReason::TIMED_OUT)
+        );
+        assert_eq!(emitted(&decision), [EventType::PaymentRefunded]);
+        Ok(())
+    }
+
+    #[test]
+    fn held_money_is_refunded_once_whoever_asks() -> Result<(), Refused> {
+        let refunded = when_all(authorized(), &[out_of_stock()]);
+        assert_eq!(
+            refunded.payment.as_ref().map(|p| p.status),
+            Some(PaymentStatus::Refunded)
+        );
+        for again in [out_of_stock(), cancelled(CancellationReason::OUT_OF_STOCK)] {
+            let decision = given(refunded.clone()).when(again)?;
+            assert!(decision.emit.is_empty(), "refunded twice");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_declined_payment_owes_no_refund() -> Result<(), Refused> {
+        let declined = when_all(nothing_yet(), &[placed("tok_decline", 100, None)]);
+        let decision = given(declined).when(cancelled(CancellationReason::PAYMENT_DECLINED))?;
+        assert_eq!(status(&decision), Some(PaymentStatus::Declined));
+        assert!(decision.emit.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_step_for_an_order_without_payment_is_refused() {
+        let shipment_failed: SagaEvent = ShipmentFailed {
+            metadata: EventMetadata::first(ORDER, "shipping"),
+            order_id: ORDER.into(),
+            reason: "AQ".into(),
+        }
+        .into();
+        for event in [out_of_stock(), shipment_failed] {
+            assert!(given(nothing_yet()).when(event).is_err());
         }
     }
 }

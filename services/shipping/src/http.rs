@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 
 use crate::store::{self, ShipmentView};
 
-#[derive(OpenApi)]
+#[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "Shipping service",

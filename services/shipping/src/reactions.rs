@@ -1,17 +1,15 @@
-//! How Shipping reacts: a reserved order gets a shipment, or fails if its destination is not
-//! served (which sends the saga into compensation).
+//! How Shipping reacts to a batch of events: what it knows of their orders in one query, each
+//! reaction decided by the rules in [`crate::domain`], every change written at the end.
 
-use saga_events::{
-    EventMetadata, EventType, SagaEvent, ShipmentFailed, ShipmentScheduled, StockReserved,
-};
-use saga_messaging::{Delivery, HandlerError, Reactions, parse_uuid};
+use std::collections::HashMap;
+
+use saga_events::{EventType, SagaEvent};
+use saga_messaging::{Arrival, Reactions, Refusal, parse_uuid};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::Destinations;
-use crate::store::{self, NewShipment};
-
-pub const PRODUCER: &str = "shipping";
+use crate::domain::{self, Destinations, Standing};
+use crate::store::{self, Changes};
 
 #[derive(Debug, Clone)]
 pub struct ShippingReactions {
@@ -20,67 +18,54 @@ pub struct ShippingReactions {
 
 impl Reactions for ShippingReactions {
     fn wants(&self, event_type: EventType) -> bool {
-        event_type == EventType::StockReserved
+        matches!(
+            event_type,
+            EventType::StockReserved | EventType::OrderCancelled
+        )
     }
 
     async fn react(
         &self,
         tx: &mut PgConnection,
-        event: &SagaEvent,
-        _delivery: &Delivery,
-    ) -> Result<Vec<SagaEvent>, HandlerError> {
-        match event {
-            SagaEvent::StockReserved(reserved) => self.schedule(tx, reserved).await,
-            _ => Ok(Vec::new()),
-        }
-    }
-}
-
-impl ShippingReactions {
-    async fn schedule(
-        &self,
-        tx: &mut PgConnection,
-        reserved: &StockReserved,
-    ) -> Result<Vec<SagaEvent>, HandlerError> {
-        let order_id = parse_uuid("order_id", &reserved.order_id)?;
-        let shipment_id = Uuid::now_v7();
-        let country = &reserved.shipping_address.country;
-        let refusal = self.destinations.refusal(country);
-        let inserted = store::insert(
-            tx,
-            NewShipment {
-                order_id,
-                shipment_id,
-                status: if refusal.is_some() {
-                    "FAILED"
-                } else {
-                    "SCHEDULED"
-                },
-                address: &reserved.shipping_address,
-                items: &reserved.items,
-                failure_reason: refusal.as_deref(),
-            },
-        )
-        .await?;
-        if !inserted {
-            return Ok(Vec::new());
-        }
-        let metadata = EventMetadata::caused_by(&reserved.metadata, PRODUCER);
-        let order_id = reserved.order_id.clone();
-        Ok(vec![match refusal {
-            None => ShipmentScheduled {
-                metadata,
-                order_id,
-                shipment_id: shipment_id.to_string(),
-                country: country.clone(),
+        events: &[Arrival<'_>],
+    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
+        let orders = events
+            .iter()
+            .enumerate()
+            .map(|(i, a)| parse_uuid("order_id", a.event.order_id()).map_err(|e| Refusal::at(i, e)))
+            .collect::<Result<Vec<Uuid>, Refusal>>()?;
+        let known = store::standings(tx, &orders).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut current: HashMap<Uuid, Standing> = HashMap::new();
+        let mut changes = Changes::default();
+        let mut emitted = Vec::with_capacity(events.len());
+        for (arrival, order) in events.iter().zip(&orders) {
+            let standing = current
+                .get(order)
+                .or_else(|| known.get(order))
+                .cloned()
+                .unwrap_or_default();
+            let decision = domain::react(&standing, arrival.event, &self.destinations, now);
+            match (
+                &standing.shipment,
+                &decision.standing.shipment,
+                arrival.event,
+            ) {
+                (None, Some(created), SagaEvent::StockReserved(reserved)) => {
+                    changes.created.push((*order, created.clone(), reserved));
+                }
+                (Some(before), Some(after), _) if before.status != after.status => {
+                    changes.moved.push((*order, after.status));
+                }
+                _ => {}
             }
-            .into(),
-            Some(reason) => ShipmentFailed {
-                metadata,
-                order_id,
-                reason,
+            if let (None, Some(reason)) = (standing.closed, decision.standing.closed) {
+                changes.closed.push((*order, reason));
             }
-            .into(),
-        }])
+            current.insert(*order, decision.standing);
+            emitted.push(decision.emit);
+        }
+        store::save(tx, &changes).await?;
+        Ok(emitted)
     }
 }

@@ -95,6 +95,7 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             total_cents: 6_499,
             payment_method: "tok_visa".into(),
             shipping_address: address.clone(),
+            deadline_at: Some(1_764_000_030_000),
         }
         .into(),
         OrderConfirmed {
@@ -116,6 +117,7 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             currency: "EUR".into(),
             items: lines.clone(),
             shipping_address: address.clone(),
+            deadline_at: Some(1_764_000_030_000),
         }
         .into(),
         PaymentDeclined {
@@ -140,6 +142,7 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             order_id: o.clone(),
             items: lines.clone(),
             shipping_address: address.clone(),
+            deadline_at: Some(1_764_000_030_000),
         }
         .into(),
         StockReservationFailed {
@@ -164,8 +167,15 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
         .into(),
         ShipmentFailed {
             metadata: metadata(order_id, "shipping", cause),
-            order_id: o,
+            order_id: o.clone(),
             reason: "AQ is not a destination we ship to".into(),
+        }
+        .into(),
+        ShipmentCancelled {
+            metadata: metadata(order_id, "shipping", cause),
+            order_id: o,
+            shipment_id: "shp-1".into(),
+            reason: CancellationReason::TIMED_OUT,
         }
         .into(),
     ]

@@ -24,12 +24,12 @@ use std::time::Instant;
 use futures::FutureExt;
 use saga_events::{EventCodec, EventType, SagaEvent, Service, TopicNames};
 use sqlx::{PgConnection, PgPool};
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use super::lane::LaneControl;
 use super::poll::Routed;
-use super::{ConsumerSettings, ConsumerSetup, Reactions};
+use super::{Arrival, ConsumerSettings, ConsumerSetup, Reactions, Refusal};
 use crate::backoff::Backoff;
 use crate::delivery::Delivery;
 use crate::error::{FailureKind, HandlerError, error_chain};
@@ -535,24 +535,42 @@ impl<R: Reactions> Handler<R> {
         let applying: Vec<usize> = (0..items.len())
             .filter(|i| matches!(steps[*i], Step::Apply))
             .collect();
-        let arrivals: Vec<(&SagaEvent, &Delivery)> = applying
+        let arrivals: Vec<Arrival<'_>> = applying
             .iter()
             .filter_map(|i| match &items[*i].read {
-                Read::Event { event, .. } => Some((event.as_ref(), items[*i].delivery())),
+                Read::Event { event, .. } => Some(Arrival {
+                    event: event.as_ref(),
+                    delivery: items[*i].delivery(),
+                }),
                 _ => None,
             })
             .collect();
-        if let Err(error) = self.reactions.prepare(&mut tx, &arrivals).await {
-            return Err(match applying.as_slice() {
-                [only] if !error.is_transient() => BatchFailure::At(*only, error),
-                _ => BatchFailure::classify(error),
-            });
+        let mut emitted = if arrivals.is_empty() {
+            Vec::new()
+        } else {
+            match self.react(&mut tx, &arrivals).await {
+                Ok(emitted) => emitted,
+                Err(Refusal { error, .. }) if error.is_transient() => {
+                    return Err(BatchFailure::Transient(error));
+                }
+                Err(Refusal {
+                    index: Some(index),
+                    error,
+                }) => return Err(BatchFailure::At(applying[index], error)),
+                Err(Refusal { index: None, error }) => {
+                    return Err(match applying.as_slice() {
+                        [only] => BatchFailure::At(*only, error),
+                        _ => BatchFailure::Bookkeeping(error),
+                    });
+                }
+            }
         }
+        .into_iter();
 
         let mut records: Vec<OutboxRecord> = Vec::new();
         let mut handled: Vec<inbox::Entry> = Vec::new();
         let mut outcomes = Vec::with_capacity(items.len());
-        for (index, (item, step)) in items.iter().zip(&steps).enumerate() {
+        for (item, step) in items.iter().zip(&steps) {
             let delivery = item.delivery();
             let outcome = match (step, &item.read) {
                 (Step::Skip(outcome), _) => *outcome,
@@ -562,13 +580,7 @@ impl<R: Reactions> Handler<R> {
                         event, event_id, ..
                     },
                 ) => {
-                    match self.react(&mut tx, event, delivery).await {
-                        Ok(outgoing) => records.extend(outgoing),
-                        Err(error) if error.is_transient() => {
-                            return Err(BatchFailure::Transient(error));
-                        }
-                        Err(error) => return Err(BatchFailure::At(index, error)),
-                    }
+                    records.extend(emitted.next().unwrap_or_default());
                     handled.push(inbox::Entry {
                         event_id: *event_id,
                         event_type: event.event_type().name(),
@@ -696,53 +708,71 @@ impl<R: Reactions> Handler<R> {
         Ok(outcomes)
     }
 
-    /// Runs the service's reaction to one event inside its own span (a child of the trace the
-    /// record carries), and encodes what it emits. A panicking reaction is this event's failure,
-    /// not the lane's.
+    /// Runs the service's reactions to a batch, and encodes what each event emits with the trace
+    /// context of a span of its own, a child of the context its record carries: each saga stays
+    /// one trace however its events were batched. A panicking reaction fails the batch like an
+    /// error (one event's, when the batch holds one).
     pub(super) async fn react(
         &self,
         tx: &mut PgConnection,
-        event: &SagaEvent,
-        delivery: &Delivery,
-    ) -> Result<Vec<OutboxRecord>, HandlerError> {
-        let span = info_span!(
-            "react",
-            service = self.service.name(),
-            event_type = event.event_type().name(),
-            order_id = %event.order_id(),
-            event_id = %event.metadata().event_id,
-            source = %delivery,
-        );
-        trace::continue_trace(&span, &delivery.headers);
+        arrivals: &[Arrival<'_>],
+    ) -> Result<Vec<Vec<OutboxRecord>>, Refusal> {
         let started = Instant::now();
-        let result = async {
-            let reaction = async {
-                #[cfg(feature = "fault-injection")]
-                match self.faults.should_fail(event) {
+        let reaction = async {
+            #[cfg(feature = "fault-injection")]
+            for (index, arrival) in arrivals.iter().enumerate() {
+                match self.faults.should_fail(arrival.event) {
                     Some(crate::faults::Fault::Fail(reason)) => {
-                        return Err(HandlerError::rejected(reason));
+                        return Err(Refusal::at(index, HandlerError::rejected(reason)));
                     }
                     Some(crate::faults::Fault::Panic(reason)) => panic!("{reason}"),
                     None => {}
                 }
-                self.reactions.react(tx, event, delivery).await
-            };
-            let outgoing = AssertUnwindSafe(reaction)
-                .catch_unwind()
-                .await
-                .map_err(|panic| HandlerError::Panicked(panic_message(&panic)))??;
-            let context = trace::current_context_headers();
-            let mut records = Vec::with_capacity(outgoing.len());
-            for event in &outgoing {
-                records.push(self.outbox.record(event, &context).await?);
             }
-            Ok(records)
+            self.reactions.react(tx, arrivals).await
+        };
+        let emitted = AssertUnwindSafe(reaction)
+            .catch_unwind()
+            .await
+            .map_err(|panic| Refusal {
+                index: (arrivals.len() == 1).then_some(0),
+                error: HandlerError::Panicked(panic_message(&panic)),
+            })??;
+        if emitted.len() != arrivals.len() {
+            return Err(Refusal::from(HandlerError::rejected(format!(
+                "the reactions answered for {} of {} events",
+                emitted.len(),
+                arrivals.len()
+            ))));
         }
-        .instrument(span)
-        .await;
-        metrics::histogram!("saga_event_handling_seconds", "event_type" => event.event_type().name())
-            .record(started.elapsed().as_secs_f64());
-        result
+        let elapsed = started.elapsed().as_secs_f64() / arrivals.len() as f64;
+        let mut records = Vec::with_capacity(arrivals.len());
+        for (index, (arrival, events)) in arrivals.iter().zip(emitted).enumerate() {
+            let event = arrival.event;
+            metrics::histogram!("saga_event_handling_seconds", "event_type" => event.event_type().name())
+                .record(elapsed);
+            let span = info_span!(
+                "process",
+                service = self.service.name(),
+                event_type = event.event_type().name(),
+                order_id = %event.order_id(),
+                event_id = %event.metadata().event_id,
+                source = %arrival.delivery,
+            );
+            trace::continue_trace(&span, &arrival.delivery.headers);
+            let context = trace::context_headers(&span);
+            let mut encoded = Vec::with_capacity(events.len());
+            for outgoing in &events {
+                encoded.push(
+                    self.outbox
+                        .record(outgoing, &context)
+                        .await
+                        .map_err(|error| Refusal::at(index, error))?,
+                );
+            }
+            records.push(encoded);
+        }
+        Ok(records)
     }
 
     /// Whether a message that failed `attempts` times this way goes to the dead-letter topic.

@@ -49,7 +49,47 @@ use crate::health::Health;
 use crate::kafka::KafkaSettings;
 use crate::outbox::Outbox;
 
+/// An event to react to, and the record it arrived in.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub event: &'a SagaEvent,
+    pub delivery: &'a Delivery,
+}
+
+/// Why a service could not react to a batch. When one event is at fault, `index` names it: that
+/// event is parked for its order and retried, and the batch runs again without it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub index: Option<usize>,
+    pub error: HandlerError,
+}
+
+impl Refusal {
+    /// The event at `index` cannot be reacted to.
+    pub fn at(index: usize, error: impl Into<HandlerError>) -> Self {
+        Self {
+            index: Some(index),
+            error: error.into(),
+        }
+    }
+}
+
+impl<E: Into<HandlerError>> From<E> for Refusal {
+    /// A failure of the batch as a whole (the database, an encoding).
+    fn from(error: E) -> Self {
+        Self {
+            index: None,
+            error: error.into(),
+        }
+    }
+}
+
 /// A service's reactions to the events it consumes.
+///
+/// Reactions get a whole batch (events of one or more partitions, each partition's in order),
+/// so that a service can load what it knows of all their orders in one query, decide each
+/// reaction in memory (a pure function of the event and that state, in the services' domain
+/// modules), and write every change in a few statements.
 pub trait Reactions: Send + Sync + 'static {
     /// Whether the service cares about this event type at all; others are acknowledged unread.
     fn wants(&self, event_type: EventType) -> bool;
@@ -61,25 +101,13 @@ pub trait Reactions: Send + Sync + 'static {
         true
     }
 
-    /// Runs once per transaction, before the reactions, with every event the transaction will
-    /// react to: the place to record all of them in one statement (a projection) or to lock
-    /// rows that several of them touch, in one fixed order.
-    fn prepare<'a>(
-        &'a self,
-        _tx: &'a mut PgConnection,
-        _events: &'a [(&'a SagaEvent, &'a Delivery)],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
-        async { Ok(()) }
-    }
-
-    /// Reacts to one event within the consumer's transaction. The returned events are appended
-    /// to the outbox in that same transaction.
+    /// Reacts to `events`, in order, within the consumer's transaction. Returns, for each event,
+    /// the events it emits: they are appended to the outbox in that same transaction.
     fn react<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        event: &'a SagaEvent,
-        delivery: &'a Delivery,
-    ) -> impl Future<Output = Result<Vec<SagaEvent>, HandlerError>> + Send + 'a;
+        events: &'a [Arrival<'a>],
+    ) -> impl Future<Output = Result<Vec<Vec<SagaEvent>>, Refusal>> + Send + 'a;
 }
 
 /// How a consumer batches and treats messages whose handling fails.

@@ -16,10 +16,10 @@ use sqlx::{Connection, PgConnection};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::Reactions;
 use super::handling::{Attempt, FailedAttempt, Handler, Item, Outcome, Position, Read};
 use super::lane::LaneControl;
 use super::poll::Routed;
+use super::{Arrival, Reactions};
 use crate::delivery::Delivery;
 use crate::error::{FailureKind, HandlerError};
 use crate::headers;
@@ -254,10 +254,17 @@ impl<R: Reactions> Handler<R> {
             if inbox::contains(&mut savepoint, event_id).await? {
                 return Ok(());
             }
-            self.reactions
-                .prepare(&mut savepoint, &[(&event, &parked.source)])
-                .await?;
-            let records = self.react(&mut savepoint, &event, &parked.source).await?;
+            let arrival = Arrival {
+                event: &event,
+                delivery: &parked.source,
+            };
+            let records: Vec<_> = self
+                .react(&mut savepoint, &[arrival])
+                .await
+                .map_err(|refusal| refusal.error)?
+                .into_iter()
+                .flatten()
+                .collect();
             inbox::record(
                 &mut savepoint,
                 &[inbox::Entry {

@@ -1,0 +1,117 @@
+//! The timeline: every saga event of every order, from all four topics, recorded as Order
+//! consumes them (what `GET /orders/{id}/timeline` shows). A projection: events nothing waits on
+//! are recorded in batches, so an event can show up here a little after the saga moved on.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use saga_events::CausalEvent;
+
+/// One saga event as the timeline shows it.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct TimelineEntry {
+    pub event_id: String,
+    pub event_type: String,
+    /// The service that emitted it.
+    pub producer: String,
+    /// The event this one reacted to.
+    pub causation_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub topic: String,
+    #[sqlx(rename = "kafka_partition")]
+    pub partition: i32,
+    #[sqlx(rename = "kafka_offset")]
+    pub offset: i64,
+    /// W3C trace id the event was written under.
+    pub trace_id: Option<String>,
+    /// The event's own fields (amounts, reasons, …).
+    #[schema(value_type = Object)]
+    pub detail: Json<serde_json::Value>,
+}
+
+impl CausalEvent for TimelineEntry {
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+    fn causation_id(&self) -> Option<&str> {
+        self.causation_id.as_deref()
+    }
+    fn occurred_at_millis(&self) -> i64 {
+        self.occurred_at.timestamp_millis()
+    }
+}
+
+/// A consumed event, as the timeline stores it.
+#[derive(Debug)]
+pub struct RecordedEvent<'a> {
+    pub event_id: Uuid,
+    pub order_id: &'a str,
+    pub event_type: &'a str,
+    pub producer: &'a str,
+    pub causation_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub trace_id: Option<&'a str>,
+    pub detail: serde_json::Value,
+}
+
+/// Records consumed events for the timeline, all in one statement; an event recorded before is
+/// left as it is.
+pub async fn record_events(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent<'_>],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&RecordedEvent<'_>) -> String| events.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let causes: Vec<Option<Uuid>> = events.iter().map(|e| e.causation_id).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let partitions: Vec<i32> = events.iter().map(|e| e.partition).collect();
+    let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
+    let traces: Vec<Option<&str>> = events.iter().map(|e| e.trace_id).collect();
+    let details: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.detail)).collect();
+    sqlx::query(
+        "INSERT INTO timeline (event_id, order_id, event_type, producer, causation_id, occurred_at,
+                               topic, kafka_partition, kafka_offset, trace_id, detail)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
+                              $6::timestamptz[], $7::text[], $8::int[], $9::bigint[], $10::text[],
+                              $11::jsonb[])
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(column(|e| e.order_id.to_owned()))
+    .bind(column(|e| e.event_type.to_owned()))
+    .bind(column(|e| e.producer.to_owned()))
+    .bind(&causes)
+    .bind(&times)
+    .bind(column(|e| e.topic.to_owned()))
+    .bind(&partitions)
+    .bind(&offsets)
+    .bind(&traces)
+    .bind(&details)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn timeline(
+    conn: &mut PgConnection,
+    order_id: &str,
+) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_id::text AS event_id, event_type, producer, causation_id::text AS causation_id,
+                occurred_at, topic, kafka_partition, kafka_offset, trace_id, detail
+         FROM timeline WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,31 @@
+//! Shipping: schedules shipments for reserved orders, calls them off when an order is
+//! cancelled, and never ships an order that was cancelled or ran past its deadline.
+//!
+//! A library, so that its rules ([`domain`]) are tested without the stack; `main.rs` only runs
+//! it.
+
+pub mod domain;
+pub mod http;
+pub mod reactions;
+pub mod store;
+
+use saga_events::Service;
+use saga_runtime::{RuntimeError, ServiceRuntime, openapi_route};
+use utoipa::OpenApi;
+
+/// Runs the service until SIGTERM: `SHIPPING_COUNTRIES` (comma-separated ISO 3166-1 alpha-2
+/// codes, default [`domain::DEFAULT_COUNTRIES`]) are the destinations served.
+pub async fn run() -> Result<(), RuntimeError> {
+    let countries = std::env::var("SHIPPING_COUNTRIES")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| domain::DEFAULT_COUNTRIES.to_owned());
+    let destinations = domain::Destinations::parse(&countries)
+        .map_err(|e| RuntimeError::Config(format!("SHIPPING_COUNTRIES: {e}")))?;
+    let runtime =
+        ServiceRuntime::start(Service::Shipping, 8084, sqlx::migrate!("./migrations")).await?;
+    let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
+    runtime
+        .run(api, reactions::ShippingReactions { destinations })
+        .await
+}
