@@ -1,7 +1,7 @@
 # One image with the four services and sagactl; docker-compose.yml picks the binary per service.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends pkg-config zlib1g-dev \
+    && apt-get install -y --no-install-recommends pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -10,7 +10,7 @@ RUN cargo build --release --locked \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/order-service /src/target/release/payment-service \
      /src/target/release/inventory-service /src/target/release/shipping-service \

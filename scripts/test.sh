@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: lint, validate the Compose file, bring the stack up (starting what is not running),
+# `make test`: lint, validate the Compose file and the Kubernetes manifests, bring the stack up (starting what is not running),
 # then run every test: unit, integration and end-to-end. Integration tests isolate themselves with
 # their own topic prefixes and subjects, so they never disturb what a running stack holds.
 set -euo pipefail
@@ -23,6 +23,11 @@ else
   echo "error: no Compose parser to validate docker-compose.yml (apt-get install docker-compose)" >&2
   exit 1
 fi
+
+step "Kubernetes manifests"
+# Renders every overlay and validates it offline (core kinds, the operators' CRDs, the saga's
+# own rules); downloads are cached under .local/.
+scripts/check-k8s.sh
 
 step "stack"
 # Debug service binaries share every compiled dependency with the test build; `make up` on its

@@ -581,6 +581,15 @@ async fn bad_requests_get_problem_documents() -> anyhow::Result<()> {
             "shipping_address.country",
         ),
         ("x".repeat(200_000), 413, ""),
+        (
+            {
+                let mut body = order_body(&[("SKU-1", 1, 100)], "GB", "tok_visa");
+                body["customer_id"] = Value::from("nul\u{0}here");
+                body.to_string()
+            },
+            422,
+            "customer_id",
+        ),
     ];
     for (body, status, mentions) in cases {
         let response = post(body).await?;
@@ -610,6 +619,15 @@ async fn bad_requests_get_problem_documents() -> anyhow::Result<()> {
             "application/problem+json"
         );
     }
+    // A path segment Postgres could not store is refused at the door, naming it.
+    let response = api
+        .http
+        .get(format!("{}/stock/abc%00def", api.inventory))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await?;
+    assert!(problem.to_string().contains("\"sku\""), "{problem}");
     let below = unique_sku("below");
     api.set_stock(&below, 2).await?;
     let order_id = api

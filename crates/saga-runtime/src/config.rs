@@ -12,6 +12,10 @@ pub struct ServiceConfig {
     /// `DATABASE_URL`, default `postgres://<db>:<db>@127.0.0.1:5432/<db>` for the service's own
     /// database (`orders`, `payments`, `inventory`, `shipping`).
     pub database_url: String,
+    /// `MIGRATION_DATABASE_URL`, default unset: the migrations run as `DATABASE_URL`'s role.
+    /// Set, the migrations run as this (owner) role, and the service itself connects with a role
+    /// that may only read and write the tables (least privilege).
+    pub migration_database_url: Option<String>,
     /// `DATABASE_POOL_SIZE`, default 10.
     pub database_pool_size: u32,
     /// `KAFKA_BOOTSTRAP`, default `127.0.0.1:9092`; `KAFKA_SECURITY_PROTOCOL`,
@@ -58,6 +62,9 @@ impl ServiceConfig {
                 "DATABASE_URL",
                 format!("postgres://{db}:{db}@127.0.0.1:{pg_port}/{db}"),
             ),
+            migration_database_url: std::env::var("MIGRATION_DATABASE_URL")
+                .ok()
+                .filter(|v| !v.is_empty()),
             database_pool_size: env_parse("DATABASE_POOL_SIZE", 10)?,
             kafka: KafkaSettings::new(env_or("KAFKA_BOOTSTRAP", "127.0.0.1:9092".into()))
                 .with_security_from_env(),

@@ -92,9 +92,16 @@ impl ServiceRuntime {
 
         let started = Instant::now();
         let mut migrator = migrator;
+        let migration_pool = match &config.migration_database_url {
+            Some(url) => PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_lazy(url)?,
+            None => pool.clone(),
+        };
         let mut backoff = startup_backoff();
         loop {
-            match saga_messaging::migrate(&pool, &mut migrator).await {
+            match saga_messaging::migrate(&migration_pool, &mut migrator).await {
                 Ok(()) => break,
                 Err(sqlx::migrate::MigrateError::Execute(error))
                     if saga_messaging::error::is_transient_db_error(&error)
@@ -105,6 +112,9 @@ impl ServiceRuntime {
                 }
                 Err(error) => return Err(error.into()),
             }
+        }
+        if config.migration_database_url.is_some() {
+            migration_pool.close().await;
         }
         let topics = TopicNames::new(config.topic_prefix.clone());
         let codec = EventCodec::new(&config.registry_url, topics.clone())?;

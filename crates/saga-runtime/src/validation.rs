@@ -15,12 +15,18 @@ impl Violations {
         self.0.push(FieldError::new(field, rule));
     }
 
-    /// Required text: not blank and at most `max` characters.
+    /// Required text: not blank, at most `max` characters, and no control characters (Postgres
+    /// refuses NUL in `text`, and none of them belongs in a name, an address or an id).
     pub fn text(&mut self, field: &str, value: &str, max: usize) {
         if value.trim().is_empty() {
             self.add(field, "must not be blank");
         } else if value.chars().count() > max {
             self.add(field, format!("must be at most {max} characters"));
+        } else if value.chars().any(char::is_control) {
+            self.add(
+                field,
+                "must not contain control characters (NUL, tab, newline, …)",
+            );
         }
     }
 
@@ -78,7 +84,11 @@ mod tests {
         v.range("items[0].quantity", 0, 1, 10);
         v.code("currency", "eur", 3, "an ISO 4217 currency code");
         v.sku("items[1].sku", "SKU-1.a_b");
-        let errors = v.into_result().expect_err("four violations");
+        v.text("shipping_address.name", "nul\u{0}here", 200);
+        v.text("shipping_address.city", "line\nbreak", 200);
+        v.text("shipping_address.line1", "Straße 1 ✓ שלום", 200);
+        v.sku("sku", "abc\u{0}def");
+        let errors = v.into_result().expect_err("seven violations");
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -86,7 +96,10 @@ mod tests {
                 "customer_id",
                 "items[0].sku",
                 "items[0].quantity",
-                "currency"
+                "currency",
+                "shipping_address.name",
+                "shipping_address.city",
+                "sku"
             ]
         );
     }

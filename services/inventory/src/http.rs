@@ -96,12 +96,19 @@ async fn put_stock(
     get,
     path = "/stock/{sku}",
     params(("sku" = String, Path)),
-    responses((status = 200, body = StockView), (status = 404, body = Problem))
+    responses(
+        (status = 200, body = StockView),
+        (status = 404, body = Problem),
+        (status = 422, description = "Not a SKU", body = Problem)
+    )
 )]
 async fn get_stock(
     State(pool): State<PgPool>,
     Path(sku): Path<String>,
 ) -> Result<axum::Json<StockView>, Problem> {
+    let mut v = Violations::new();
+    v.sku("sku", &sku);
+    v.into_result().map_err(Problem::invalid)?;
     let mut conn = pool.acquire().await?;
     let level = store::level(&mut conn, &sku)
         .await?

@@ -84,6 +84,32 @@ impl Isolated {
         {
             result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
         }
+        // A created topic reaches the broker's metadata a moment later; a test that produces
+        // at once would otherwise meet UnknownTopicOrPartition.
+        let reader_kafka = kafka.clone();
+        let created = new_topics.clone();
+        eventually(
+            "the new topics in the broker's metadata",
+            Duration::from_secs(20),
+            || {
+                let kafka = reader_kafka.clone();
+                let created = created.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, String)> {
+                        let reader = PartitionReader::new(&kafka)?;
+                        let mut missing = Vec::new();
+                        for topic in &created {
+                            if reader.partition_count(topic).ok() != Some(partitions) {
+                                missing.push(topic.clone());
+                            }
+                        }
+                        Ok((missing.is_empty(), format!("not yet: {missing:?}")))
+                    })
+                    .await?
+                }
+            },
+        )
+        .await?;
         let codec = EventCodec::new(&registry_url(), topics.clone())?;
         // Each test elects its own relay: tests share one database.
         let lock_key = i64::from_str_radix(&id[..15], 16)?;
