@@ -637,6 +637,7 @@ async fn bad_requests_get_problem_documents() -> anyhow::Result<()> {
     let refused = api
         .http
         .put(format!("{}/stock/{below}", api.inventory))
+        .bearer_auth(admin_token())
         .json(&serde_json::json!({"on_hand": 1}))
         .send()
         .await?;
@@ -645,5 +646,26 @@ async fn bad_requests_get_problem_documents() -> anyhow::Result<()> {
         409,
         "on hand cannot drop below the 2 reserved units"
     );
+
+    // Setting stock is an operator action: no token, or another one, is a 401 that changes
+    // nothing.
+    for token in [None, Some("not-the-token")] {
+        let mut request = api
+            .http
+            .put(format!("{}/stock/{below}", api.inventory))
+            .json(&serde_json::json!({"on_hand": 1000}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        assert_eq!(response.status(), 401, "token {token:?}");
+        assert_eq!(response.headers()["www-authenticate"].to_str()?, "Bearer");
+        assert_eq!(
+            response.headers()["content-type"].to_str()?,
+            "application/problem+json"
+        );
+    }
+    let stock = api.stock(&below).await?;
+    assert_eq!(stock.as_ref().map(|s| &s["on_hand"]), Some(&Value::from(2)));
     Ok(())
 }

@@ -467,7 +467,7 @@ Stack is up:
                    e.g. postgres://orders:orders@127.0.0.1:$PGPORT/orders
   Order API        http://127.0.0.1:$ORDER_PORT   (POST /orders, GET /orders/{id}, GET /orders/{id}/timeline)
   Payment API      http://127.0.0.1:$PAYMENT_PORT   (GET /payments/{order_id})
-  Inventory API    http://127.0.0.1:$INVENTORY_PORT   (PUT/GET /stock/{sku})
+  Inventory API    http://127.0.0.1:$INVENTORY_PORT   (PUT/GET /stock/{sku}; PUT needs Authorization: Bearer \$INVENTORY_ADMIN_TOKEN, default dev-inventory-admin)
   Shipping API     http://127.0.0.1:$SHIPPING_PORT   (GET /shipments/{order_id})
                    each also serves /healthz, /readyz, /metrics and /openapi.json
   Logs             $LOGS

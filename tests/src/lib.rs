@@ -126,6 +126,12 @@ where
 }
 
 /// The four services' HTTP APIs.
+/// The operator token `PUT /stock/{sku}` requires: `INVENTORY_ADMIN_TOKEN`, or `make up`'s dev
+/// default.
+pub fn admin_token() -> String {
+    std::env::var("INVENTORY_ADMIN_TOKEN").unwrap_or_else(|_| "dev-inventory-admin".into())
+}
+
 #[derive(Debug, Clone)]
 pub struct Api {
     pub http: reqwest::Client,
@@ -157,6 +163,7 @@ impl Api {
         let response = self
             .http
             .put(format!("{}/stock/{sku}", self.inventory))
+            .bearer_auth(admin_token())
             .json(&json!({ "on_hand": on_hand }))
             .send()
             .await?;

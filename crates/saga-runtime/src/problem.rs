@@ -73,6 +73,11 @@ impl Problem {
         }
     }
 
+    /// 401: an operator route called without its bearer token (or with another one).
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail)
+    }
+
     pub fn conflict(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "Conflict", detail)
     }
@@ -117,6 +122,13 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: say which scheme the route wants.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
         response
     }
 }

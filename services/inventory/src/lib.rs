@@ -13,10 +13,22 @@ use saga_events::Service;
 use saga_runtime::{RuntimeError, ServiceRuntime, openapi_route};
 use utoipa::OpenApi;
 
-/// Runs the service until SIGTERM.
+/// The operator token `make up` and the dev overlay use; a deployment sets its own.
+pub const DEV_ADMIN_TOKEN: &str = "dev-inventory-admin";
+
+/// Runs the service until SIGTERM. `INVENTORY_ADMIN_TOKEN` (default `dev-inventory-admin`, for
+/// development only) is the bearer token `PUT /stock/{sku}` requires.
 pub async fn run() -> Result<(), RuntimeError> {
     let runtime =
         ServiceRuntime::start(Service::Inventory, 8083, sqlx::migrate!("./migrations")).await?;
-    let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
+    let admin_token = std::env::var("INVENTORY_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(|| {
+            tracing::warn!("INVENTORY_ADMIN_TOKEN is not set: PUT /stock takes the dev token");
+            DEV_ADMIN_TOKEN.to_owned()
+        });
+    let api = http::router(runtime.pool.clone(), http::AdminToken::new(admin_token))
+        .merge(openapi_route(http::ApiDoc::openapi()));
     runtime.run(api, reactions::InventoryReactions).await
 }

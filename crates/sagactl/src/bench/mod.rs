@@ -61,6 +61,14 @@ pub struct BenchArgs {
     /// Inventory service base URL (the benchmark stocks a SKU of its own).
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8083")]
     pub inventory_url: String,
+    /// Inventory's operator token, for stocking that SKU.
+    #[arg(
+        long,
+        env = "INVENTORY_ADMIN_TOKEN",
+        default_value = "dev-inventory-admin",
+        hide_env_values = true
+    )]
+    pub admin_token: String,
     /// Give up on an order that has not ended after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -138,6 +146,7 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
     let sku = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let stocked = http
         .put(format!("{}/stock/{sku}", args.inventory_url))
+        .bearer_auth(&args.admin_token)
         .json(&json!({ "on_hand": planned + args.warmup + 10 }))
         .send()
         .await
