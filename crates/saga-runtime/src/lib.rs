@@ -2,6 +2,7 @@
 //! setup, the HTTP server with its operational routes, the outbox relay and the event consumer,
 //! and an orderly shutdown on SIGTERM/SIGINT.
 
+pub mod closed_orders;
 mod config;
 mod http;
 mod problem;

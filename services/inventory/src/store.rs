@@ -130,17 +130,7 @@ pub async fn save(
         .iter()
         .filter_map(|(order, s)| s.closed.map(|r| (*order, r)))
         .collect();
-    if !closed.is_empty() {
-        sqlx::query(
-            "INSERT INTO closed_orders (order_id, reason)
-             SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(closed.iter().map(|(o, _)| *o).collect::<Vec<_>>())
-        .bind(closed.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-    }
-    Ok(())
+    saga_runtime::closed_orders::record(conn, &closed).await
 }
 
 /// Sets on hand unless that would drop below what is reserved; None if it would.

@@ -43,11 +43,7 @@ impl Reactions for OrderReactions {
             .collect::<Result<Vec<_>, Refusal>>()?;
         timeline::record_events(tx, &recorded).await?;
 
-        let orders = events
-            .iter()
-            .enumerate()
-            .map(|(i, a)| parse_uuid("order_id", a.event.order_id()).map_err(|e| Refusal::at(i, e)))
-            .collect::<Result<Vec<Uuid>, Refusal>>()?;
+        let orders: Vec<Uuid> = events.iter().map(|a| a.order_id).collect();
         let mut states = store::states(tx, &orders).await?;
         let mut changed: HashMap<Uuid, OrderState> = HashMap::new();
         let mut emitted = Vec::with_capacity(events.len());

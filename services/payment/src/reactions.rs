@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use saga_events::{EventType, SagaEvent};
-use saga_messaging::{Arrival, HandlerError, Reactions, Refusal, parse_uuid};
+use saga_messaging::{Arrival, HandlerError, Reactions, Refusal};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -32,11 +32,7 @@ impl Reactions for PaymentReactions {
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
-        let orders = events
-            .iter()
-            .enumerate()
-            .map(|(i, a)| parse_uuid("order_id", a.event.order_id()).map_err(|e| Refusal::at(i, e)))
-            .collect::<Result<Vec<Uuid>, Refusal>>()?;
+        let orders: Vec<Uuid> = events.iter().map(|a| a.order_id).collect();
         let known = store::standings(tx, &orders).await?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut current: HashMap<Uuid, Standing> = HashMap::new();

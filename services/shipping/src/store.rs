@@ -169,21 +169,5 @@ pub async fn save(conn: &mut PgConnection, changes: &Changes<'_>) -> Result<(), 
         .execute(&mut *conn)
         .await?;
     }
-    if !changes.closed.is_empty() {
-        sqlx::query(
-            "INSERT INTO closed_orders (order_id, reason)
-             SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(changes.closed.iter().map(|(o, _)| *o).collect::<Vec<_>>())
-        .bind(
-            changes
-                .closed
-                .iter()
-                .map(|(_, r)| r.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .execute(conn)
-        .await?;
-    }
-    Ok(())
+    saga_runtime::closed_orders::record(conn, &changes.closed).await
 }

@@ -538,8 +538,9 @@ impl<R: Reactions> Handler<R> {
         let arrivals: Vec<Arrival<'_>> = applying
             .iter()
             .filter_map(|i| match &items[*i].read {
-                Read::Event { event, .. } => Some(Arrival {
+                Read::Event { event, order, .. } => Some(Arrival {
                     event: event.as_ref(),
+                    order_id: *order,
                     delivery: items[*i].delivery(),
                 }),
                 _ => None,

@@ -43,6 +43,8 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use uuid::Uuid;
+
 use crate::delivery::Delivery;
 use crate::error::HandlerError;
 use crate::health::Health;
@@ -53,6 +55,8 @@ use crate::outbox::Outbox;
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival<'a> {
     pub event: &'a SagaEvent,
+    /// The event's order id, already checked to be a UUID (and the record's key) by the consumer.
+    pub order_id: Uuid,
     pub delivery: &'a Delivery,
 }
 

@@ -241,10 +241,12 @@ impl<R: Reactions> Handler<R> {
         tx: &mut PgConnection,
         parked: &Parked,
     ) -> Result<Result<(), (FailureKind, String)>, HandlerError> {
-        let (event, event_id) = match self.read(&parked.source).await? {
+        let (event, event_id, order_id) = match self.read(&parked.source).await? {
             Read::Event {
-                event, event_id, ..
-            } => (event, event_id),
+                event,
+                event_id,
+                order,
+            } => (event, event_id, order),
             // Ignored now: the service no longer reacts to it.
             Read::Ignored(_) => return Ok(Ok(())),
             Read::Poison { kind, reason, .. } => return Ok(Err((kind, reason))),
@@ -256,6 +258,7 @@ impl<R: Reactions> Handler<R> {
             }
             let arrival = Arrival {
                 event: &event,
+                order_id,
                 delivery: &parked.source,
             };
             let records: Vec<_> = self
