@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The native local stack: Apache Kafka (KRaft, single node), Apicurio Registry (Confluent-compatible
-# API) and PostgreSQL, all on 127.0.0.1, without a Docker engine.
+# API) and PostgreSQL, the four services, and Jaeger and Prometheus to watch them (see
+# observability.sh), all on 127.0.0.1, without a Docker engine.
 #
 #   stack.sh up | down | status | logs | clean
 #
@@ -79,6 +80,9 @@ wait_until() {
     sleep 0.5
   done
 }
+
+# shellcheck source=deploy/local/observability.sh
+. "$ROOT/deploy/local/observability.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Java
@@ -430,9 +434,11 @@ services_up() {
     step "starting the $name service on 127.0.0.1:$port"
     # The services reach Postgres over its Unix socket: on one machine it costs about half
     # the kernel time of TCP loopback per round trip, and a saga makes dozens.
-    local db
+    local db otel
     db=$(service_database "$name")
-    HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
+    otel=$(otel_environment)
+    # shellcheck disable=SC2086 # one VAR=value per word
+    env $otel OTEL_SERVICE_NAME="$name" HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
       SCHEMA_REGISTRY_URL="$REGISTRY_URL" PGPORT="$PGPORT" \
       DATABASE_URL="postgres://$db:$db@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
       setsid nohup "$(service_binary "$name")" >>"$LOGS/$name.log" 2>&1 </dev/null &
@@ -470,8 +476,9 @@ Stack is up:
   Inventory API    http://127.0.0.1:$INVENTORY_PORT   (PUT/GET /stock/{sku}; PUT needs Authorization: Bearer \$INVENTORY_ADMIN_TOKEN, default dev-inventory-admin)
   Shipping API     http://127.0.0.1:$SHIPPING_PORT   (GET /shipments/{order_id})
                    each also serves /healthz, /readyz, /metrics and /openapi.json
-  Logs             $LOGS
 EOF
+  observability_endpoints
+  say "  Logs             $LOGS"
 }
 
 cmd_up() {
@@ -483,15 +490,22 @@ cmd_up() {
   # Both JVMs start side by side; each is waited for with its own deadline.
   kafka_up
   registry_up
+  jaeger_up
+  prometheus_up
   services_build
   kafka_wait
   registry_wait
+  # The services export spans from their first request on.
+  jaeger_wait
   services_up
+  prometheus_wait
   endpoints
 }
 
 cmd_down() {
   services_down
+  prometheus_down
+  jaeger_down
   stop_pid "Apicurio Registry" "$REGISTRY_DIR/registry.pid" 60
   stop_pid "Kafka" "$KAFKA_DIR/kafka.pid" 90
   postgres_down
@@ -531,13 +545,15 @@ cmd_status() {
       all=1
     fi
   done
+  observability_status || all=1
   return $all
 }
 
 cmd_logs() {
   local log
   for log in "$PG_LOG" "$LOGS"/kafka.log "$LOGS"/registry.log "$LOGS"/order.log \
-    "$LOGS"/payment.log "$LOGS"/inventory.log "$LOGS"/shipping.log; do
+    "$LOGS"/payment.log "$LOGS"/inventory.log "$LOGS"/shipping.log "$LOGS"/jaeger.log \
+    "$LOGS"/prometheus.log; do
     [ -f "$log" ] || continue
     printf '\n===== %s =====\n' "$log"
     tail -n "${LINES_PER_LOG:-30}" "$log"
@@ -568,7 +584,7 @@ cmd_kill() {
 cmd_clean() {
   cmd_down
   step "wiping stack data (downloads are kept)"
-  rm -rf "$PG_DIR" "$KAFKA_DIR/data" "$KAFKA_DIR/server.properties" "$LOGS"
+  rm -rf "$PG_DIR" "$KAFKA_DIR/data" "$KAFKA_DIR/server.properties" "$PROMETHEUS_DIR/data" "$LOGS"
 }
 
 case "${1:-}" in
@@ -591,11 +607,13 @@ case "${1:-}" in
   kill)
     cmd_kill "${2:-}"
     ;;
-  # Stops one service gracefully (SIGTERM); `up` starts it again.
+  # Stops one service, Jaeger or Prometheus gracefully (SIGTERM); `up` starts it again.
   stop)
     case "${2:-}" in
       order | payment | inventory | shipping) stop_pid "the $2 service" "$SERVICES_DIR/$2.pid" 40 ;;
-      *) die "usage: $0 stop order|payment|inventory|shipping" ;;
+      jaeger) jaeger_down ;;
+      prometheus) prometheus_down ;;
+      *) die "usage: $0 stop order|payment|inventory|shipping|jaeger|prometheus" ;;
     esac
     ;;
   *)

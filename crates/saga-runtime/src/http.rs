@@ -137,11 +137,25 @@ async fn trace_request(request: Request, next: Next) -> Response {
             carrier.insert(name, value);
         }
     }
-    let span = info_span!("http", %method, route = %route);
+    // Probes and scrapes arrive every few seconds; traces are for the API.
+    let operational = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let span = if operational {
+        tracing::Span::none()
+    } else {
+        info_span!(
+            "http",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+        )
+    };
     trace::continue_trace(&span, &carrier);
     let trace_id = trace::trace_id(&span);
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     metrics::histogram!(
         "saga_http_request_seconds",
         "method" => method.to_string(),
@@ -149,7 +163,7 @@ async fn trace_request(request: Request, next: Next) -> Response {
         "status" => response.status().as_u16().to_string()
     )
     .record(started.elapsed().as_secs_f64());
-    if let Ok(value) = HeaderValue::from_str(&trace_id) {
+    if !operational && let Ok(value) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert("trace-id", value);
     }
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {

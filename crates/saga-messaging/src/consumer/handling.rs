@@ -24,7 +24,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use saga_events::{EventCodec, EventType, SagaEvent, Service, TopicNames};
 use sqlx::{PgConnection, PgPool};
-use tracing::{debug, error, info, info_span, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use super::lane::LaneControl;
@@ -33,7 +33,7 @@ use super::{Arrival, ConsumerSettings, ConsumerSetup, Reactions, Refusal};
 use crate::backoff::Backoff;
 use crate::delivery::Delivery;
 use crate::error::{FailureKind, HandlerError, error_chain};
-use crate::headers;
+use crate::headers::{self, Headers};
 use crate::health::Health;
 use crate::inbox::{self, Standing};
 use crate::outbox::{Outbox, OutboxRecord};
@@ -211,6 +211,8 @@ pub(crate) struct Handler<R> {
     pub(super) topics: TopicNames,
     pub(super) reactions: R,
     pub(super) service: Service,
+    /// The consumer group, as traces name it.
+    pub(super) group: String,
     pub(super) settings: ConsumerSettings,
     pub(super) health: Health,
     #[cfg(feature = "fault-injection")]
@@ -246,6 +248,7 @@ impl<R: Reactions> Handler<R> {
             outbox: setup.outbox.clone(),
             reactions,
             service: setup.service,
+            group: setup.group.clone(),
             settings: setup.settings.clone(),
             health: setup.health.clone(),
             #[cfg(feature = "fault-injection")]
@@ -468,8 +471,57 @@ impl<R: Reactions> Handler<R> {
         }
     }
 
-    /// One run of steps 2 to 4.
+    /// One run of steps 2 to 4, each saga event inside a process span of its own (a child of the
+    /// producer span its record names), and that inside the span of the batch's transaction.
     async fn run_once(&self, items: &[Item]) -> Result<Vec<Outcome>, BatchFailure> {
+        let events = items
+            .iter()
+            .filter(|item| matches!(item.read, Read::Event { .. }))
+            .count();
+        let spans: Vec<Option<(tracing::Span, tracing::Span)>> = items
+            .iter()
+            .map(|item| match &item.read {
+                Read::Event { event, order, .. } => {
+                    let process = trace::process_span(
+                        &self.group,
+                        item.delivery(),
+                        event.event_type().name(),
+                        &order.to_string(),
+                    );
+                    let transaction = trace::transaction_span(&process, events);
+                    Some((process, transaction))
+                }
+                _ => None,
+            })
+            .collect();
+        let contexts: Vec<Headers> = items
+            .iter()
+            .zip(&spans)
+            .map(|(item, spans)| match spans {
+                Some((_, transaction)) => trace::context_or(transaction, &item.delivery().headers),
+                None => Headers::new(),
+            })
+            .collect();
+        let result = self.run_once_in(items, &contexts).await;
+        for (index, spans) in spans.iter().enumerate() {
+            if let Some((process, _)) = spans {
+                let outcome = match &result {
+                    Ok(outcomes) => outcomes.get(index).map_or("unknown", |o| o.label()),
+                    Err(BatchFailure::At(at, _)) if *at == index => "failed",
+                    Err(_) => "rolled_back",
+                };
+                trace::processed(process, outcome);
+            }
+        }
+        result
+    }
+
+    /// Steps 2 to 4; `contexts` holds the trace context each item's emitted events carry.
+    async fn run_once_in(
+        &self,
+        items: &[Item],
+        contexts: &[Headers],
+    ) -> Result<Vec<Outcome>, BatchFailure> {
         if items
             .iter()
             .all(|item| matches!(item.read, Read::Ignored(_)))
@@ -546,10 +598,12 @@ impl<R: Reactions> Handler<R> {
                 _ => None,
             })
             .collect();
+        let arrival_contexts: Vec<Headers> =
+            applying.iter().map(|i| contexts[*i].clone()).collect();
         let mut emitted = if arrivals.is_empty() {
             Vec::new()
         } else {
-            match self.react(&mut tx, &arrivals).await {
+            match self.react(&mut tx, &arrivals, &arrival_contexts).await {
                 Ok(emitted) => emitted,
                 Err(Refusal { error, .. }) if error.is_transient() => {
                     return Err(BatchFailure::Transient(error));
@@ -710,13 +764,14 @@ impl<R: Reactions> Handler<R> {
     }
 
     /// Runs the service's reactions to a batch, and encodes what each event emits with the trace
-    /// context of a span of its own, a child of the context its record carries: each saga stays
-    /// one trace however its events were batched. A panicking reaction fails the batch like an
-    /// error (one event's, when the batch holds one).
+    /// context in `contexts` (one per arrival, that of its handling): each saga stays one trace
+    /// however its events were batched. A panicking reaction fails the batch like an error (one
+    /// event's, when the batch holds one).
     pub(super) async fn react(
         &self,
         tx: &mut PgConnection,
         arrivals: &[Arrival<'_>],
+        contexts: &[Headers],
     ) -> Result<Vec<Vec<OutboxRecord>>, Refusal> {
         let started = Instant::now();
         let reaction = async {
@@ -747,26 +802,30 @@ impl<R: Reactions> Handler<R> {
             ))));
         }
         let elapsed = started.elapsed().as_secs_f64() / arrivals.len() as f64;
+        let now_millis = chrono::Utc::now().timestamp_millis();
         let mut records = Vec::with_capacity(arrivals.len());
-        for (index, (arrival, events)) in arrivals.iter().zip(emitted).enumerate() {
+        for (index, ((arrival, events), context)) in
+            arrivals.iter().zip(emitted).zip(contexts).enumerate()
+        {
             let event = arrival.event;
-            metrics::histogram!("saga_event_handling_seconds", "event_type" => event.event_type().name())
+            let event_type = event.event_type().name();
+            metrics::histogram!("saga_event_handling_seconds", "event_type" => event_type)
                 .record(elapsed);
-            let span = info_span!(
-                "process",
-                service = self.service.name(),
-                event_type = event.event_type().name(),
-                order_id = %event.order_id(),
-                event_id = %event.metadata().event_id,
-                source = %arrival.delivery,
-            );
-            trace::continue_trace(&span, &arrival.delivery.headers);
-            let context = trace::context_headers(&span);
+            // How old the event is when it takes effect: every hop's queueing and retries.
+            let age_millis = now_millis
+                .saturating_sub(event.metadata().occurred_at)
+                .max(0);
+            metrics::histogram!(
+                "saga_event_age_seconds",
+                "topic" => arrival.delivery.topic.clone(),
+                "event_type" => event_type
+            )
+            .record(age_millis as f64 / 1000.0);
             let mut encoded = Vec::with_capacity(events.len());
             for outgoing in &events {
                 encoded.push(
                     self.outbox
-                        .record(outgoing, &context)
+                        .record(outgoing, context)
                         .await
                         .map_err(|error| Refusal::at(index, error))?,
                 );

@@ -25,6 +25,7 @@ use crate::error::{FailureKind, HandlerError};
 use crate::headers;
 use crate::inbox;
 use crate::parking::{self, Parked, ParkedStatus};
+use crate::trace;
 
 /// What a retry record turned out to be.
 enum Retry {
@@ -251,6 +252,14 @@ impl<R: Reactions> Handler<R> {
             Read::Ignored(_) => return Ok(Ok(())),
             Read::Poison { kind, reason, .. } => return Ok(Err((kind, reason))),
         };
+        let process = trace::process_span(
+            &self.group,
+            &parked.source,
+            event.event_type().name(),
+            &order_id.to_string(),
+        );
+        let transaction = trace::transaction_span(&process, 1);
+        let context = trace::context_or(&transaction, &parked.source.headers);
         let mut savepoint = tx.begin().await?;
         let applied: Result<(), HandlerError> = async {
             if inbox::contains(&mut savepoint, event_id).await? {
@@ -262,7 +271,7 @@ impl<R: Reactions> Handler<R> {
                 delivery: &parked.source,
             };
             let records: Vec<_> = self
-                .react(&mut savepoint, &[arrival])
+                .react(&mut savepoint, &[arrival], std::slice::from_ref(&context))
                 .await
                 .map_err(|refusal| refusal.error)?
                 .into_iter()
@@ -283,6 +292,14 @@ impl<R: Reactions> Handler<R> {
             Ok(())
         }
         .await;
+        trace::processed(
+            &process,
+            if applied.is_ok() {
+                "applied_on_retry"
+            } else {
+                "failed"
+            },
+        );
         match applied {
             Ok(()) => {
                 savepoint.commit().await?;

@@ -42,6 +42,7 @@ use crate::headers::{self, Headers};
 use crate::inbox;
 use crate::kafka::{KafkaSettings, partition_for};
 use crate::outbox::{self, NOTIFY_CHANNEL, RelayWake, Unpublished};
+use crate::trace;
 
 /// Advisory lock key of the relay: each service has its own database, so one key suffices.
 pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
@@ -398,12 +399,13 @@ impl OutboxRelay {
         ))
     }
 
-    /// Hands one row to the producer, on the partition its key maps to, with its row id.
+    /// Hands one row to the producer, on the partition its key maps to, with its row id, inside
+    /// a producer span whose context the record carries onward.
     async fn enqueue(
         &self,
         producer: &FutureProducer,
         row: &Unpublished,
-    ) -> Result<DeliveryFuture, RelayError> {
+    ) -> Result<Sending, RelayError> {
         let partition = self
             .partition_of(&row.topic, row.message_key.as_deref())
             .await?;
@@ -414,6 +416,19 @@ impl OutboxRelay {
             raw.insert("saga-stored-headers", row.headers.clone());
             raw
         });
+        let span = trace::publish_span(
+            &row.topic,
+            partition,
+            row.message_key.as_deref(),
+            &record_headers,
+        );
+        let context = trace::context_or(&span, &record_headers);
+        for name in [trace::TRACEPARENT_HEADER, trace::TRACESTATE_HEADER] {
+            match context.get(name) {
+                Some(value) => record_headers.insert(name, value),
+                None => record_headers.remove(name),
+            }
+        }
         record_headers.insert(headers::OUTBOX_ID, row.id.to_string());
         let mut record = FutureRecord::to(&row.topic)
             .partition(partition)
@@ -422,9 +437,14 @@ impl OutboxRelay {
         if let Some(key) = &row.message_key {
             record = record.key(key);
         }
-        producer
+        let delivery = producer
             .send_result(record)
-            .map_err(|(error, _)| RelayError::Kafka(error))
+            .map_err(|(error, _)| RelayError::Kafka(error))?;
+        Ok(Sending {
+            delivery,
+            span,
+            since: Instant::now(),
+        })
     }
 
     /// Publishes up to one batch; returns how many rows it published. Shutdown stops the wait
@@ -446,10 +466,14 @@ impl OutboxRelay {
         }
         let producer = self.producer();
         let mut deliveries = Vec::with_capacity(rows.len());
+        let mut sent = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in &rows {
             match self.enqueue(&producer, row).await {
-                Ok(delivery) => deliveries.push(delivery),
+                Ok(sending) => {
+                    deliveries.push(sending.delivery);
+                    sent.push((sending.span, sending.since));
+                }
                 Err(error) => {
                     // Queue full or a failed producer: settle what is queued, then start over
                     // from the database.
@@ -466,9 +490,16 @@ impl OutboxRelay {
             } => return Err(RelayError::Interrupted),
         };
         let mut delivered = Vec::with_capacity(results.len());
-        for (row, result) in rows.iter().zip(results) {
+        for ((row, result), (span, since)) in rows.iter().zip(results).zip(sent) {
             match result {
-                Ok(Ok(_)) => delivered.push(row.id),
+                Ok(Ok(delivery)) => {
+                    trace::published_at(&span, delivery.offset);
+                    metrics::histogram!("saga_relay_publish_seconds", "topic" => row.topic.clone())
+                        .record(since.elapsed().as_secs_f64());
+                    metrics::histogram!("saga_outbox_delay_seconds", "topic" => row.topic.clone())
+                        .record(row.age_seconds + since.elapsed().as_secs_f64());
+                    delivered.push(row.id);
+                }
                 Ok(Err((error, _))) => {
                     failure.get_or_insert(RelayError::Kafka(error));
                 }
@@ -489,6 +520,14 @@ impl OutboxRelay {
     }
 }
 
+/// A record handed to the producer, waiting for the broker's acknowledgement.
+struct Sending {
+    delivery: DeliveryFuture,
+    /// The record's producer span: it ends when the acknowledgement (or failure) is in.
+    span: tracing::Span,
+    since: Instant,
+}
+
 /// Produces every row and waits for the broker's acks, but never deletes them: what a relay that
 /// dies between the ack and the delete leaves behind. Only for crash-safety tests.
 #[doc(hidden)]
@@ -498,7 +537,7 @@ pub async fn produce_without_deleting(relay: &OutboxRelay) -> Result<usize, Rela
     let producer = relay.producer();
     let mut deliveries = Vec::with_capacity(rows.len());
     for row in &rows {
-        deliveries.push(relay.enqueue(&producer, row).await?);
+        deliveries.push(relay.enqueue(&producer, row).await?.delivery);
     }
     for delivery in join_all(deliveries).await {
         match delivery {

@@ -1,0 +1,170 @@
+# Jaeger and Prometheus for the native local stack; sourced by stack.sh, which defines say, step,
+# die, port_open, pid_alive, wait_until, stop_pid, STATE, LOGS, ROOT and the services' ports.
+#
+# Jaeger v2 (all-in-one, in-memory) is built on first use from its Go module with the machine's
+# Go toolchain and cached under .local/jaeger; Prometheus is Debian's package. Each binds
+# 127.0.0.1 only. WITH_JAEGER=0 or WITH_PROMETHEUS=0 leaves one out.
+
+JAEGER_VERSION=v1.76.0
+WITH_JAEGER=${WITH_JAEGER:-1}
+WITH_PROMETHEUS=${WITH_PROMETHEUS:-1}
+JAEGER_UI_PORT=16686
+JAEGER_OTLP_HTTP_PORT=4318
+PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+JAEGER_DIR=$STATE/jaeger
+PROMETHEUS_DIR=$STATE/prometheus
+JAEGER_URL=http://127.0.0.1:$JAEGER_UI_PORT
+PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT
+
+enabled() { [ "$1" != 0 ] && [ "$1" != false ] && [ "$1" != no ]; }
+
+# ---------------------------------------------------------------------------------------------
+# Jaeger
+
+jaeger_binary() { printf '%s' "$JAEGER_DIR/jaeger-$JAEGER_VERSION"; }
+
+jaeger_build() {
+  local binary
+  binary=$(jaeger_binary)
+  [ -x "$binary" ] && return
+  command -v go >/dev/null 2>&1 || die "Go not found: Jaeger is built from its Go module (install Go, or set WITH_JAEGER=0)"
+  step "building Jaeger $JAEGER_VERSION from the Go module proxy (once; a few minutes)"
+  mkdir -p "$JAEGER_DIR/build"
+  (
+    cd "$JAEGER_DIR/build"
+    [ -f go.mod ] || go mod init saga-local/jaeger >/dev/null 2>&1
+    go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" &&
+      go build -trimpath -o "$binary.partial" github.com/jaegertracing/jaeger/cmd/jaeger &&
+      mv "$binary.partial" "$binary"
+  ) >"$LOGS/jaeger-build.log" 2>&1 ||
+    { tail -n 30 "$LOGS/jaeger-build.log" >&2; die "could not build Jaeger (log: $LOGS/jaeger-build.log)"; }
+}
+
+jaeger_ready() { curl -fs -o /dev/null "http://127.0.0.1:13133/status"; }
+
+jaeger_up() {
+  enabled "$WITH_JAEGER" || return 0
+  mkdir -p "$JAEGER_DIR" "$LOGS"
+  jaeger_build
+  if pid_alive "$JAEGER_DIR/jaeger.pid"; then
+    say "jaeger     already running"
+    return
+  fi
+  local port
+  for port in 4317 "$JAEGER_OTLP_HTTP_PORT" "$JAEGER_UI_PORT" 16685 13133; do
+    port_open "$port" && die "port $port (Jaeger) is taken by another process: stop it or set WITH_JAEGER=0"
+  done
+  step "starting Jaeger on $JAEGER_URL (OTLP on 127.0.0.1:4317 and :$JAEGER_OTLP_HTTP_PORT)"
+  JAEGER_HOST=127.0.0.1 setsid nohup "$(jaeger_binary)" --config "$ROOT/deploy/observability/jaeger.yaml" \
+    >>"$LOGS/jaeger.log" 2>&1 </dev/null &
+  echo $! >"$JAEGER_DIR/jaeger.pid"
+}
+
+jaeger_wait() {
+  enabled "$WITH_JAEGER" || return 0
+  wait_until "Jaeger" 60 "$LOGS/jaeger.log" jaeger_ready
+}
+
+jaeger_down() { stop_pid "Jaeger" "$JAEGER_DIR/jaeger.pid" 20; }
+
+# What the services are told about the collector: export only where Jaeger runs, unless the
+# caller already named a collector of their own.
+otel_environment() {
+  if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
+    printf 'OTEL_EXPORTER_OTLP_ENDPOINT=%s\n' "$OTEL_EXPORTER_OTLP_ENDPOINT"
+  elif enabled "$WITH_JAEGER"; then
+    printf 'OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%s\n' "$JAEGER_OTLP_HTTP_PORT"
+  fi
+  # Spans leave a second after they end (the default is 5 s): traces show up while you look.
+  printf 'OTEL_BSP_SCHEDULE_DELAY=%s\n' "${OTEL_BSP_SCHEDULE_DELAY:-1000}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus
+
+prometheus_bin() {
+  if ! command -v prometheus >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      step "installing Prometheus from the OS packages" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null; } ||
+        die "could not install Prometheus (apt-get install prometheus, or set WITH_PROMETHEUS=0)"
+    else
+      die "Prometheus not found: apt-get install prometheus (or set WITH_PROMETHEUS=0)"
+    fi
+  fi
+  command -v prometheus
+}
+
+# The Compose configuration with the targets moved to this machine's ports.
+prometheus_config() {
+  mkdir -p "$PROMETHEUS_DIR"
+  sed -e "s#\"order:8080\"#\"127.0.0.1:$ORDER_PORT\"#" \
+    -e "s#\"payment:8080\"#\"127.0.0.1:$PAYMENT_PORT\"#" \
+    -e "s#\"inventory:8080\"#\"127.0.0.1:$INVENTORY_PORT\"#" \
+    -e "s#\"shipping:8080\"#\"127.0.0.1:$SHIPPING_PORT\"#" \
+    "$ROOT/deploy/observability/prometheus.yml" >"$PROMETHEUS_DIR/prometheus.yml"
+  cp "$ROOT/deploy/observability/alerts.yml" "$PROMETHEUS_DIR/alerts.yml"
+}
+
+prometheus_ready() { curl -fs -o /dev/null "$PROMETHEUS_URL/-/ready"; }
+
+prometheus_up() {
+  enabled "$WITH_PROMETHEUS" || return 0
+  mkdir -p "$PROMETHEUS_DIR" "$LOGS"
+  local bin
+  bin=$(prometheus_bin)
+  prometheus_config
+  if pid_alive "$PROMETHEUS_DIR/prometheus.pid"; then
+    # A running Prometheus picks up changed rules and targets without a restart.
+    kill -HUP "$(cat "$PROMETHEUS_DIR/prometheus.pid")"
+    say "prometheus already running (configuration reloaded)"
+    return
+  fi
+  port_open "$PROMETHEUS_PORT" && die "port $PROMETHEUS_PORT is taken by another process: stop it or set PROMETHEUS_PORT"
+  step "starting Prometheus on $PROMETHEUS_URL"
+  setsid nohup "$bin" --config.file="$PROMETHEUS_DIR/prometheus.yml" \
+    --storage.tsdb.path="$PROMETHEUS_DIR/data" --storage.tsdb.retention.time=2d \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" --web.enable-lifecycle \
+    >>"$LOGS/prometheus.log" 2>&1 </dev/null &
+  echo $! >"$PROMETHEUS_DIR/prometheus.pid"
+}
+
+prometheus_wait() {
+  enabled "$WITH_PROMETHEUS" || return 0
+  wait_until "Prometheus" 60 "$LOGS/prometheus.log" prometheus_ready
+}
+
+prometheus_down() { stop_pid "Prometheus" "$PROMETHEUS_DIR/prometheus.pid" 30; }
+
+# ---------------------------------------------------------------------------------------------
+
+observability_endpoints() {
+  if enabled "$WITH_JAEGER"; then
+    say "  Jaeger           $JAEGER_URL   (traces: search service 'order'; API /api/traces/{trace id})"
+  fi
+  if enabled "$WITH_PROMETHEUS"; then
+    say "  Prometheus       $PROMETHEUS_URL   (targets /targets, alerts /alerts; rules deploy/observability/alerts.yml)"
+  fi
+}
+
+observability_status() {
+  local all=0
+  if enabled "$WITH_JAEGER"; then
+    if pid_alive "$JAEGER_DIR/jaeger.pid" && jaeger_ready; then
+      status_line jaeger running "$JAEGER_URL (pid $(cat "$JAEGER_DIR/jaeger.pid"), OTLP http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT)"
+    else
+      status_line jaeger stopped "-"
+      all=1
+    fi
+  fi
+  if enabled "$WITH_PROMETHEUS"; then
+    if pid_alive "$PROMETHEUS_DIR/prometheus.pid" && prometheus_ready; then
+      status_line prometheus running "$PROMETHEUS_URL (pid $(cat "$PROMETHEUS_DIR/prometheus.pid"))"
+    else
+      status_line prometheus stopped "-"
+      all=1
+    fi
+  fi
+  return $all
+}
