@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: lint, validate the Compose file and the Kubernetes manifests, bring the stack up (starting what is not running),
+# `make test`: lint, validate the Compose file, the alert rules and the Kubernetes manifests, bring the stack up (starting what is not running),
 # then run every test: unit, integration and end-to-end. Integration tests isolate themselves with
 # their own topic prefixes and subjects, so they never disturb what a running stack holds.
 set -euo pipefail
@@ -23,6 +23,12 @@ else
   echo "error: no Compose parser to validate docker-compose.yml (apt-get install docker-compose)" >&2
   exit 1
 fi
+
+step "Prometheus configuration and alert rules"
+# The alerts' unit tests: each alert fires on the series it must and stays quiet on the others.
+command -v promtool >/dev/null 2>&1 || { echo "error: promtool not found (apt-get install prometheus)" >&2; exit 1; }
+promtool check config deploy/observability/prometheus.yml
+promtool test rules deploy/observability/alerts.test.yml
 
 step "Kubernetes manifests"
 # Renders every overlay and validates it offline (core kinds, the operators' CRDs, the saga's

@@ -165,35 +165,6 @@ async fn poison_lands_in_the_right_dead_letter_topics_and_orders_keep_flowing() 
     Ok(())
 }
 
-/// Where a produced record landed.
-struct Landed {
-    partition: i32,
-    offset: i64,
-}
-
-async fn produce(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-    headers: &Headers,
-) -> anyhow::Result<Landed> {
-    let delivered = producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .headers(headers.to_kafka()),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
-    Ok(Landed {
-        partition: delivered.partition,
-        offset: delivered.offset,
-    })
-}
-
 fn refusal(order_id: &str, reason: &str, event_id: Option<String>) -> SagaEvent {
     let mut metadata = EventMetadata::first(order_id, "poison");
     if let Some(event_id) = event_id {

@@ -469,3 +469,34 @@ pub async fn wait_caught_up(service: Service) -> anyhow::Result<()> {
     )
     .await
 }
+
+/// Where a produced record landed.
+#[derive(Debug, Clone, Copy)]
+pub struct Landed {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Produces one record straight to `topic`, as a misbehaving (or foreign) producer would.
+pub async fn produce(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: &saga_messaging::Headers,
+) -> anyhow::Result<Landed> {
+    let delivered = producer
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers.to_kafka()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(Landed {
+        partition: delivered.partition,
+        offset: delivered.offset,
+    })
+}
