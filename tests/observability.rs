@@ -453,6 +453,9 @@ async fn prometheus_query(api: &Api, query: &str) -> anyhow::Result<Vec<Value>> 
         .unwrap_or_default())
 }
 
+/// What a metric check is called, its PromQL, and what a sane value is.
+type MetricCheck = (&'static str, String, fn(f64) -> bool);
+
 /// The value of a one-element query result.
 fn scalar(result: &[Value]) -> Option<f64> {
     result.first()?["value"][1].as_str()?.parse().ok()
@@ -554,7 +557,7 @@ async fn prometheus_scrapes_every_service_with_the_alert_rules_loaded() -> anyho
     .await?;
 
     // Each kind of metric, with a sane value.
-    let checks: [(&str, String, fn(f64) -> bool); 7] = [
+    let checks: [MetricCheck; 7] = [
         (
             "consumer lag per topic and partition",
             r#"max(saga_consumer_lag{job="payment",topic="order.events"})"#.into(),
