@@ -438,7 +438,7 @@ services_up() {
     db=$(service_database "$name")
     otel=$(otel_environment)
     # shellcheck disable=SC2086 # one VAR=value per word
-    env $otel OTEL_SERVICE_NAME="$name" HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
+    env $otel HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
       SCHEMA_REGISTRY_URL="$REGISTRY_URL" PGPORT="$PGPORT" \
       DATABASE_URL="postgres://$db:$db@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
       setsid nohup "$(service_binary "$name")" >>"$LOGS/$name.log" 2>&1 </dev/null &
