@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Jaeger and Prometheus for the native local stack; sourced by stack.sh, which defines say, step,
 # die, port_open, pid_alive, wait_until, stop_pid, STATE, LOGS, ROOT and the services' ports.
 #
