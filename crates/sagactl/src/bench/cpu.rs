@@ -33,6 +33,12 @@ fn group_of(pid: u32, cmdline: &str, comm: &str) -> Option<String> {
     if cmdline.contains("quarkus-run.jar") || cmdline.contains("apicurio") {
         return Some("schema registry".into());
     }
+    if program.starts_with("jaeger") {
+        return Some("jaeger (traces)".into());
+    }
+    if program == "prometheus" {
+        return Some("prometheus (metrics)".into());
+    }
     for service in ["order", "payment", "inventory", "shipping"] {
         if program == format!("{service}-service") {
             return Some(format!("{service} service"));
