@@ -56,6 +56,9 @@ trap 'rm -f "$log"' EXIT
 status=0
 # The fault tests drive sagactl as a person would.
 cargo build --quiet -p sagactl
+# The compatibility gate: every version of every event against every earlier one, both
+# directions, and against the running registry.
+target/debug/sagactl schemas check
 cargo test --workspace --no-fail-fast --features "$SERVICE_FEATURES" 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      END { printf "\ntests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"

@@ -31,8 +31,9 @@ SERVICE_FEATURES=${SERVICE_FEATURES:-}
 APICURIO_VERSION=3.3.3
 # Apicurio's Confluent API; the registry answers on it once its storage is ready.
 REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7
-# At least as strict as the design asks: a new version must read every earlier one.
-REGISTRY_COMPATIBILITY=BACKWARD_TRANSITIVE
+# Producers and consumers deploy independently, in both directions: a new version must read
+# every earlier one and be read by it (`sagactl schemas check` is the same gate, before shipping).
+REGISTRY_COMPATIBILITY=FULL_TRANSITIVE
 
 # One database and one login role per service, plus the registry's, plus saga_test where the
 # messaging crate's integration tests make a schema each. Each role can open only the database of

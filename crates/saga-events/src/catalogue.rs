@@ -72,7 +72,9 @@ pub fn self_contained_schema(file: &str, source: &str) -> Result<String, SchemaF
     self_contained(file, source, &common)
 }
 
-fn parse_common(sources: &[(&str, &str)]) -> Result<BTreeMap<String, Json>, SchemaFileError> {
+pub(crate) fn parse_common(
+    sources: &[(&str, &str)],
+) -> Result<BTreeMap<String, Json>, SchemaFileError> {
     sources
         .iter()
         .map(|(file, text)| {
@@ -89,7 +91,7 @@ fn parse_common(sources: &[(&str, &str)]) -> Result<BTreeMap<String, Json>, Sche
         .collect()
 }
 
-fn self_contained(
+pub(crate) fn self_contained(
     file: &str,
     source: &str,
     common: &BTreeMap<String, Json>,

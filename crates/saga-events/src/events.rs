@@ -233,9 +233,10 @@ pub struct ShipmentCancelled {
 }
 
 /// Declares the event catalogue once: each event's type, the service (and so the topic) that
-/// publishes it, and the schema file it comes from.
+/// publishes it, and the version of its schema this build writes (`schemas/<service>/<Event>/
+/// v<version>.avsc`; earlier versions stay beside it, frozen, for the compatibility gate).
 macro_rules! saga_events {
-    ($($event:ident => $service:ident / $namespace:literal;)+) => {
+    ($($event:ident => $service:ident / $namespace:literal / $version:literal;)+) => {
         /// Every kind of saga event.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum EventType {
@@ -266,17 +267,26 @@ macro_rules! saga_events {
                 }
             }
 
-            /// Path of the schema file, relative to `schemas/`.
+            /// The version of this event's schema that this build writes and reads into.
+            pub fn schema_version(self) -> u32 {
+                match self {
+                    $(EventType::$event => $version,)+
+                }
+            }
+
+            /// Path of the schema file of [`EventType::schema_version`], relative to `schemas/`.
             pub fn schema_path(self) -> &'static str {
                 match self {
-                    $(EventType::$event => concat!($namespace, "/", stringify!($event), ".avsc"),)+
+                    $(EventType::$event => concat!(
+                        $namespace, "/", stringify!($event), "/v", $version, ".avsc"
+                    ),)+
                 }
             }
 
             pub(crate) fn schema_source(self) -> &'static str {
                 match self {
                     $(EventType::$event => include_str!(concat!(
-                        "../../../schemas/", $namespace, "/", stringify!($event), ".avsc"
+                        "../../../schemas/", $namespace, "/", stringify!($event), "/v", $version, ".avsc"
                     )),)+
                 }
             }
@@ -365,21 +375,22 @@ macro_rules! saga_events {
 }
 
 saga_events! {
-    OrderPlaced => Order / "order";
-    OrderConfirmed => Order / "order";
-    OrderCancelled => Order / "order";
-    PaymentAuthorized => Payment / "payment";
-    PaymentDeclined => Payment / "payment";
-    PaymentRefunded => Payment / "payment";
-    StockReserved => Inventory / "inventory";
-    StockReservationFailed => Inventory / "inventory";
-    StockReleased => Inventory / "inventory";
-    ShipmentScheduled => Shipping / "shipping";
-    ShipmentFailed => Shipping / "shipping";
-    ShipmentCancelled => Shipping / "shipping";
+    OrderPlaced => Order / "order" / 2;
+    OrderConfirmed => Order / "order" / 1;
+    OrderCancelled => Order / "order" / 2;
+    PaymentAuthorized => Payment / "payment" / 2;
+    PaymentDeclined => Payment / "payment" / 1;
+    PaymentRefunded => Payment / "payment" / 2;
+    StockReserved => Inventory / "inventory" / 2;
+    StockReservationFailed => Inventory / "inventory" / 1;
+    StockReleased => Inventory / "inventory" / 1;
+    ShipmentScheduled => Shipping / "shipping" / 1;
+    ShipmentFailed => Shipping / "shipping" / 1;
+    ShipmentCancelled => Shipping / "shipping" / 1;
 }
 
-/// Every schema file compiled into this crate, relative to `schemas/`.
+/// Every schema file compiled into this crate (the current version of each event and the shared
+/// types), relative to `schemas/`.
 pub fn embedded_schema_files() -> Vec<&'static str> {
     COMMON_SCHEMA_SOURCES
         .iter()

@@ -9,6 +9,7 @@ mod causality;
 mod codec;
 mod error;
 mod events;
+pub mod history;
 pub mod registry;
 mod topics;
 

@@ -7,6 +7,7 @@ pub mod databases;
 pub mod dlq;
 pub mod output;
 pub mod saga;
+pub mod schemas;
 pub mod stuck;
 pub mod tail;
 pub mod topics;

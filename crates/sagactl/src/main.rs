@@ -6,12 +6,13 @@
 //! sagactl saga <order_id>                          one order's events across all topics
 //! sagactl stuck --older-than 10s                   sagas not ended: what each waits for, parked messages
 //! sagactl bench --orders 1000 --concurrency 32     throughput and latency of whole sagas
+//! sagactl schemas check                            the compatibility gate of every event's versions
 //! ```
 
 use clap::{Parser, Subcommand};
 use saga_events::{EventCodec, TopicNames};
 use saga_messaging::KafkaSettings;
-use sagactl::{Context, audit, bench, dlq, saga, stuck, tail, topics};
+use sagactl::{Context, audit, bench, dlq, saga, schemas, stuck, tail, topics};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,6 +63,9 @@ enum Command {
     /// Sagas that have not ended: what each waits for and which service owes it, and any of
     /// its messages parked or dead-lettered anywhere.
     Stuck(stuck::StuckArgs),
+    /// The events' schema history: the compatibility gate, what changed, freezing shipped versions.
+    #[command(subcommand)]
+    Schemas(schemas::SchemasCommand),
     /// One order's saga: its events across the four topics, causes before effects.
     Saga {
         /// The order id.
@@ -86,6 +90,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&context, args).await,
         Command::Stuck(args) => stuck::run(&context, args).await,
         Command::Dlq(command) => dlq::run(&context, command).await,
+        Command::Schemas(command) => {
+            if !schemas::run(&context, command).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Audit(args) => {
             let clean = audit::run(&context, args).await?;
             if !clean {
