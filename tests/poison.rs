@@ -50,6 +50,7 @@ async fn poison_lands_in_the_right_dead_letter_topics_and_orders_keep_flowing() 
                 payment_method: "tok_visa".into(),
                 shipping_address: address.clone(),
                 deadline_at: None,
+                customer_email: None,
             }
             .into(),
             "payment.events" => PaymentAuthorized {

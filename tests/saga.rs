@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -553,6 +554,32 @@ async fn every_event_of_an_order_carries_the_trace_of_its_http_request() -> anyh
     Ok(())
 }
 
+/// `OrderPlaced` v3 carries the customer's e-mail: Order keeps it and Payment, which knows v3,
+/// sends the receipt there. Orders without one go through as before.
+#[tokio::test]
+async fn the_customers_email_travels_to_the_payment_receipt() -> anyhow::Result<()> {
+    let api = Api::from_env()?;
+    let sku = unique_sku("email");
+    api.set_stock(&sku, 5).await?;
+    let mut body = order_body(&[(&sku, 1, 1200)], "GB", "tok_visa");
+    body["customer_email"] = Value::from("ada@example.org");
+    let with_email = api.place(&body).await?;
+    let without_email = api
+        .place(&order_body(&[(&sku, 1, 1200)], "GB", "tok_visa"))
+        .await?;
+    for order_id in [&with_email, &without_email] {
+        let order = api.wait_terminal(order_id, Duration::from_secs(60)).await?;
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
+    }
+    let order = api.order(&with_email).await?.context("the order")?;
+    assert_eq!(order["customer_email"], "ada@example.org", "{order}");
+    let payment = api.payment(&with_email).await?.context("its payment")?;
+    assert_eq!(payment["receipt_email"], "ada@example.org", "{payment}");
+    let payment = api.payment(&without_email).await?.context("its payment")?;
+    assert_eq!(payment["receipt_email"], Value::Null, "{payment}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn bad_requests_get_problem_documents() -> anyhow::Result<()> {
     let api = Api::from_env()?;
@@ -589,6 +616,15 @@ async fn bad_requests_get_problem_documents() -> anyhow::Result<()> {
             },
             422,
             "customer_id",
+        ),
+        (
+            {
+                let mut body = order_body(&[("SKU-1", 1, 100)], "GB", "tok_visa");
+                body["customer_email"] = Value::from("ada at example.org");
+                body.to_string()
+            },
+            422,
+            "customer_email",
         ),
     ];
     for (body, status, mentions) in cases {

@@ -128,6 +128,9 @@ pub struct OrderPlaced {
     pub shipping_address: Address,
     /// UTC epoch milliseconds; `None` from writers older than deadlines.
     pub deadline_at: Option<i64>,
+    /// Where receipts and shipping notices go, if the customer gave one; `None` from writers
+    /// older than v3.
+    pub customer_email: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
@@ -375,7 +378,7 @@ macro_rules! saga_events {
 }
 
 saga_events! {
-    OrderPlaced => Order / "order" / 2;
+    OrderPlaced => Order / "order" / 3;
     OrderConfirmed => Order / "order" / 1;
     OrderCancelled => Order / "order" / 2;
     PaymentAuthorized => Payment / "payment" / 2;

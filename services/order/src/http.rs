@@ -181,6 +181,7 @@ fn order_placed(
             country: address.country.clone(),
         },
         deadline_at: Some(deadline_at.timestamp_millis()),
+        customer_email: request.customer_email.clone(),
     }
 }
 

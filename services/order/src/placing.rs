@@ -42,6 +42,9 @@ pub struct PlaceOrder {
     /// A payment token, `tok_…` (`tok_decline` is always declined).
     pub payment_method: String,
     pub shipping_address: ShippingAddress,
+    /// Where the receipt and shipping notices go (optional; at most 254 characters, one `@`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_email: Option<String>,
 }
 
 /// Checks every rule and computes the total in minor units; all violations are reported at once.
@@ -94,8 +97,32 @@ pub fn validate(order: &PlaceOrder) -> Result<i64, Vec<FieldError>> {
         2,
         "an ISO 3166-1 alpha-2 country code",
     );
+    if let Some(email) = &order.customer_email {
+        v.text("customer_email", email, 254);
+        if !looks_like_an_email(email) {
+            v.add(
+                "customer_email",
+                "must be an e-mail address: one '@', a name before it and a domain after it, no spaces",
+            );
+        }
+    }
     v.into_result()?;
     total_cents(&order.items).ok_or_else(|| vec![FieldError::new("items", "total is too large")])
+}
+
+/// The shape of an address, not whether it exists: that only a mail sent to it can tell.
+fn looks_like_an_email(text: &str) -> bool {
+    let mut parts = text.split('@');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(local), Some(domain), None) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !text.chars().any(char::is_whitespace)
+        }
+        _ => false,
+    }
 }
 
 /// Sum of quantity × unit price, or None on overflow (impossible within the validated bounds).
@@ -135,12 +162,35 @@ mod tests {
                 postal_code: "N1".into(),
                 country: "GB".into(),
             },
+            customer_email: None,
         }
     }
 
     #[test]
     fn a_valid_order_totals_its_lines_in_cents() {
         assert_eq!(validate(&order()), Ok(3_499));
+    }
+
+    #[test]
+    fn an_email_is_optional_and_must_look_like_one() {
+        let mut with_email = order();
+        with_email.customer_email = Some("ada@example.org".into());
+        assert_eq!(validate(&with_email), Ok(3_499));
+        for bad in [
+            "ada",
+            "ada@",
+            "@example.org",
+            "ada@example",
+            "a b@example.org",
+            "a@b@c.org",
+        ] {
+            with_email.customer_email = Some(bad.into());
+            let errors = validate(&with_email).expect_err(bad);
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert_eq!(errors[0].field, "customer_email", "{bad}");
+        }
+        with_email.customer_email = Some(format!("{}@example.org", "a".repeat(250)));
+        assert!(validate(&with_email).is_err(), "longer than 254 characters");
     }
 
     #[test]

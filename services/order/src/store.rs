@@ -34,6 +34,8 @@ pub struct OrderView {
     pub total_cents: i64,
     pub payment_method: String,
     pub shipping_address: ShippingAddress,
+    /// Where receipts go, if the customer gave an address.
+    pub customer_email: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -53,6 +55,7 @@ impl OrderView {
             total_cents,
             payment_method: request.payment_method,
             shipping_address: request.shipping_address,
+            customer_email: request.customer_email,
             created_at: placed.created_at,
             updated_at: placed.created_at,
         }
@@ -72,6 +75,7 @@ struct OrderRow {
     total_cents: i64,
     payment_method: String,
     shipping_address: Json<ShippingAddress>,
+    customer_email: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -90,6 +94,7 @@ impl From<OrderRow> for OrderView {
             total_cents: row.total_cents,
             payment_method: row.payment_method,
             shipping_address: row.shipping_address.0,
+            customer_email: row.customer_email,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -115,8 +120,9 @@ pub async fn insert_order(
 ) -> Result<Placed, sqlx::Error> {
     let (created_at, deadline_at) = sqlx::query_as(
         "INSERT INTO orders (order_id, customer_id, status, currency, total_cents, payment_method,
-                             items, shipping_address, deadline_at, placed_event_id)
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9)
+                             items, shipping_address, deadline_at, placed_event_id,
+                             customer_email)
+         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, $10)
          RETURNING created_at, deadline_at",
     )
     .bind(order_id)
@@ -128,6 +134,7 @@ pub async fn insert_order(
     .bind(Json(&order.shipping_address))
     .bind(deadline_at)
     .bind(placed_event_id)
+    .bind(&order.customer_email)
     .fetch_one(conn)
     .await?;
     Ok(Placed {
@@ -176,8 +183,8 @@ pub async fn find_order(
 ) -> Result<Option<OrderView>, sqlx::Error> {
     let row: Option<OrderRow> = sqlx::query_as(
         "SELECT order_id, status, cancellation_reason, compensation, deadline_at, customer_id,
-                items, currency, total_cents, payment_method, shipping_address, created_at,
-                updated_at
+                items, currency, total_cents, payment_method, shipping_address, customer_email,
+                created_at, updated_at
          FROM orders WHERE order_id = $1",
     )
     .bind(order_id)

@@ -54,6 +54,8 @@ pub struct Payment {
     pub payment_method: String,
     pub decline_reason: Option<String>,
     pub refund_reason: Option<CancellationReason>,
+    /// Where the receipt goes: the customer's e-mail from `OrderPlaced` (v3 on), if given.
+    pub receipt_email: Option<String>,
 }
 
 /// What Payment knows of one order.
@@ -171,6 +173,7 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
         payment_method: placed.payment_method.clone(),
         decline_reason: declined.clone(),
         refund_reason: None,
+        receipt_email: placed.customer_email.clone(),
     };
     let metadata = EventMetadata::caused_by(&placed.metadata, PRODUCER);
     let told: SagaEvent = match declined {
@@ -295,6 +298,7 @@ mod tests {
                 country: "GB".into(),
             },
             deadline_at,
+            customer_email: None,
         }
         .into()
     }
@@ -366,6 +370,27 @@ mod tests {
             panic!("not an authorization");
         };
         assert_eq!(authorized.deadline_at, Some(NOW + 30_000));
+        Ok(())
+    }
+
+    #[test]
+    fn the_receipt_goes_to_the_email_of_a_v3_order_and_nowhere_for_an_older_one()
+    -> Result<(), Refused> {
+        let SagaEvent::OrderPlaced(mut v3) = placed("tok_visa", 5_000, None) else {
+            panic!("not an OrderPlaced");
+        };
+        v3.customer_email = Some("ada@example.org".into());
+        let decision = given(nothing_yet()).when(v3.into())?;
+        let payment = decision.standing.payment.expect("a payment");
+        assert_eq!(payment.receipt_email.as_deref(), Some("ada@example.org"));
+
+        // What a v1 or v2 writer sent reads as no e-mail: the payment goes through without one.
+        let decision = given(nothing_yet()).when(placed("tok_visa", 5_000, None))?;
+        assert_eq!(status(&decision), Some(PaymentStatus::Authorized));
+        assert_eq!(
+            decision.standing.payment.expect("a payment").receipt_email,
+            None
+        );
         Ok(())
     }
 

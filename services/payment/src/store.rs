@@ -23,6 +23,8 @@ pub struct PaymentView {
     pub currency: String,
     pub decline_reason: Option<String>,
     pub refund_reason: Option<String>,
+    /// Where the receipt goes: the e-mail the customer gave with the order, if any.
+    pub receipt_email: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -33,7 +35,7 @@ pub async fn find(
 ) -> Result<Option<PaymentView>, sqlx::Error> {
     sqlx::query_as(
         "SELECT order_id, payment_id, status, amount_cents, currency, decline_reason, refund_reason,
-                created_at, updated_at
+                receipt_email, created_at, updated_at
          FROM payments WHERE order_id = $1",
     )
     .bind(order_id)
@@ -51,6 +53,7 @@ struct StandingRow {
     payment_method: Option<String>,
     decline_reason: Option<String>,
     refund_reason: Option<String>,
+    receipt_email: Option<String>,
     closed: Option<String>,
 }
 
@@ -77,6 +80,7 @@ impl StandingRow {
                 payment_method: self.payment_method.unwrap_or_default(),
                 decline_reason: self.decline_reason,
                 refund_reason: reason(self.refund_reason)?,
+                receipt_email: self.receipt_email,
             }),
             _ => None,
         };
@@ -94,7 +98,7 @@ pub async fn standings(
 ) -> Result<HashMap<Uuid, Standing>, sqlx::Error> {
     let rows: Vec<StandingRow> = sqlx::query_as(
         "SELECT o.order_id, p.payment_id, p.status, p.amount_cents, p.currency, p.payment_method,
-                p.decline_reason, p.refund_reason, c.reason AS closed
+                p.decline_reason, p.refund_reason, p.receipt_email, c.reason AS closed
          FROM unnest($1::uuid[]) AS o(order_id)
          LEFT JOIN payments p ON p.order_id = o.order_id
          LEFT JOIN closed_orders c ON c.order_id = o.order_id
@@ -123,9 +127,9 @@ pub async fn save(
         };
         sqlx::query(
             "INSERT INTO payments (order_id, payment_id, status, amount_cents, currency,
-                                   payment_method, decline_reason, refund_reason)
+                                   payment_method, decline_reason, refund_reason, receipt_email)
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
-                                  $6::text[], $7::text[], $8::text[])
+                                  $6::text[], $7::text[], $8::text[], $9::text[])
              ON CONFLICT (order_id) DO UPDATE
                  SET status = EXCLUDED.status, refund_reason = EXCLUDED.refund_reason,
                      updated_at = now()",
@@ -148,6 +152,7 @@ pub async fn save(
         .bind(column(|p| Some(p.payment_method.clone())))
         .bind(column(|p| p.decline_reason.clone()))
         .bind(column(|p| p.refund_reason.map(|r| r.as_str().to_owned())))
+        .bind(column(|p| p.receipt_email.clone()))
         .execute(&mut *conn)
         .await?;
     }

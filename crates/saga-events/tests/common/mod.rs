@@ -96,6 +96,7 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             payment_method: "tok_visa".into(),
             shipping_address: address.clone(),
             deadline_at: Some(1_764_000_030_000),
+            customer_email: Some("ada@example.org".into()),
         }
         .into(),
         OrderConfirmed {
