@@ -31,6 +31,25 @@ impl Service {
         Service::ALL.into_iter().find(|s| s.name() == name)
     }
 
+    /// Whether this service reacts to events of `event_type`; it acknowledges the others on the
+    /// topics it reads unread. With [`Service::consumes`], the whole wiring of the choreography.
+    pub fn reacts_to(self, event_type: crate::EventType) -> bool {
+        use crate::EventType::*;
+        match self {
+            // Every event of every order goes into the timeline.
+            Service::Order => true,
+            Service::Payment => matches!(
+                event_type,
+                OrderPlaced | StockReservationFailed | ShipmentFailed | OrderCancelled
+            ),
+            Service::Inventory => matches!(
+                event_type,
+                PaymentAuthorized | ShipmentFailed | OrderCancelled
+            ),
+            Service::Shipping => matches!(event_type, StockReserved | OrderCancelled),
+        }
+    }
+
     /// The services whose event topics this service consumes (besides its own retry topic):
     /// the choreography's wiring, in one place for the services, the tools and the tests.
     pub fn consumes(self) -> &'static [Service] {

@@ -23,6 +23,8 @@ pub enum SchemasCommand {
     Check(CheckArgs),
     /// What changed between two versions of an event (default: the newest and the one before).
     Diff(DiffArgs),
+    /// Generates the AsyncAPI 3 catalogue and its Markdown page (`--check`: fail if stale).
+    Asyncapi(crate::catalogue::AsyncApiArgs),
     /// Rewrites every shipped version (all but each event's newest) in self-contained form.
     Freeze {
         /// The schemas directory.
@@ -72,6 +74,7 @@ fn load(dir: &std::path::Path) -> anyhow::Result<SchemaHistory> {
 pub async fn run(context: &Context, command: SchemasCommand) -> anyhow::Result<bool> {
     match command {
         SchemasCommand::Check(args) => check(context, args).await,
+        SchemasCommand::Asyncapi(args) => crate::catalogue::run(&args),
         SchemasCommand::Diff(args) => {
             let history = load(&args.dir)?;
             let event = history

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use saga_events::{EventType, SagaEvent};
+use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::{Arrival, HandlerError, Reactions, Refusal};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -17,10 +17,7 @@ pub struct InventoryReactions;
 
 impl Reactions for InventoryReactions {
     fn wants(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::PaymentAuthorized | EventType::ShipmentFailed | EventType::OrderCancelled
-        )
+        Service::Inventory.reacts_to(event_type)
     }
 
     async fn react(

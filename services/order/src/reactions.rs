@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use saga_events::{EventType, SagaEvent};
+use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::{
     Arrival, Delivery, HandlerError, Reactions, Refusal, headers, parse_uuid, trace,
 };
@@ -20,9 +20,8 @@ use crate::timeline::{self, RecordedEvent};
 pub struct OrderReactions;
 
 impl Reactions for OrderReactions {
-    fn wants(&self, _event_type: EventType) -> bool {
-        // Every event of every order goes into the timeline.
-        true
+    fn wants(&self, event_type: EventType) -> bool {
+        Service::Order.reacts_to(event_type)
     }
 
     /// Only the reports that end a pending saga are waited on; the rest feed the timeline and

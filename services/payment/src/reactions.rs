@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use saga_events::{EventType, SagaEvent};
+use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::{Arrival, HandlerError, Reactions, Refusal};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -18,13 +18,7 @@ pub struct PaymentReactions {
 
 impl Reactions for PaymentReactions {
     fn wants(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::OrderPlaced
-                | EventType::StockReservationFailed
-                | EventType::ShipmentFailed
-                | EventType::OrderCancelled
-        )
+        Service::Payment.reacts_to(event_type)
     }
 
     async fn react(

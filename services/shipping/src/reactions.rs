@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use saga_events::{EventType, SagaEvent};
+use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::{Arrival, Reactions, Refusal};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -18,10 +18,7 @@ pub struct ShippingReactions {
 
 impl Reactions for ShippingReactions {
     fn wants(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::StockReserved | EventType::OrderCancelled
-        )
+        Service::Shipping.reacts_to(event_type)
     }
 
     async fn react(
