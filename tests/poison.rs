@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_e2e::*;
 use saga_events::{
-    Address, EventCodec, EventMetadata, OrderPlaced, PaymentAuthorized, SagaEvent,
+    Address, EventCodec, EventMetadata, Money, OrderPlaced, PaymentAuthorized, SagaEvent,
     ShipmentScheduled, StockLine, StockReleased, StockReservationFailed, StockReserved, TopicNames,
 };
 use saga_messaging::reader::PartitionReader;
@@ -45,8 +45,10 @@ async fn poison_lands_in_the_right_dead_letter_topics_and_orders_keep_flowing() 
                 order_id,
                 customer_id: "c".into(),
                 items: vec![],
-                currency: "EUR".into(),
-                total_cents: 1,
+                total: Money {
+                    amount_minor: 1,
+                    currency: "EUR".into(),
+                },
                 payment_method: "tok_visa".into(),
                 shipping_address: address.clone(),
                 deadline_at: None,

@@ -19,6 +19,7 @@ use crate::error::{CodecError, DecodeError};
 use crate::events::{EventType, SagaEvent};
 use crate::registry::{RegistryClient, RegistryError};
 use crate::topics::{Service, TopicNames};
+use crate::upcast::{self, Upcaster};
 
 /// An event ready to produce: Kafka key is the order id so one order's events stay in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,10 +59,23 @@ struct Inner {
 #[derive(Debug)]
 struct WriterSchema {
     schema: Schema,
-    full_name: String,
+    full_name: Arc<str>,
+    /// The current event its records become (through the upcaster chain for an older major).
     event_type: Option<EventType>,
     /// Whether values written with it can be read without schema resolution.
     same_as_reader: bool,
+    /// For a record of an older major: the steps to the current one, and the older major's last
+    /// version, which every record of it is resolved to first.
+    upcast: Option<(Vec<&'static Upcaster>, Schema)>,
+}
+
+/// A decoded event and the record it was written as (an older major's name for an upcast one).
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub event: SagaEvent,
+    /// The writer's record full name, e.g. `saga.order.OrderPlaced` (major 1) or
+    /// `saga.order.v2.OrderPlaced`.
+    pub written_as: Arc<str>,
 }
 
 /// Size of the Confluent wire-format header: magic byte + schema id.
@@ -230,15 +244,21 @@ impl EventCodec {
     }
 
     /// Decodes a payload into the current Rust type of its event, resolving it from the writer's
-    /// schema (so older writers with fewer fields still decode, using the defaults).
+    /// schema (so older writers with fewer fields still decode, using the defaults) and carrying
+    /// a record of an older major through the upcaster chain.
     pub async fn decode(&self, payload: &[u8]) -> Result<SagaEvent, DecodeError> {
+        Ok(self.decode_written(payload).await?.event)
+    }
+
+    /// [`EventCodec::decode`], also saying which record the writer wrote.
+    pub async fn decode_written(&self, payload: &[u8]) -> Result<Decoded, DecodeError> {
         let (id, body) = split_wire(payload)?;
         let writer = self.writer_schema(id).await?;
         let event_type = writer
             .event_type
             .ok_or_else(|| DecodeError::UnknownEventType {
                 id,
-                full_name: writer.full_name.clone(),
+                full_name: writer.full_name.to_string(),
             })?;
         let reader = &self.inner.catalogue.get(event_type).schema;
         let unreadable = |detail: String| DecodeError::Unreadable {
@@ -246,16 +266,34 @@ impl EventCodec {
             event_type: event_type.name().to_owned(),
             detail,
         };
-        let value = read_value(
-            &writer.schema,
-            (!writer.same_as_reader).then_some(reader),
-            body,
-        )
-        .map_err(|e| match e {
+        let read_failure = |e: ReadFailure| match e {
             ReadFailure::Malformed(detail) => DecodeError::Malformed { id, detail },
             ReadFailure::Resolution(detail) => unreadable(detail),
-        })?;
-        SagaEvent::from_avro_value(event_type, &value).map_err(|e| unreadable(e.to_string()))
+        };
+        let value = match &writer.upcast {
+            None => read_value(
+                &writer.schema,
+                (!writer.same_as_reader).then_some(reader),
+                body,
+            )
+            .map_err(read_failure)?,
+            Some((steps, older_reader)) => {
+                let mut value =
+                    read_value(&writer.schema, Some(older_reader), body).map_err(read_failure)?;
+                for step in steps {
+                    value = step.convert(value).map_err(|e| unreadable(e.to_string()))?;
+                }
+                value
+                    .resolve(reader)
+                    .map_err(|e| unreadable(e.to_string()))?
+            }
+        };
+        let event = SagaEvent::from_avro_value(event_type, &value)
+            .map_err(|e| unreadable(e.to_string()))?;
+        Ok(Decoded {
+            event,
+            written_as: writer.full_name.clone(),
+        })
     }
 
     /// Decodes a payload into JSON with its writer schema, without needing a Rust type: what the
@@ -274,7 +312,7 @@ impl EventCodec {
             id,
             detail: e.to_string(),
         })?;
-        Ok((writer.full_name.clone(), json))
+        Ok((writer.full_name.to_string(), json))
     }
 
     /// Every subject the registry holds.
@@ -314,15 +352,35 @@ impl EventCodec {
             detail: format!("the registry's schema {id} does not parse: {e}"),
         })?;
         let full_name = schema.name().map(|n| n.fullname(None)).unwrap_or_default();
-        let event_type = EventType::from_full_name(&full_name);
-        let same_as_reader = event_type.is_some_and(|t| {
-            self.inner.catalogue.get(t).schema.canonical_form() == schema.canonical_form()
-        });
+        let steps = upcast::path(&full_name);
+        let (event_type, upcast) = match steps.first() {
+            None => (EventType::from_full_name(&full_name), None),
+            Some(first) => {
+                let older_reader =
+                    Schema::parse_str(first.reader_source).map_err(|e| DecodeError::Malformed {
+                        id,
+                        detail: format!(
+                            "the upcaster's schema {} does not parse: {e}",
+                            first.reader_file
+                        ),
+                    })?;
+                let target = steps.last().map(|s| s.to).unwrap_or_default();
+                (
+                    EventType::from_full_name(target),
+                    Some((steps, older_reader)),
+                )
+            }
+        };
+        let same_as_reader = upcast.is_none()
+            && event_type.is_some_and(|t| {
+                self.inner.catalogue.get(t).schema.canonical_form() == schema.canonical_form()
+            });
         let writer = Arc::new(WriterSchema {
             schema,
-            full_name,
+            full_name: full_name.into(),
             event_type,
             same_as_reader,
+            upcast,
         });
         self.inner
             .writers

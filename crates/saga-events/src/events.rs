@@ -61,6 +61,16 @@ pub struct OrderLine {
     pub unit_price_cents: i64,
 }
 
+/// An amount and its currency (`schemas/common/Money.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.common")]
+pub struct Money {
+    /// In the currency's minor units.
+    pub amount_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "saga.common")]
 pub struct StockLine {
@@ -115,15 +125,16 @@ impl CancellationReason {
     }
 }
 
+/// Major 2 (`saga.order.v2.OrderPlaced`): the total is [`Money`]. Records of major 1 are upcast
+/// on decoding ([`crate::upcast`]), so a consumer only ever sees this shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.order")]
+#[avro(namespace = "saga.order.v2")]
 pub struct OrderPlaced {
     pub metadata: EventMetadata,
     pub order_id: String,
     pub customer_id: String,
     pub items: Vec<OrderLine>,
-    pub currency: String,
-    pub total_cents: i64,
+    pub total: Money,
     pub payment_method: String,
     pub shipping_address: Address,
     /// UTC epoch milliseconds; `None` from writers older than deadlines.
@@ -236,10 +247,11 @@ pub struct ShipmentCancelled {
 }
 
 /// Declares the event catalogue once: each event's type, the service (and so the topic) that
-/// publishes it, and the version of its schema this build writes (`schemas/<service>/<Event>/
-/// v<version>.avsc`; earlier versions stay beside it, frozen, for the compatibility gate).
+/// publishes it, the version of its schema this build writes (`schemas/<service>/<Event>/
+/// v<version>.avsc`; earlier versions stay beside it, frozen, for the compatibility gate) and its
+/// record's namespace (a new major is a new namespace, so a new subject).
 macro_rules! saga_events {
-    ($($event:ident => $service:ident / $namespace:literal / $version:literal;)+) => {
+    ($($event:ident => $service:ident / $dir:literal / $version:literal / $namespace:literal;)+) => {
         /// Every kind of saga event.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum EventType {
@@ -259,7 +271,7 @@ macro_rules! saga_events {
             /// The Avro full name, e.g. `saga.order.OrderPlaced`; subjects are `<topic>-<full name>`.
             pub fn full_name(self) -> &'static str {
                 match self {
-                    $(EventType::$event => concat!("saga.", $namespace, ".", stringify!($event)),)+
+                    $(EventType::$event => concat!($namespace, ".", stringify!($event)),)+
                 }
             }
 
@@ -281,7 +293,7 @@ macro_rules! saga_events {
             pub fn schema_path(self) -> &'static str {
                 match self {
                     $(EventType::$event => concat!(
-                        $namespace, "/", stringify!($event), "/v", $version, ".avsc"
+                        $dir, "/", stringify!($event), "/v", $version, ".avsc"
                     ),)+
                 }
             }
@@ -289,7 +301,7 @@ macro_rules! saga_events {
             pub(crate) fn schema_source(self) -> &'static str {
                 match self {
                     $(EventType::$event => include_str!(concat!(
-                        "../../../schemas/", $namespace, "/", stringify!($event), "/v", $version, ".avsc"
+                        "../../../schemas/", $dir, "/", stringify!($event), "/v", $version, ".avsc"
                     )),)+
                 }
             }
@@ -378,18 +390,18 @@ macro_rules! saga_events {
 }
 
 saga_events! {
-    OrderPlaced => Order / "order" / 3;
-    OrderConfirmed => Order / "order" / 1;
-    OrderCancelled => Order / "order" / 2;
-    PaymentAuthorized => Payment / "payment" / 2;
-    PaymentDeclined => Payment / "payment" / 1;
-    PaymentRefunded => Payment / "payment" / 2;
-    StockReserved => Inventory / "inventory" / 2;
-    StockReservationFailed => Inventory / "inventory" / 1;
-    StockReleased => Inventory / "inventory" / 1;
-    ShipmentScheduled => Shipping / "shipping" / 1;
-    ShipmentFailed => Shipping / "shipping" / 1;
-    ShipmentCancelled => Shipping / "shipping" / 1;
+    OrderPlaced => Order / "order" / 4 / "saga.order.v2";
+    OrderConfirmed => Order / "order" / 1 / "saga.order";
+    OrderCancelled => Order / "order" / 2 / "saga.order";
+    PaymentAuthorized => Payment / "payment" / 2 / "saga.payment";
+    PaymentDeclined => Payment / "payment" / 1 / "saga.payment";
+    PaymentRefunded => Payment / "payment" / 2 / "saga.payment";
+    StockReserved => Inventory / "inventory" / 2 / "saga.inventory";
+    StockReservationFailed => Inventory / "inventory" / 1 / "saga.inventory";
+    StockReleased => Inventory / "inventory" / 1 / "saga.inventory";
+    ShipmentScheduled => Shipping / "shipping" / 1 / "saga.shipping";
+    ShipmentFailed => Shipping / "shipping" / 1 / "saga.shipping";
+    ShipmentCancelled => Shipping / "shipping" / 1 / "saga.shipping";
 }
 
 /// Every schema file compiled into this crate (the current version of each event and the shared
@@ -419,6 +431,10 @@ pub(crate) const COMMON_SCHEMA_SOURCES: &[(&str, &str)] = &[
     (
         "common/Address.avsc",
         include_str!("../../../schemas/common/Address.avsc"),
+    ),
+    (
+        "common/Money.avsc",
+        include_str!("../../../schemas/common/Money.avsc"),
     ),
     (
         "common/CancellationReason.avsc",

@@ -291,6 +291,37 @@ impl SchemaHistory {
         })
     }
 
+    /// Every new major without its step in the upcaster chain ([`crate::upcast::CHAIN`]), and
+    /// every step that does not read its major's last version: records of an older major must
+    /// be handled exactly like the newest, and only a step can make them so.
+    pub fn upcast_gaps(&self) -> Vec<String> {
+        let mut gaps = Vec::new();
+        for event in &self.events {
+            for pair in event.versions.windows(2) {
+                let (older, newer) = (&pair[0], &pair[1]);
+                if older.full_name == newer.full_name {
+                    continue;
+                }
+                match crate::upcast::CHAIN.iter().find(|s| s.from == older.full_name) {
+                    None => gaps.push(format!(
+                        "{} v{} starts a new major ({}), but no upcaster carries {} to it: add a step to crates/saga-events/src/upcast.rs",
+                        event.event, newer.version, newer.full_name, older.full_name
+                    )),
+                    Some(step) if step.to != newer.full_name => gaps.push(format!(
+                        "{}: the upcaster of {} goes to {}, but v{} is {}",
+                        event.event, older.full_name, step.to, newer.version, newer.full_name
+                    )),
+                    Some(step) if step.reader_file != older.file => gaps.push(format!(
+                        "{}: the upcaster of {} reads {}, but that major's last version is {}",
+                        event.event, older.full_name, step.reader_file, older.file
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        gaps
+    }
+
     /// Every pair of versions of the same record that cannot read each other, in either
     /// direction; breaks on record in `accepted-breaks.txt` carry their reason.
     pub fn breaks(&self) -> Vec<Break> {

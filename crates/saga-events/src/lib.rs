@@ -12,10 +12,11 @@ mod events;
 pub mod history;
 pub mod registry;
 mod topics;
+pub mod upcast;
 
 pub use catalogue::{EventSchema, SchemaCatalogue, self_contained_schema};
 pub use causality::{CausalEvent, causal_order};
-pub use codec::{EncodedEvent, EventCodec, RegisteredSubject};
+pub use codec::{Decoded, EncodedEvent, EventCodec, RegisteredSubject};
 pub use error::{CodecError, DecodeError, SchemaFileError};
 pub use events::*;
 pub use registry::{RegistryClient, RegistryError};

@@ -92,13 +92,19 @@ fn every_newest_version_is_compiled_in_and_named_after_its_record() -> anyhow::R
             event_type.schema_version()
         );
         assert_eq!(event_type.schema_path(), expected_file);
-        assert_eq!(
-            event_type.full_name(),
-            format!(
-                "saga.{}.{}",
-                event_type.publisher().name(),
-                event_type.name()
-            )
+        // `saga.<publisher>.<Event>`, or `saga.<publisher>.v<major>.<Event>` from major 2 on.
+        let namespace = event_type
+            .full_name()
+            .strip_suffix(&format!(".{}", event_type.name()))
+            .unwrap_or_default();
+        let base = format!("saga.{}", event_type.publisher().name());
+        assert!(
+            namespace == base
+                || namespace
+                    .strip_prefix(&format!("{base}.v"))
+                    .is_some_and(|major| major.parse::<u32>().is_ok_and(|m| m >= 2)),
+            "{}",
+            event_type.full_name()
         );
     }
     Ok(())

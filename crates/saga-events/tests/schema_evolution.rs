@@ -1,7 +1,11 @@
-//! A compatible change, shipped: `OrderPlaced` v3 added `customer_email` (optional, default
-//! null). Against the real registry: bytes written by v1 and v2 (golden fixtures, committed under
-//! `tests/fixtures/`) decode with this build's v3 reader, and what this build writes decodes with
-//! the v1 and v2 readers.
+//! How `OrderPlaced` changed without breaking anyone, against the real registry and golden
+//! fixtures (`tests/fixtures/`, bytes written by v1, v2 and v3):
+//!
+//! - a compatible change: v3 added `customer_email` (optional, default null): what v3 wrote reads
+//!   with the v1 and v2 readers;
+//! - a breaking change done right: major 2 (`saga.order.v2.OrderPlaced`, v4 of the history) made
+//!   the total `Money`; it is a subject of its own, and every version of major 1 decodes as this
+//!   build's `OrderPlaced` through the upcaster chain.
 
 mod common;
 
@@ -50,12 +54,12 @@ fn version_schema(history: &SchemaHistory, version: u32) -> anyhow::Result<Strin
 }
 
 #[tokio::test]
-async fn bytes_written_by_v1_and_v2_decode_with_the_v3_reader() -> anyhow::Result<()> {
+async fn every_version_of_major_1_decodes_as_this_builds_order_placed() -> anyhow::Result<()> {
     let history = history()?;
     let prefix = unique_prefix("evolution-old");
     let codec = EventCodec::new(&registry_url(), TopicNames::new(&prefix))?;
     let topic = format!("{prefix}order.events");
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         let fixture = fixture(version)?;
         let writer = version_schema(&history, version)?;
         assert!(
@@ -76,58 +80,49 @@ async fn bytes_written_by_v1_and_v2_decode_with_the_v3_reader() -> anyhow::Resul
         let mut payload = vec![0];
         payload.extend_from_slice(&id.to_be_bytes());
         payload.extend_from_slice(&fixture.body);
-        let SagaEvent::OrderPlaced(decoded) = codec.decode(&payload).await? else {
+        let decoded = codec.decode_written(&payload).await?;
+        assert_eq!(&*decoded.written_as, "saga.order.OrderPlaced", "v{version}");
+        let SagaEvent::OrderPlaced(placed) = decoded.event else {
             anyhow::bail!("v{version} bytes did not decode as OrderPlaced");
         };
-        assert_eq!(decoded.customer_email, None, "v{version} had no e-mail");
+        // Upcast to major 2: the money travels as one value.
+        assert_eq!(placed.total.amount_minor, 2_500, "v{version}");
+        assert_eq!(placed.total.currency, "EUR", "v{version}");
         assert_eq!(
-            decoded.deadline_at,
-            (version == 2).then_some(1_764_000_030_000),
+            placed.customer_email.as_deref(),
+            (version == 3).then_some("ada@example.org"),
             "v{version}"
         );
-        // Every field the old writer wrote arrives as it wrote it.
-        let as_json = serde_json::to_value(&decoded)?;
+        assert_eq!(
+            placed.deadline_at,
+            (version >= 2).then_some(1_764_000_030_000),
+            "v{version}"
+        );
+        // Every other field the old writer wrote arrives as it wrote it.
+        let as_json = serde_json::to_value(&placed)?;
         for (field, written) in fixture.value.as_object().into_iter().flatten() {
-            assert_eq!(&as_json[field], written, "v{version}: {field}");
+            if field != "currency" && field != "total_cents" {
+                assert_eq!(&as_json[field], written, "v{version}: {field}");
+            }
         }
     }
     Ok(())
 }
 
-#[tokio::test]
-async fn what_v3_writes_decodes_with_the_v1_and_v2_readers() -> anyhow::Result<()> {
+#[test]
+fn what_v3_wrote_reads_with_the_v1_and_v2_readers() -> anyhow::Result<()> {
     let history = history()?;
-    let prefix = unique_prefix("evolution-new");
-    let codec = EventCodec::new(&registry_url(), TopicNames::new(&prefix))?;
-    let SagaEvent::OrderPlaced(event) = one_of_each("order-evolution-1")
-        .into_iter()
-        .find(|e| e.event_type() == EventType::OrderPlaced)
-        .ok_or_else(|| anyhow::anyhow!("no OrderPlaced"))?
-    else {
-        anyhow::bail!("not an OrderPlaced");
-    };
-    assert!(
-        event.customer_email.is_some(),
-        "the sample carries an e-mail"
-    );
-    let encoded = codec.encode(&event.clone().into()).await?;
-    let id = u32::from_be_bytes([
-        encoded.payload[1],
-        encoded.payload[2],
-        encoded.payload[3],
-        encoded.payload[4],
-    ]);
-    // The writer schema as any consumer would get it: from the registry, by id.
-    let writer = Schema::parse_str(&codec.registry().schema_by_id(id).await?)?;
+    let fixture = fixture(3)?;
+    let writer = Schema::parse_str(&version_schema(&history, 3)?)?;
     for version in [1, 2] {
         let reader = Schema::parse_str(&version_schema(&history, version)?)?;
         let value = GenericDatumReader::builder(&writer)
             .build()?
-            .read_value(&mut &encoded.payload[5..])?
+            .read_value(&mut fixture.body.as_slice())?
             .resolve(&reader)?;
         let json = serde_json::Value::try_from(value)?;
-        assert_eq!(json["order_id"], event.order_id.as_str(), "v{version}");
-        assert_eq!(json["total_cents"], event.total_cents, "v{version}");
+        assert_eq!(json["order_id"], fixture.value["order_id"], "v{version}");
+        assert_eq!(json["total_cents"], 2_500, "v{version}");
         assert!(
             json.get("customer_email").is_none(),
             "a v{version} reader does not see the new field: {json}"
@@ -138,5 +133,24 @@ async fn what_v3_writes_decodes_with_the_v1_and_v2_readers() -> anyhow::Result<(
             "v{version}: {json}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn major_2_is_a_subject_of_its_own_and_round_trips() -> anyhow::Result<()> {
+    let prefix = unique_prefix("evolution-new");
+    let codec = EventCodec::new(&registry_url(), TopicNames::new(&prefix))?;
+    let event = one_of_each("order-evolution-1")
+        .into_iter()
+        .find(|e| e.event_type() == EventType::OrderPlaced)
+        .ok_or_else(|| anyhow::anyhow!("no OrderPlaced"))?;
+    let encoded = codec.encode(&event).await?;
+    assert_eq!(
+        codec.subject(EventType::OrderPlaced),
+        format!("{prefix}order.events-saga.order.v2.OrderPlaced")
+    );
+    let decoded = codec.decode_written(&encoded.payload).await?;
+    assert_eq!(&*decoded.written_as, "saga.order.v2.OrderPlaced");
+    assert_eq!(decoded.event, event);
     Ok(())
 }

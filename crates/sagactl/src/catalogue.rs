@@ -395,6 +395,10 @@ pub fn markdown(document: &Value) -> String {
         if let Some(summary) = message["summary"].as_str() {
             page.push_str(&format!("{summary}\n\n"));
         }
+        let current_record = schema.get("namespace").and_then(Value::as_str).map_or_else(
+            || schema["name"].as_str().unwrap_or("").to_owned(),
+            |ns| format!("{ns}.{}", schema["name"].as_str().unwrap_or("")),
+        );
         let receivers: Vec<&str> = saga["receivers"]
             .as_array()
             .map(|r| r.iter().filter_map(Value::as_str).collect())
@@ -405,19 +409,24 @@ pub fn markdown(document: &Value) -> String {
             saga["subject"].as_str().unwrap_or("").split("-saga.").next().unwrap_or(""),
             receivers.iter().map(|r| format!("**{r}**")).collect::<Vec<_>>().join(", "),
             saga["subject"].as_str().unwrap_or(""),
-            schema.get("namespace").and_then(Value::as_str).map_or_else(
-                || schema["name"].as_str().unwrap_or("").to_owned(),
-                |ns| format!("{ns}.{}", schema["name"].as_str().unwrap_or(""))
-            ),
+            current_record,
             saga["versions"]
                 .as_array()
                 .map(|versions| versions
                     .iter()
-                    .map(|v| format!(
-                        "[v{}](../{})",
-                        v["version"],
-                        v["file"].as_str().unwrap_or("")
-                    ))
+                    .map(|v| {
+                        let link = format!(
+                            "[v{}](../{})",
+                            v["version"],
+                            v["file"].as_str().unwrap_or("")
+                        );
+                        let record = v["record"].as_str().unwrap_or("");
+                        if record == current_record {
+                            link
+                        } else {
+                            format!("{link} (`{record}`, upcast on reading)")
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", "))
                 .unwrap_or_default(),

@@ -8,13 +8,19 @@ use serde_json::{Value, json};
 /// A record as JSON: where it is, its key and headers, and its value decoded with the writer's
 /// schema (or why it could not be).
 pub async fn record_json(codec: &EventCodec, record: &RawRecord) -> Value {
-    let (event_type, value, error) = match codec.decode_json(&record.payload).await {
+    let (event_type, record_name, value, error) = match codec.decode_json(&record.payload).await {
         Ok((name, value)) => (
             Value::String(short_name(&name).to_owned()),
+            Value::String(name),
             value,
             Value::Null,
         ),
-        Err(e) => (Value::Null, Value::Null, Value::String(e.to_string())),
+        Err(e) => (
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::String(e.to_string()),
+        ),
     };
     json!({
         "topic": record.topic,
@@ -24,6 +30,8 @@ pub async fn record_json(codec: &EventCodec, record: &RawRecord) -> Value {
         "key": record.key.as_deref().map(String::from_utf8_lossy),
         "headers": record.headers.to_text_map(),
         "event_type": event_type,
+        // The writer's record: its namespace says the major (`saga.order.v2.OrderPlaced`).
+        "record": record_name,
         "value": value,
         "decode_error": error,
     })
@@ -45,12 +53,13 @@ pub fn record_line(record: &Value) -> String {
         )
     };
     format!(
-        "{}[{}]@{} key={} {} {}",
+        "{}[{}]@{} key={} {} ({}) {}",
         record["topic"].as_str().unwrap_or(""),
         record["partition"],
         record["offset"],
         record["key"].as_str().unwrap_or("-"),
         record["event_type"].as_str().unwrap_or("?"),
+        record["record"].as_str().unwrap_or("?"),
         value
     )
 }

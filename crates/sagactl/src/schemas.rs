@@ -148,6 +148,10 @@ async fn check(context: &Context, args: CheckArgs) -> anyhow::Result<bool> {
         }
         passed &= !refused;
     }
+    for gap in history.upcast_gaps() {
+        println!("BROKEN   {gap}");
+        passed = false;
+    }
     if args.offline {
         return Ok(passed);
     }

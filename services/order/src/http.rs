@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use saga_events::{Address, EventMetadata, OrderLine, OrderPlaced};
+use saga_events::{Address, EventMetadata, Money, OrderLine, OrderPlaced};
 use saga_messaging::Outbox;
 use saga_runtime::{ApiJson, FieldError, Problem, path_uuid};
 use sqlx::PgPool;
@@ -170,8 +170,10 @@ fn order_placed(
                 unit_price_cents: item.unit_price_cents,
             })
             .collect(),
-        currency: request.currency.clone(),
-        total_cents,
+        total: Money {
+            amount_minor: total_cents,
+            currency: request.currency.clone(),
+        },
         payment_method: request.payment_method.clone(),
         shipping_address: Address {
             name: address.name.clone(),

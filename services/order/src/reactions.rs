@@ -6,9 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use saga_events::{EventType, SagaEvent, Service};
-use saga_messaging::{
-    Arrival, Delivery, HandlerError, Reactions, Refusal, headers, parse_uuid, trace,
-};
+use saga_messaging::{Arrival, HandlerError, Reactions, Refusal, headers, parse_uuid, trace};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -38,7 +36,7 @@ impl Reactions for OrderReactions {
         let recorded = events
             .iter()
             .enumerate()
-            .map(|(i, a)| recorded(a.event, a.delivery).map_err(|e| Refusal::at(i, e)))
+            .map(|(i, a)| recorded(a).map_err(|e| Refusal::at(i, e)))
             .collect::<Result<Vec<_>, Refusal>>()?;
         timeline::record_events(tx, &recorded).await?;
 
@@ -83,10 +81,8 @@ fn ends_a_saga(event_type: EventType) -> bool {
 }
 
 /// How the timeline stores `event`.
-fn recorded<'a>(
-    event: &'a SagaEvent,
-    delivery: &'a Delivery,
-) -> Result<RecordedEvent<'a>, HandlerError> {
+fn recorded<'a>(arrival: &Arrival<'a>) -> Result<RecordedEvent<'a>, HandlerError> {
+    let (event, delivery) = (arrival.event, arrival.delivery);
     let metadata = event.metadata();
     let mut detail = event.to_json();
     if let Some(fields) = detail.as_object_mut() {
@@ -112,6 +108,7 @@ fn recorded<'a>(
         partition: delivery.partition,
         offset: delivery.offset,
         trace_id,
+        schema: arrival.written_as,
         detail,
     })
 }

@@ -28,6 +28,9 @@ pub struct TimelineEntry {
     pub offset: i64,
     /// W3C trace id the event was written under.
     pub trace_id: Option<String>,
+    /// The record its producer wrote, e.g. `saga.order.OrderPlaced` (major 1, shown upcast) or
+    /// `saga.order.v2.OrderPlaced`; `null` for events recorded before this was kept.
+    pub schema: Option<String>,
     /// The event's own fields (amounts, reasons, …).
     #[schema(value_type = Object)]
     pub detail: Json<serde_json::Value>,
@@ -58,6 +61,7 @@ pub struct RecordedEvent<'a> {
     pub partition: i32,
     pub offset: i64,
     pub trace_id: Option<&'a str>,
+    pub schema: &'a str,
     pub detail: serde_json::Value,
 }
 
@@ -80,10 +84,10 @@ pub async fn record_events(
     let details: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.detail)).collect();
     sqlx::query(
         "INSERT INTO timeline (event_id, order_id, event_type, producer, causation_id, occurred_at,
-                               topic, kafka_partition, kafka_offset, trace_id, detail)
+                               topic, kafka_partition, kafka_offset, trace_id, detail, schema)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
                               $6::timestamptz[], $7::text[], $8::int[], $9::bigint[], $10::text[],
-                              $11::jsonb[])
+                              $11::jsonb[], $12::text[])
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(&ids)
@@ -97,6 +101,7 @@ pub async fn record_events(
     .bind(&offsets)
     .bind(&traces)
     .bind(&details)
+    .bind(column(|e| e.schema.to_owned()))
     .execute(conn)
     .await?;
     Ok(())
@@ -108,7 +113,7 @@ pub async fn timeline(
 ) -> Result<Vec<TimelineEntry>, sqlx::Error> {
     sqlx::query_as(
         "SELECT event_id::text AS event_id, event_type, producer, causation_id::text AS causation_id,
-                occurred_at, topic, kafka_partition, kafka_offset, trace_id, detail
+                occurred_at, topic, kafka_partition, kafka_offset, trace_id, schema, detail
          FROM timeline WHERE order_id = $1",
     )
     .bind(order_id)

@@ -158,7 +158,7 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
     }
     let declined = decline_reason(
         &placed.payment_method,
-        placed.total_cents,
+        placed.total.amount_minor,
         rules.amount_limit_cents,
     );
     let payment = Payment {
@@ -168,8 +168,8 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
         } else {
             PaymentStatus::Authorized
         },
-        amount_cents: placed.total_cents,
-        currency: placed.currency.clone(),
+        amount_cents: placed.total.amount_minor,
+        currency: placed.total.currency.clone(),
         payment_method: placed.payment_method.clone(),
         decline_reason: declined.clone(),
         refund_reason: None,
@@ -181,8 +181,8 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
             metadata,
             order_id: placed.order_id.clone(),
             payment_id: payment.payment_id.to_string(),
-            amount_cents: placed.total_cents,
-            currency: placed.currency.clone(),
+            amount_cents: placed.total.amount_minor,
+            currency: placed.total.currency.clone(),
             items: placed
                 .items
                 .iter()
@@ -198,8 +198,8 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
         Some(reason) => PaymentDeclined {
             metadata,
             order_id: placed.order_id.clone(),
-            amount_cents: placed.total_cents,
-            currency: placed.currency.clone(),
+            amount_cents: placed.total.amount_minor,
+            currency: placed.total.currency.clone(),
             reason,
         }
         .into(),
@@ -266,7 +266,8 @@ fn refund(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) ->
 #[cfg(test)]
 mod tests {
     use saga_events::{
-        Address, EventType, OrderCancelled, OrderLine, ShipmentFailed, StockReservationFailed,
+        Address, EventType, Money, OrderCancelled, OrderLine, ShipmentFailed,
+        StockReservationFailed,
     };
 
     use super::*;
@@ -287,8 +288,10 @@ mod tests {
                 quantity: 1,
                 unit_price_cents: total,
             }],
-            currency: "EUR".into(),
-            total_cents: total,
+            total: Money {
+                amount_minor: total,
+                currency: "EUR".into(),
+            },
             payment_method: method.into(),
             shipping_address: Address {
                 name: "A".into(),

@@ -91,8 +91,10 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
                     unit_price_cents: 3_999,
                 },
             ],
-            currency: "EUR".into(),
-            total_cents: 6_499,
+            total: Money {
+                amount_minor: 6_499,
+                currency: "EUR".into(),
+            },
             payment_method: "tok_visa".into(),
             shipping_address: address.clone(),
             deadline_at: Some(1_764_000_030_000),

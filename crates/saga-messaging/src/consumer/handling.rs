@@ -88,6 +88,8 @@ pub(super) enum Read {
         event: Box<SagaEvent>,
         event_id: Uuid,
         order: Uuid,
+        /// The record its writer wrote (an older major's name when it was upcast).
+        written_as: std::sync::Arc<str>,
     },
     Ignored(EventType),
     Poison {
@@ -347,8 +349,8 @@ impl<R: Reactions> Handler<R> {
         {
             return Ok(Read::Ignored(named));
         }
-        let event = match self.codec.decode(&delivery.payload).await {
-            Ok(event) => event,
+        let (event, written_as) = match self.codec.decode_written(&delivery.payload).await {
+            Ok(decoded) => (decoded.event, decoded.written_as),
             Err(error) if error.is_transient() => return Err(error.into()),
             Err(error) => {
                 return Ok(Read::Poison {
@@ -381,6 +383,7 @@ impl<R: Reactions> Handler<R> {
                     event: Box::new(event),
                     event_id,
                     order,
+                    written_as,
                 });
             }
         };
@@ -590,10 +593,16 @@ impl<R: Reactions> Handler<R> {
         let arrivals: Vec<Arrival<'_>> = applying
             .iter()
             .filter_map(|i| match &items[*i].read {
-                Read::Event { event, order, .. } => Some(Arrival {
+                Read::Event {
+                    event,
+                    order,
+                    written_as,
+                    ..
+                } => Some(Arrival {
                     event: event.as_ref(),
                     order_id: *order,
                     delivery: items[*i].delivery(),
+                    written_as,
                 }),
                 _ => None,
             })
@@ -651,6 +660,7 @@ impl<R: Reactions> Handler<R> {
                         event,
                         event_id,
                         order,
+                        ..
                     },
                 ) => {
                     parking::insert(
@@ -674,6 +684,7 @@ impl<R: Reactions> Handler<R> {
                         event,
                         event_id,
                         order,
+                        ..
                     },
                 ) => {
                     let error = item

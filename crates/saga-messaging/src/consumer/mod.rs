@@ -58,6 +58,9 @@ pub struct Arrival<'a> {
     /// The event's order id, already checked to be a UUID (and the record's key) by the consumer.
     pub order_id: Uuid,
     pub delivery: &'a Delivery,
+    /// The record full name its writer used: `saga.order.OrderPlaced` for a major-1 record the
+    /// codec upcast, so that a projection can show which major an event came as.
+    pub written_as: &'a str,
 }
 
 /// Why a service could not react to a batch. When one event is at fault, `index` names it: that

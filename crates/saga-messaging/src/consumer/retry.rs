@@ -242,12 +242,13 @@ impl<R: Reactions> Handler<R> {
         tx: &mut PgConnection,
         parked: &Parked,
     ) -> Result<Result<(), (FailureKind, String)>, HandlerError> {
-        let (event, event_id, order_id) = match self.read(&parked.source).await? {
+        let (event, event_id, order_id, written_as) = match self.read(&parked.source).await? {
             Read::Event {
                 event,
                 event_id,
                 order,
-            } => (event, event_id, order),
+                written_as,
+            } => (event, event_id, order, written_as),
             // Ignored now: the service no longer reacts to it.
             Read::Ignored(_) => return Ok(Ok(())),
             Read::Poison { kind, reason, .. } => return Ok(Err((kind, reason))),
@@ -269,6 +270,7 @@ impl<R: Reactions> Handler<R> {
                 event: &event,
                 order_id,
                 delivery: &parked.source,
+                written_as: &written_as,
             };
             let records: Vec<_> = self
                 .react(&mut savepoint, &[arrival], std::slice::from_ref(&context))
