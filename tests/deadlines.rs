@@ -25,13 +25,6 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 /// build, short enough to wait for.
 const SHORT_DEADLINE: &str = "6";
 
-/// Restarts `service` with `env` added (and nothing else changed).
-fn restart(service: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
-    stack_ok(&["stop", service], &[])?;
-    stack_ok(&["up"], env)?;
-    Ok(())
-}
-
 /// Runs the body with Order on the short deadline, then puts Order back on its default and
 /// every stopped service back up, whatever the body did.
 async fn with_short_deadline<F, Fut>(body: F) -> anyhow::Result<()>

@@ -84,6 +84,13 @@ fn stack_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<StackRun> {
     Ok(StackRun::from_output(output))
 }
 
+/// Restarts `service` with `env` added (and nothing else changed).
+pub fn restart(service: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    stack_ok(&["stop", service], &[])?;
+    stack_ok(&["up"], env)?;
+    Ok(())
+}
+
 /// Runs the `sagactl` binary `make test` built; returns its stdout, failing on a non-zero exit
 /// unless `allow_failure`.
 pub fn sagactl(args: &[&str], allow_failure: bool) -> anyhow::Result<(bool, String)> {

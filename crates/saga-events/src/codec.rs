@@ -53,7 +53,13 @@ struct Inner {
     writers: RwLock<HashMap<u32, Arc<WriterSchema>>>,
     /// Ids of this build's schemas, once registered.
     ids: RwLock<HashMap<EventType, u32>>,
+    /// Events written as their previous major during a rollout, with that major's schema and
+    /// id once registered.
+    previous_major: RwLock<HashMap<EventType, Option<Registered>>>,
 }
+
+/// A schema this codec registered, with its id.
+type Registered = (u32, Arc<Schema>);
 
 /// A writer schema fetched by id, parsed once.
 #[derive(Debug)]
@@ -98,6 +104,7 @@ impl EventCodec {
                 topics,
                 writers: RwLock::default(),
                 ids: RwLock::default(),
+                previous_major: RwLock::default(),
             }),
         })
     }
@@ -214,33 +221,119 @@ impl EventCodec {
         Ok(RegisteredSubject { subject, id })
     }
 
+    /// From now on, writes `event_type` as its previous major (the older record its upcaster
+    /// step reads). For a rollout in which some consumers do not upcast yet: producers keep
+    /// writing the old major until every consumer carries the step, then switch. Fails for an
+    /// event that has no previous major.
+    pub fn write_previous_major(&self, event_type: EventType) -> Result<(), CodecError> {
+        if upcast::step_to(event_type.full_name()).is_none() {
+            return Err(CodecError::Encode {
+                event_type: event_type.name().to_owned(),
+                detail: "it has no previous major to write".to_owned(),
+            });
+        }
+        self.inner
+            .previous_major
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(event_type)
+            .or_insert(None);
+        Ok(())
+    }
+
+    /// The previous major's schema and id, when `event_type` is written as it.
+    async fn previous_major(
+        &self,
+        event_type: EventType,
+    ) -> Result<Option<Registered>, CodecError> {
+        let known = self
+            .inner
+            .previous_major
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&event_type)
+            .cloned();
+        match known {
+            None => Ok(None),
+            Some(Some(registered)) => Ok(Some(registered)),
+            Some(None) => {
+                let Some(step) = upcast::step_to(event_type.full_name()) else {
+                    return Ok(None);
+                };
+                let schema = Schema::parse_str(step.reader_source).map_err(|source| {
+                    crate::error::SchemaFileError::Invalid {
+                        file: step.reader_file.to_owned(),
+                        source: Box::new(source),
+                    }
+                })?;
+                let topic = self.inner.topics.events(event_type.publisher());
+                // Minified, as the major's own producers registered it when it was current.
+                let json = serde_json::from_str::<serde_json::Value>(step.reader_source)
+                    .map(|json| json.to_string())
+                    .map_err(|source| crate::error::SchemaFileError::NotJson {
+                        file: step.reader_file.to_owned(),
+                        source,
+                    })?;
+                let id = self.register(&topic, step.from, &json).await?.id;
+                let registered = (id, Arc::new(schema));
+                self.inner
+                    .previous_major
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(event_type, Some(registered.clone()));
+                Ok(Some(registered))
+            }
+        }
+    }
+
     /// Encodes `event` for its publisher's topic, registering its schema on first use.
     pub async fn encode(&self, event: &SagaEvent) -> Result<EncodedEvent, CodecError> {
         let event_type = event.event_type();
-        let id = self.schema_id(event_type).await?;
-        let schema = &self.inner.catalogue.get(event_type).schema;
         let encode_error = |detail: String| CodecError::Encode {
             event_type: event_type.name().to_owned(),
             detail,
         };
+        let current = &self.inner.catalogue.get(event_type).schema;
         let value = event
             .to_avro_value()
             .map_err(|e| encode_error(e.to_string()))?;
+        let (id, schema, value) = match self.previous_major(event_type).await? {
+            None => (self.schema_id(event_type).await?, current, value),
+            Some((id, older)) => {
+                let step = upcast::step_to(event_type.full_name())
+                    .ok_or_else(|| encode_error("no previous major".to_owned()))?;
+                let value = value
+                    .resolve(current)
+                    .map_err(|e| encode_error(e.to_string()))
+                    .and_then(|v| step.revert(v).map_err(|e| encode_error(e.to_string())))?;
+                let body = GenericDatumWriter::builder(&older)
+                    .build()
+                    .and_then(|writer| writer.write_value_to_vec(value))
+                    .map_err(|e| encode_error(e.to_string()))?;
+                return Ok(self.wire(event, id, &body));
+            }
+        };
         let body = GenericDatumWriter::builder(schema)
             .build()
             .and_then(|writer| writer.write_value_to_vec(value))
             .map_err(|e| encode_error(e.to_string()))?;
+        Ok(self.wire(event, id, &body))
+    }
+
+    /// The Confluent wire format of `body` written with schema `id`, addressed like `event`.
+    fn wire(&self, event: &SagaEvent, id: u32, body: &[u8]) -> EncodedEvent {
+        let event_type = event.event_type();
         let mut payload = Vec::with_capacity(WIRE_HEADER_LEN + body.len());
         payload.push(0);
         payload.extend_from_slice(&id.to_be_bytes());
-        payload.extend_from_slice(&body);
-        Ok(EncodedEvent {
+        payload.extend_from_slice(body);
+        EncodedEvent {
             topic: self.inner.topics.events(event_type.publisher()),
             key: event.order_id().to_owned(),
             payload,
             event_type,
             event_id: event.metadata().event_id.clone(),
-        })
+        }
     }
 
     /// Decodes a payload into the current Rust type of its event, resolving it from the writer's

@@ -26,12 +26,20 @@ pub struct Upcaster {
     pub reader_file: &'static str,
     pub reader_source: &'static str,
     convert: fn(Value) -> Result<Value, UpcastError>,
+    revert: fn(Value) -> Result<Value, UpcastError>,
 }
 
 impl Upcaster {
     /// Builds the next major's record from a record of this step's reader schema.
     pub fn convert(&self, value: Value) -> Result<Value, UpcastError> {
         (self.convert)(value)
+    }
+
+    /// The other way: the older major's record of a record of the next major. What a producer
+    /// writes while a rollout still has consumers without this step (see
+    /// `EventCodec::write_previous_major`).
+    pub fn revert(&self, value: Value) -> Result<Value, UpcastError> {
+        (self.revert)(value)
     }
 }
 
@@ -59,7 +67,13 @@ pub static CHAIN: &[Upcaster] = &[Upcaster {
     reader_file: "order/OrderPlaced/v3.avsc",
     reader_source: include_str!("../../../schemas/order/OrderPlaced/v3.avsc"),
     convert: order_placed_1_to_2,
+    revert: order_placed_2_to_1,
 }];
+
+/// The step that leads to `full_name`, if it is a major that replaced another.
+pub fn step_to(full_name: &str) -> Option<&'static Upcaster> {
+    CHAIN.iter().find(|s| s.to == full_name)
+}
 
 /// The steps that carry a record named `full_name` to the current major (empty when it is
 /// current, or unknown).
@@ -129,6 +143,44 @@ fn order_placed_1_to_2(value: Value) -> Result<Value, UpcastError> {
         new.push((field.to_owned(), take(field)?));
     }
     Ok(Value::Record(new))
+}
+
+/// `OrderPlaced` major 2 → 1: `total` splits back into `currency` and `total_cents`.
+fn order_placed_2_to_1(value: Value) -> Result<Value, UpcastError> {
+    const FROM: &str = "saga.order.v2.OrderPlaced";
+    const TO: &str = "saga.order.OrderPlaced";
+    let mut new = fields(value, FROM, TO)?;
+    let mut take = |field: &'static str| {
+        new.remove(field).ok_or(UpcastError::Field {
+            from: FROM,
+            to: TO,
+            field,
+        })
+    };
+    let mut total = fields(take("total")?, FROM, TO)?;
+    let (Some(amount), Some(currency)) = (total.remove("amount_minor"), total.remove("currency"))
+    else {
+        return Err(UpcastError::Field {
+            from: FROM,
+            to: TO,
+            field: "total",
+        });
+    };
+    let mut old = Vec::new();
+    for field in ["metadata", "order_id", "customer_id", "items"] {
+        old.push((field.to_owned(), take(field)?));
+    }
+    old.push(("currency".to_owned(), currency));
+    old.push(("total_cents".to_owned(), amount));
+    for field in [
+        "payment_method",
+        "shipping_address",
+        "deadline_at",
+        "customer_email",
+    ] {
+        old.push((field.to_owned(), take(field)?));
+    }
+    Ok(Value::Record(old))
 }
 
 #[cfg(test)]
@@ -225,6 +277,27 @@ mod tests {
         assert_eq!(expected.total.currency, "EUR");
         assert_eq!(expected.deadline_at, Some(1_764_000_030_000));
         assert_eq!(expected.items[0].sku, "SKU-MUG");
+        Ok(())
+    }
+
+    #[test]
+    fn reverting_and_upcasting_again_gives_back_the_same_event()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // Given this build's OrderPlaced
+        let catalogue = crate::SchemaCatalogue::load()?;
+        let current = &catalogue.get(EventType::OrderPlaced).schema;
+        let older = Schema::parse_str(CHAIN[0].reader_source)?;
+        let value = major_1_record().resolve(&older)?;
+        let value = CHAIN[0].convert(value)?.resolve(current)?;
+        // When it is written as major 1 and read back
+        let written = CHAIN[0].revert(value.clone())?.resolve(&older)?;
+        let read = CHAIN[0].convert(written)?.resolve(current)?;
+        // Then nothing was lost on the way
+        assert_eq!(read, value);
+        assert_eq!(
+            step_to("saga.order.v2.OrderPlaced").map(|s| s.from),
+            Some("saga.order.OrderPlaced")
+        );
         Ok(())
     }
 

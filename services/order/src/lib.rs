@@ -27,6 +27,19 @@ pub async fn run() -> Result<(), RuntimeError> {
     let deadline = Duration::from_secs(env_parse("ORDER_DEADLINE_SECONDS", 30u64)?);
     let runtime =
         ServiceRuntime::start(Service::Order, 8080, sqlx::migrate!("./migrations")).await?;
+    // `ORDER_PLACED_MAJOR` (default 2): 1 keeps writing OrderPlaced as major 1, for a rollout in
+    // which some consumers do not upcast major 1 to 2 yet; switch to 2 once they all do.
+    match env_parse("ORDER_PLACED_MAJOR", 2u32)? {
+        2 => {}
+        1 => runtime
+            .codec
+            .write_previous_major(saga_events::EventType::OrderPlaced)?,
+        other => {
+            return Err(RuntimeError::Config(format!(
+                "ORDER_PLACED_MAJOR must be 1 or 2, not {other}"
+            )));
+        }
+    }
     let state = http::AppState {
         pool: runtime.pool.clone(),
         outbox: runtime.outbox.clone(),
