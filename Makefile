@@ -1,7 +1,7 @@
 # The two commands: `make up` starts everything, `make test` runs every test on a fresh stack.
 STACK := deploy/local/stack.sh
 
-.PHONY: up down status logs clean test lint bench
+.PHONY: up down status logs clean test lint bench fuzz-api
 
 up:
 	@$(STACK) up
@@ -24,6 +24,10 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# Schemathesis with 500 examples per operation (make test runs 25) against the running stack.
+fuzz-api:
+	EXAMPLES=$${EXAMPLES:-500} scripts/check-api.sh
 
 # The benchmark against the stack `make up` started (release builds): peak (closed loop) with
 # this machine's ceilings, the open-loop latency run, and one saga at a time. Reports land in

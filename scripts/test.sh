@@ -61,6 +61,8 @@ cargo build --quiet -p sagactl
 target/debug/sagactl schemas check
 # The event catalogue (docs/asyncapi.json, docs/events.md): fresh, and valid AsyncAPI 3.
 scripts/check-asyncapi.sh
+# The HTTP contract: Schemathesis against each service's OpenAPI document, every check.
+scripts/check-api.sh
 cargo test --workspace --no-fail-fast --features "$SERVICE_FEATURES" 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      END { printf "\ntests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"

@@ -208,15 +208,3 @@ pub(crate) fn service_router(
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panic_to_problem))
 }
-
-/// Serves the service's OpenAPI document at `/openapi.json`.
-pub fn openapi_route(document: utoipa::openapi::OpenApi) -> Router {
-    let document = Arc::new(document);
-    Router::new().route(
-        "/openapi.json",
-        get(move || {
-            let document = document.clone();
-            async move { axum::Json(document.as_ref().clone()) }
-        }),
-    )
-}

@@ -4,6 +4,7 @@
 
 pub mod closed_orders;
 mod config;
+mod contract;
 mod http;
 mod problem;
 pub mod validation;
@@ -23,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use config::{ServiceConfig, env_parse};
-pub use http::{Readiness, openapi_route};
+pub use contract::openapi_route;
+pub use http::Readiness;
 pub use problem::{ApiJson, FieldError, Problem, path_uuid};
 
 #[derive(Debug, Error)]

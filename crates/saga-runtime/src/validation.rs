@@ -1,5 +1,7 @@
 //! Small field rules more than one service applies to what clients send.
 
+use serde::Deserialize;
+
 use crate::problem::FieldError;
 
 /// Collects every violated rule of a request, so the client learns all of them at once.
@@ -72,9 +74,51 @@ impl Violations {
     }
 }
 
+/// Deserializes a JSON integer, also written as a number with no fraction (`362881.0`): JSON
+/// Schema's `integer` (what the API documents promise) is any number whose fraction is zero.
+/// Use with `#[serde(deserialize_with = "saga_runtime::validation::integer")]`.
+pub fn integer<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::{Error, Unexpected};
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(value) = number.as_i64() {
+        return Ok(value);
+    }
+    match number.as_f64() {
+        // Within ±2^53 every integral f64 is exact, and the API's limits are far inside it.
+        Some(value) if value.fract() == 0.0 && value.abs() <= 9_007_199_254_740_992.0 => {
+            Ok(value as i64)
+        }
+        Some(value) => Err(D::Error::invalid_value(
+            Unexpected::Float(value),
+            &"an integer",
+        )),
+        None => Err(D::Error::custom("an integer out of range")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Count {
+        #[serde(deserialize_with = "integer")]
+        n: i64,
+    }
+
+    #[test]
+    fn an_integer_may_be_written_with_a_zero_fraction_but_not_with_another() {
+        let read = |json: &str| serde_json::from_str::<Count>(json).map(|c| c.n);
+        assert_eq!(read(r#"{"n": 42}"#).ok(), Some(42));
+        assert_eq!(read(r#"{"n": 362881.0}"#).ok(), Some(362_881));
+        assert_eq!(read(r#"{"n": -3e2}"#).ok(), Some(-300));
+        assert!(read(r#"{"n": 1.5}"#).is_err());
+        assert!(read(r#"{"n": "7"}"#).is_err());
+        assert!(read(r#"{"n": 1e300}"#).is_err());
+    }
 
     #[test]
     fn rules_name_the_field() {

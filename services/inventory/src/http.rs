@@ -112,6 +112,8 @@ pub fn router(pool: PgPool, admin: AdminToken) -> Router {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetStock {
     /// Units physically on hand, 0 to 1000000000; never below what is reserved.
+    #[schema(minimum = 0, maximum = 1000000000, example = 10)]
+    #[serde(deserialize_with = "saga_runtime::validation::integer")]
     pub on_hand: i64,
 }
 
@@ -138,7 +140,7 @@ fn view(sku: String, level: Level) -> StockView {
 #[utoipa::path(
     put,
     path = "/stock/{sku}",
-    params(("sku" = String, Path)),
+    params(("sku" = String, Path, description = "Letters, digits, `-`, `_` and `.`", pattern = r"^[A-Za-z0-9._-]{1,64}$", max_length = 64)),
     request_body = SetStock,
     security(("admin_token" = [])),
     responses(
@@ -176,7 +178,7 @@ async fn put_stock(
 #[utoipa::path(
     get,
     path = "/stock/{sku}",
-    params(("sku" = String, Path)),
+    params(("sku" = String, Path, description = "Letters, digits, `-`, `_` and `.`", pattern = r"^[A-Za-z0-9._-]{1,64}$", max_length = 64)),
     responses(
         (status = 200, body = StockView),
         (status = 404, body = Problem),

@@ -62,7 +62,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     post,
     path = "/orders",
     request_body = PlaceOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: the same key and body return the same order", pattern = r"^[\x21-\x7e]{1,255}$", max_length = 255)),
     responses(
         (status = 201, description = "Order accepted, saga started", body = OrderView),
         (status = 400, description = "Body is not JSON", body = Problem),
@@ -212,7 +212,7 @@ async fn load(app: &AppState, order_id: Uuid) -> Result<OrderView, Problem> {
 #[utoipa::path(
     get,
     path = "/orders/{order_id}",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, format = Uuid)),
     responses((status = 200, body = OrderView), (status = 404, body = Problem))
 )]
 async fn get_order(
@@ -227,7 +227,7 @@ async fn get_order(
 #[utoipa::path(
     get,
     path = "/orders/{order_id}/timeline",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, format = Uuid)),
     responses((status = 200, body = Vec<TimelineEntry>), (status = 404, body = Problem))
 )]
 async fn get_timeline(

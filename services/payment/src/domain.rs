@@ -7,7 +7,7 @@
 //! - `OrderCancelled`: the order is closed; what is held is refunded.
 
 use saga_events::{
-    CancellationReason, EventMetadata, OrderPlaced, PaymentAuthorized, PaymentDeclined,
+    CancellationReason, EventMetadata, OrderLine, OrderPlaced, PaymentAuthorized, PaymentDeclined,
     PaymentRefunded, SagaEvent, StockLine,
 };
 use uuid::Uuid;
@@ -183,14 +183,7 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
             payment_id: payment.payment_id.to_string(),
             amount_cents: placed.total.amount_minor,
             currency: placed.total.currency.clone(),
-            items: placed
-                .items
-                .iter()
-                .map(|line| StockLine {
-                    sku: line.sku.clone(),
-                    quantity: line.quantity,
-                })
-                .collect(),
+            items: stock_lines(&placed.items),
             shipping_address: placed.shipping_address.clone(),
             deadline_at: placed.deadline_at,
         }
@@ -227,6 +220,22 @@ fn refund_owed(
         )));
     }
     Ok(refund(standing, cause, reason))
+}
+
+/// What to reserve: one line per SKU, so that an order listing a SKU on two lines (at two
+/// prices, say) reserves their sum once.
+fn stock_lines(items: &[OrderLine]) -> Vec<StockLine> {
+    let mut lines: Vec<StockLine> = Vec::with_capacity(items.len());
+    for item in items {
+        match lines.iter_mut().find(|line| line.sku == item.sku) {
+            Some(line) => line.quantity = line.quantity.saturating_add(item.quantity),
+            None => lines.push(StockLine {
+                sku: item.sku.clone(),
+                quantity: item.quantity,
+            }),
+        }
+    }
+    lines
 }
 
 /// Refunds held money; a declined or already refunded payment owes nothing, so a repeated
@@ -266,8 +275,7 @@ fn refund(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) ->
 #[cfg(test)]
 mod tests {
     use saga_events::{
-        Address, EventType, Money, OrderCancelled, OrderLine, ShipmentFailed,
-        StockReservationFailed,
+        Address, EventType, Money, OrderCancelled, ShipmentFailed, StockReservationFailed,
     };
 
     use super::*;
@@ -393,6 +401,30 @@ mod tests {
         assert_eq!(
             decision.standing.payment.expect("a payment").receipt_email,
             None
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_sku_on_two_lines_is_reserved_once_for_their_sum() -> Result<(), Refused> {
+        let SagaEvent::OrderPlaced(mut order) = placed("tok_visa", 5_000, None) else {
+            panic!("not an OrderPlaced");
+        };
+        order.items.push(OrderLine {
+            sku: "MUG".into(),
+            quantity: 3,
+            unit_price_cents: 0,
+        });
+        let decision = given(nothing_yet()).when(order.into())?;
+        let SagaEvent::PaymentAuthorized(authorized) = &decision.emit[0] else {
+            panic!("not an authorization");
+        };
+        assert_eq!(
+            authorized.items,
+            vec![StockLine {
+                sku: "MUG".into(),
+                quantity: 4
+            }]
         );
         Ok(())
     }

@@ -30,7 +30,7 @@ pub fn router(pool: PgPool) -> Router {
 #[utoipa::path(
     get,
     path = "/payments/{order_id}",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, format = Uuid)),
     responses((status = 200, body = PaymentView), (status = 404, body = Problem))
 )]
 async fn get_payment(
