@@ -476,7 +476,7 @@ Stack is up:
   Payment API      http://127.0.0.1:$PAYMENT_PORT   (GET /payments/{order_id})
   Inventory API    http://127.0.0.1:$INVENTORY_PORT   (PUT/GET /stock/{sku}; PUT needs Authorization: Bearer \$INVENTORY_ADMIN_TOKEN, default dev-inventory-admin)
   Shipping API     http://127.0.0.1:$SHIPPING_PORT   (GET /shipments/{order_id})
-                   each also serves /healthz, /readyz, /metrics and /openapi.json
+                   each also serves /healthz, /readyz, /metrics, /openapi.json and /docs (Swagger UI)
 EOF
   observability_endpoints
   say "  Logs             $LOGS"
