@@ -206,6 +206,16 @@ impl ConsumerContext for Rebalancer {
         if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
             debug!(%error, "nothing committed on revocation");
         }
+        // The partition's lag is its new owner's to report now; a stale value here would add
+        // to the group's total for as long as this process runs.
+        for (topic, partition) in &partitions {
+            metrics::gauge!(
+                "saga_consumer_lag",
+                "topic" => topic.clone(),
+                "partition" => partition.to_string()
+            )
+            .set(0.0);
+        }
         info!(partitions = ?partitions, "partitions revoked");
     }
 
