@@ -431,18 +431,7 @@ pub fn markdown(document: &Value) -> String {
                     .join(", "))
                 .unwrap_or_default(),
         ));
-        page.push_str("| field | type | default | meaning |\n|---|---|---|---|\n");
-        for field in schema["fields"].as_array().into_iter().flatten() {
-            page.push_str(&format!(
-                "| `{}` | {} | {} | {} |\n",
-                field["name"].as_str().unwrap_or(""),
-                cell(&avro_type(&field["type"])),
-                field
-                    .get("default")
-                    .map_or(String::new(), |d| format!("`{d}`")),
-                cell(field["doc"].as_str().unwrap_or("")),
-            ));
-        }
+        page.push_str(&field_table(schema));
     }
     page.push_str("\n## Shared types\n\nDefined once in `schemas/common/`, inlined where an event first uses them.\n");
     let mut shared = BTreeMap::new();
@@ -469,20 +458,26 @@ pub fn markdown(document: &Value) -> String {
             page.push('\n');
             continue;
         }
-        page.push_str("| field | type | default | meaning |\n|---|---|---|---|\n");
-        for field in definition["fields"].as_array().into_iter().flatten() {
-            page.push_str(&format!(
-                "| `{}` | {} | {} | {} |\n",
-                field["name"].as_str().unwrap_or(""),
-                cell(&avro_type(&field["type"])),
-                field
-                    .get("default")
-                    .map_or(String::new(), |d| format!("`{d}`")),
-                cell(field["doc"].as_str().unwrap_or("")),
-            ));
-        }
+        page.push_str(&field_table(definition));
     }
     page
+}
+
+/// A record's fields as a Markdown table: name, type, default, meaning.
+fn field_table(record: &Value) -> String {
+    let mut table = String::from("| field | type | default | meaning |\n|---|---|---|---|\n");
+    for field in record["fields"].as_array().into_iter().flatten() {
+        table.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            field["name"].as_str().unwrap_or(""),
+            cell(&avro_type(&field["type"])),
+            field
+                .get("default")
+                .map_or(String::new(), |d| format!("`{d}`")),
+            cell(field["doc"].as_str().unwrap_or("")),
+        ));
+    }
+    table
 }
 
 /// Every named type inside `schema` (but not the top-level record), by short name.
@@ -517,16 +512,7 @@ fn named_types(schema: &Value, top: bool, found: &mut BTreeMap<String, Value>) {
 
 /// Generates both files, or with `--check` compares them; `Ok(false)` when stale.
 pub fn run(args: &AsyncApiArgs) -> anyhow::Result<bool> {
-    let history = SchemaHistory::load(&args.dir).map_err(|errors| {
-        anyhow::anyhow!(
-            "{}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let history = crate::schemas::load(&args.dir)?;
     let topics = read_topics(&args.topics)?;
     let document = document(&history, &topics)?;
     let json = format!("{}\n", serde_json::to_string_pretty(&document)?);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use saga_events::Service;
-use saga_events::history::{SchemaHistory, diff, freeze};
+use saga_events::history::{HistoryError, SchemaHistory, diff, freeze};
 
 use crate::Context;
 
@@ -56,18 +56,22 @@ pub struct DiffArgs {
     pub dir: PathBuf,
 }
 
-fn load(dir: &std::path::Path) -> anyhow::Result<SchemaHistory> {
-    SchemaHistory::load(dir).map_err(|errors| {
-        let lines: Vec<String> = errors
-            .iter()
-            .map(|e| format!("  {}", saga_messaging::error::error_chain(e)))
-            .collect();
-        anyhow::anyhow!(
-            "{} is not a valid schema history:\n{}",
-            dir.display(),
-            lines.join("\n")
-        )
-    })
+/// What is wrong with a schemas directory, one error a line, as one error.
+fn invalid(dir: &std::path::Path, errors: &[HistoryError]) -> anyhow::Error {
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|e| format!("  {}", saga_messaging::error::error_chain(e)))
+        .collect();
+    anyhow::anyhow!(
+        "{} is not a valid schema history:\n{}",
+        dir.display(),
+        lines.join("\n")
+    )
+}
+
+/// The schema history under `dir`, or every problem with it.
+pub fn load(dir: &std::path::Path) -> anyhow::Result<SchemaHistory> {
+    SchemaHistory::load(dir).map_err(|errors| invalid(dir, &errors))
 }
 
 /// Runs a `schemas` command; `Ok(false)` when the gate refuses.
@@ -100,16 +104,7 @@ pub async fn run(context: &Context, command: SchemasCommand) -> anyhow::Result<b
             Ok(true)
         }
         SchemasCommand::Freeze { dir } => {
-            let rewritten = freeze(&dir).map_err(|errors| {
-                anyhow::anyhow!(
-                    "{}",
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            })?;
+            let rewritten = freeze(&dir).map_err(|errors| invalid(&dir, &errors))?;
             if rewritten.is_empty() {
                 println!("every shipped version already stands alone");
             }
