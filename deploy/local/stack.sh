@@ -599,6 +599,11 @@ case "${1:-}" in
     shift
     topic_command "$@"
     ;;
+  # Kafka's kafka-configs tool (a topic's effective configuration; alter one).
+  kafka-configs)
+    shift
+    kafka_tool kafka.admin.ConfigCommand "$@"
+    ;;
   # Kafka's kafka-consumer-groups tool (inspect groups, reset offsets).
   kafka-consumer-groups)
     shift
@@ -618,7 +623,7 @@ case "${1:-}" in
     esac
     ;;
   *)
-    say "usage: $0 up|down|status|logs|clean|kill <component>|stop <service>|kafka-topics <args>|kafka-consumer-groups <args>" >&2
+    say "usage: $0 up|down|status|logs|clean|kill <component>|stop <service>|kafka-topics <args>|kafka-configs <args>|kafka-consumer-groups <args>" >&2
     exit 2
     ;;
 esac

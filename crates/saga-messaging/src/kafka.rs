@@ -4,6 +4,12 @@
 
 use rdkafka::ClientConfig;
 
+/// The largest record the retry and dead-letter topics take (`max.message.bytes` in
+/// `deploy/topics.conf` and the Strimzi topics): twice the broker's default for the event
+/// topics, so that any record an event topic took is forwarded whole, its bytes intact, with
+/// the headers that say what became of it.
+pub const MAX_FORWARDED_BYTES: usize = 2 * 1024 * 1024;
+
 /// Where the broker is, how to authenticate, and how every client of it is tuned.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -69,7 +75,16 @@ impl KafkaSettings {
             .set("linger.ms", "0")
             // Records are partitioned by the relay itself (`partition_for`); this is the Java
             // clients' choice too, should anything else produce with the same keys.
-            .set("partitioner", "murmur2_random");
+            .set("partitioner", "murmur2_random")
+            // librdkafka refuses, before any broker sees it, a record above 1,000,000 bytes: less
+            // than the broker's own default for the event topics, so a record taken there could
+            // not be forwarded to retry or dead-letter, and the relay would stop on it. The
+            // topics' own limits are the ones that count; this only has to exceed them (it also
+            // bounds a whole request, hence the room for framing).
+            .set(
+                "message.max.bytes",
+                (MAX_FORWARDED_BYTES + 64 * 1024).to_string(),
+            );
         config
     }
 

@@ -36,7 +36,8 @@ pub struct ServiceConfig {
     /// how long a busy lane lets records gather between batches); `STUCK_AFTER_SECONDS`
     /// (default 300: a retry in place this long marks the service not ready);
     /// `CONSUMER_INSTANCE_ID` (default unset: a stable name per replica makes the consumer a
-    /// static group member, so a quick restart moves no partition).
+    /// static group member, so a quick restart moves no partition); `MAX_EVENT_BYTES` (default
+    /// 262144: a larger event this service reacts to is dead-lettered).
     pub consumer: ConsumerSettings,
     /// `RETENTION_HOURS` (default 192: the topics' 7 days plus one): how long published outbox
     /// rows and inbox entries are kept.
@@ -85,6 +86,10 @@ impl ServiceConfig {
                 instance_id: std::env::var("CONSUMER_INSTANCE_ID")
                     .ok()
                     .filter(|v| !v.is_empty()),
+                max_event_bytes: env_parse(
+                    "MAX_EVENT_BYTES",
+                    saga_messaging::consumer::DEFAULT_MAX_EVENT_BYTES,
+                )?,
             },
             relay: RelaySettings {
                 retention: Duration::from_secs(3600 * env_parse("RETENTION_HOURS", 192u64)?),

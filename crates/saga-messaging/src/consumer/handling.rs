@@ -365,6 +365,20 @@ impl<R: Reactions> Handler<R> {
         if !self.reactions.wants(event_type) {
             return Ok(Read::Ignored(event_type));
         }
+        // Anything larger is not a saga event, and whatever a service would emit in reply to it
+        // could outgrow what the event topics take, stopping the relay that sends it.
+        if delivery.payload.len() > self.settings.max_event_bytes {
+            return Ok(Read::Poison {
+                kind: FailureKind::Permanent,
+                reason: format!(
+                    "the record's value is {} bytes; events are at most {} (MAX_EVENT_BYTES)",
+                    delivery.payload.len(),
+                    self.settings.max_event_bytes
+                ),
+                order: delivery.key_order(),
+                event_type: Some(event_type),
+            });
+        }
         let ids =
             crate::error::parse_uuid("event_id", &event.metadata().event_id).and_then(|event_id| {
                 crate::error::parse_uuid("order_id", event.order_id()).map(|o| (event_id, o))

@@ -117,6 +117,9 @@ pub trait Reactions: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Vec<SagaEvent>>, Refusal>> + Send + 'a;
 }
 
+/// [`ConsumerSettings::max_event_bytes`] unless configured: 256 KiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
+
 /// How a consumer batches and treats messages whose handling fails.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -138,6 +141,11 @@ pub struct ConsumerSettings {
     pub stuck_after: Duration,
     /// `group.instance.id`: a stable name makes the consumer a static member of its group.
     pub instance_id: Option<String>,
+    /// The largest record value a service reacts to; a larger one is dead-lettered. Saga
+    /// events are a few kilobytes at most (the HTTP API bounds every field), and what a service
+    /// emits in reply to an event, or forwards to its retry and dead-letter topics, must still
+    /// fit what those topics take: see [`crate::kafka::MAX_FORWARDED_BYTES`].
+    pub max_event_bytes: usize,
 }
 
 impl Default for ConsumerSettings {
@@ -151,6 +159,7 @@ impl Default for ConsumerSettings {
             busy_linger: Duration::from_millis(2),
             stuck_after: crate::health::DEFAULT_STUCK_AFTER,
             instance_id: None,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }
