@@ -368,10 +368,9 @@ fn account(expected: &[Expectation], traces: &Traces) -> Accounts {
             (true, []) => *accounts.outcomes.entry(label("ignored")).or_default() += 1,
             (false, [fate]) => {
                 if *fate == Fate::Applied && expectation.what.ends_with("with 1 MB") {
-                    accounts.oversized_applied.push(format!(
-                        "{} {}",
-                        expectation.service, expectation.source
-                    ));
+                    accounts
+                        .oversized_applied
+                        .push(format!("{} {}", expectation.service, expectation.source));
                 }
                 *accounts
                     .outcomes

@@ -3,7 +3,7 @@
 # API) and PostgreSQL, the four services, and Jaeger and Prometheus to watch them (see
 # observability.sh), all on 127.0.0.1, without a Docker engine.
 #
-#   stack.sh up | down | status | logs | clean
+#   stack.sh up | down | status | logs | clean | scale <service> <replicas>
 #
 # Everything it downloads or writes lives under .local/ in the checkout (Maven's own cache aside).
 # `up` is idempotent: it starts only what is not running and changes nothing that runs.
@@ -23,6 +23,8 @@ PAYMENT_PORT=${PAYMENT_PORT:-8082}
 INVENTORY_PORT=${INVENTORY_PORT:-8083}
 SHIPPING_PORT=${SHIPPING_PORT:-8084}
 SERVICES=(order payment inventory shipping)
+# Replicas per service, e.g. `payment=3,inventory=2` (see replica_count).
+REPLICAS=${REPLICAS:-}
 # `cargo build` profile of the service binaries; release unless told otherwise.
 SERVICE_PROFILE=${SERVICE_PROFILE:-release}
 # Extra cargo features of the service binaries (make test adds saga-messaging/fault-injection).
@@ -419,46 +421,118 @@ services_build() {
     die "building the services failed"
 }
 
-service_ready() { curl -fs -o /dev/null "http://127.0.0.1:$(service_port "$1")/readyz"; }
+# Replicas: REPLICAS=payment=3,inventory=2 (a service not named runs once). Replica 1 of a
+# service is `<service>`: its port (ORDER_PORT, …), <service>.pid, <service>.log. Replica k > 1 is
+# `<service>-k`, on the service's port + 100·(k−1) (order: 8080, 8180, 8280, …; payment 8082,
+# 8182, …; at most 9 replicas), with <service>-k.pid and .log. Each is a static member of its
+# consumer group (CONSUMER_INSTANCE_ID=<service>-k): a replica restarted within the session
+# timeout (10 s) gets its partitions back without moving any other.
+MAX_REPLICAS=9
 
-services_up() {
-  mkdir -p "$SERVICES_DIR" "$LOGS"
-  local name port
-  for name in "${SERVICES[@]}"; do
-    port=$(service_port "$name")
-    if pid_alive "$SERVICES_DIR/$name.pid"; then
-      say "$(printf '%-10s' "$name") already running"
-      continue
-    fi
-    port_open "$port" && die "port $port ($name service) is taken by another process: stop it or set ${name^^}_PORT"
-    [ -x "$(service_binary "$name")" ] || die "$(service_binary "$name") is missing: run without SAGA_SKIP_BUILD"
-    step "starting the $name service on 127.0.0.1:$port"
-    # The services reach Postgres over its Unix socket: on one machine it costs about half
-    # the kernel time of TCP loopback per round trip, and a saga makes dozens.
-    local db otel
-    db=$(service_database "$name")
-    otel=$(otel_environment)
-    # shellcheck disable=SC2086 # one VAR=value per word
-    env $otel HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
-      SCHEMA_REGISTRY_URL="$REGISTRY_URL" PGPORT="$PGPORT" \
-      DATABASE_URL="postgres://$db:$db@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
-      setsid nohup "$(service_binary "$name")" >>"$LOGS/$name.log" 2>&1 </dev/null &
-    echo $! >"$SERVICES_DIR/$name.pid"
+replica_count() {
+  local name=$1 pair count=1
+  for pair in ${REPLICAS//,/ }; do
+    [ "${pair%%=*}" = "$name" ] && count=${pair#*=}
   done
+  [[ "$count" =~ ^[1-9]$ ]] || die "REPLICAS: $name=$count is not a count from 1 to $MAX_REPLICAS"
+  echo "$count"
+}
+
+# `payment` for replica 1, `payment-3` for replica 3.
+replica_name() { if [ "$2" = 1 ]; then echo "$1"; else echo "$1-$2"; fi; }
+
+# The service and replica number of a replica's name.
+replica_service() { echo "${1%-[0-9]}"; }
+replica_number() { if [[ "$1" =~ -([0-9])$ ]]; then echo "${BASH_REMATCH[1]}"; else echo 1; fi; }
+
+replica_port() { echo $(($(service_port "$1") + 100 * ($2 - 1))); }
+
+# Every replica of the services that has a pid file, running or not: `order`, `payment-2`, …
+known_replicas() {
+  local name file
   for name in "${SERVICES[@]}"; do
+    for file in "$SERVICES_DIR/$name.pid" "$SERVICES_DIR/$name"-[0-9].pid; do
+      [ -e "$file" ] && basename "$file" .pid
+    done
+  done
+  return 0
+}
+
+replica_ready() {
+  local service number
+  service=$(replica_service "$1")
+  number=$(replica_number "$1")
+  curl -fs -o /dev/null "http://127.0.0.1:$(replica_port "$service" "$number")/readyz"
+}
+
+start_replica() {
+  local name=$1 number=$2 replica port db otel
+  replica=$(replica_name "$name" "$number")
+  port=$(replica_port "$name" "$number")
+  if pid_alive "$SERVICES_DIR/$replica.pid"; then
+    say "$(printf '%-11s' "$replica") already running"
+    return 1
+  fi
+  port_open "$port" && die "port $port ($replica) is taken by another process: stop it or set ${name^^}_PORT"
+  [ -x "$(service_binary "$name")" ] || die "$(service_binary "$name") is missing: run without SAGA_SKIP_BUILD"
+  step "starting $replica on 127.0.0.1:$port"
+  # The services reach Postgres over its Unix socket: on one machine it costs about half
+  # the kernel time of TCP loopback per round trip, and a saga makes dozens.
+  db=$(service_database "$name")
+  otel=$(otel_environment)
+  # shellcheck disable=SC2086 # one VAR=value per word
+  env $otel HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
+    SCHEMA_REGISTRY_URL="$REGISTRY_URL" PGPORT="$PGPORT" CONSUMER_INSTANCE_ID="$name-$number" \
+    DATABASE_URL="postgres://$db:$db@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
+    setsid nohup "$(service_binary "$name")" >>"$LOGS/$replica.log" 2>&1 </dev/null &
+  echo $! >"$SERVICES_DIR/$replica.pid"
+}
+
+wait_replicas_ready() {
+  local replica
+  for replica in "$@"; do
     local deadline=$((SECONDS + 90))
-    until service_ready "$name"; do
-      ((SECONDS < deadline)) || { tail -n 30 "$LOGS/$name.log" >&2; die "the $name service is not ready after 90s (log: $LOGS/$name.log)"; }
-      pid_alive "$SERVICES_DIR/$name.pid" || { tail -n 30 "$LOGS/$name.log" >&2; die "the $name service exited (log: $LOGS/$name.log)"; }
+    until replica_ready "$replica"; do
+      ((SECONDS < deadline)) || { tail -n 30 "$LOGS/$replica.log" >&2; die "$replica is not ready after 90s (log: $LOGS/$replica.log)"; }
+      pid_alive "$SERVICES_DIR/$replica.pid" || { tail -n 30 "$LOGS/$replica.log" >&2; die "$replica exited (log: $LOGS/$replica.log)"; }
       sleep 0.3
     done
   done
 }
 
-services_down() {
-  local name
+# Starts what is missing of each service's REPLICAS; stops nothing (see `scale`).
+services_up() {
+  mkdir -p "$SERVICES_DIR" "$LOGS"
+  local name number started=()
   for name in "${SERVICES[@]}"; do
-    stop_pid "the $name service" "$SERVICES_DIR/$name.pid" 40
+    for ((number = 1; number <= $(replica_count "$name"); number++)); do
+      start_replica "$name" "$number" && started+=("$(replica_name "$name" "$number")")
+    done
+  done
+  wait_replicas_ready ${started[@]+"${started[@]}"}
+}
+
+# `scale <service> <n>`: starts replicas up to n and stops, gracefully and highest first, those
+# above it (each finishes its in-flight transactions and commits before it exits).
+cmd_scale() {
+  local name=${1:-} count=${2:-}
+  case "$name" in order | payment | inventory | shipping) ;; *) die "usage: $0 scale order|payment|inventory|shipping <replicas>" ;; esac
+  [[ "$count" =~ ^[1-9]$ ]] || die "scale: $count is not a count from 1 to $MAX_REPLICAS"
+  mkdir -p "$SERVICES_DIR" "$LOGS"
+  local number started=()
+  for ((number = MAX_REPLICAS; number > count; number--)); do
+    stop_pid "$name-$number" "$SERVICES_DIR/$name-$number.pid" 40
+  done
+  for ((number = 1; number <= count; number++)); do
+    start_replica "$name" "$number" && started+=("$(replica_name "$name" "$number")")
+  done
+  wait_replicas_ready ${started[@]+"${started[@]}"}
+}
+
+services_down() {
+  local replica
+  for replica in $(known_replicas); do
+    stop_pid "$replica" "$SERVICES_DIR/$replica.pid" 40
   done
 }
 
@@ -478,6 +552,12 @@ Stack is up:
   Shipping API     http://127.0.0.1:$SHIPPING_PORT   (GET /shipments/{order_id})
                    each also serves /healthz, /readyz, /metrics, /openapi.json and /docs (Swagger UI)
 EOF
+  local replicas
+  replicas=$(known_replicas | grep -- '-[0-9]$' | while read -r replica; do
+    pid_alive "$SERVICES_DIR/$replica.pid" &&
+      printf '%s :%s  ' "$replica" "$(replica_port "$(replica_service "$replica")" "$(replica_number "$replica")")"
+  done || true)
+  [ -z "$replicas" ] || say "  Replicas         $replicas"
   observability_endpoints
   say "  Logs             $LOGS"
 }
@@ -514,7 +594,7 @@ cmd_down() {
 
 status_line() {
   local name=$1 state=$2 where=$3
-  printf '%-10s %-8s %s\n' "$name" "$state" "$where"
+  printf '%-11s %-8s %s\n' "$name" "$state" "$where"
 }
 
 cmd_status() {
@@ -532,19 +612,25 @@ cmd_status() {
     status_line registry stopped "-"
     all=1
   fi
-  local name
+  local name replica url
   for name in "${SERVICES[@]}"; do
-    if pid_alive "$SERVICES_DIR/$name.pid"; then
-      if service_ready "$name"; then
-        status_line "$name" running "http://127.0.0.1:$(service_port "$name") (pid $(cat "$SERVICES_DIR/$name.pid"))"
-      else
-        status_line "$name" starting "http://127.0.0.1:$(service_port "$name")"
+    # Replica 1 always has a line; further replicas once they were started.
+    for replica in $( (echo "$name"; known_replicas | grep -x "$name-[0-9]") | sort -u); do
+      url="http://127.0.0.1:$(replica_port "$name" "$(replica_number "$replica")")"
+      if pid_alive "$SERVICES_DIR/$replica.pid"; then
+        if replica_ready "$replica"; then
+          status_line "$replica" running "$url (pid $(cat "$SERVICES_DIR/$replica.pid"))"
+        else
+          status_line "$replica" starting "$url"
+          all=1
+        fi
+      elif [ "$replica" = "$name" ]; then
+        status_line "$replica" stopped "-"
         all=1
+      else
+        status_line "$replica" stopped "-"
       fi
-    else
-      status_line "$name" stopped "-"
-      all=1
-    fi
+    done
   done
   observability_status || all=1
   return $all
@@ -552,8 +638,8 @@ cmd_status() {
 
 cmd_logs() {
   local log
-  for log in "$PG_LOG" "$LOGS"/kafka.log "$LOGS"/registry.log "$LOGS"/order.log \
-    "$LOGS"/payment.log "$LOGS"/inventory.log "$LOGS"/shipping.log "$LOGS"/jaeger.log \
+  for log in "$PG_LOG" "$LOGS"/kafka.log "$LOGS"/registry.log "$LOGS"/order*.log \
+    "$LOGS"/payment*.log "$LOGS"/inventory*.log "$LOGS"/shipping*.log "$LOGS"/jaeger.log \
     "$LOGS"/prometheus.log; do
     [ -f "$log" ] || continue
     printf '\n===== %s =====\n' "$log"
@@ -571,8 +657,10 @@ cmd_kill() {
       ;;
     kafka) pid_file=$KAFKA_DIR/kafka.pid ;;
     registry) pid_file=$REGISTRY_DIR/registry.pid ;;
-    order | payment | inventory | shipping) pid_file=$SERVICES_DIR/$1.pid ;;
-    *) die "usage: $0 kill postgres|kafka|registry|order|payment|inventory|shipping" ;;
+    order | payment | inventory | shipping | order-[2-9] | payment-[2-9] | inventory-[2-9] | shipping-[2-9])
+      pid_file=$SERVICES_DIR/$1.pid
+      ;;
+    *) die "usage: $0 kill postgres|kafka|registry|<service>[-<replica>]" ;;
   esac
   pid_alive "$pid_file" || die "$1 is not running"
   local pid
@@ -614,16 +702,22 @@ case "${1:-}" in
     cmd_kill "${2:-}"
     ;;
   # Stops one service, Jaeger or Prometheus gracefully (SIGTERM); `up` starts it again.
+  scale)
+    services_build
+    cmd_scale "${2:-}" "${3:-}"
+    ;;
   stop)
     case "${2:-}" in
-      order | payment | inventory | shipping) stop_pid "the $2 service" "$SERVICES_DIR/$2.pid" 40 ;;
+      order | payment | inventory | shipping | order-[2-9] | payment-[2-9] | inventory-[2-9] | shipping-[2-9])
+        stop_pid "$2" "$SERVICES_DIR/$2.pid" 40
+        ;;
       jaeger) jaeger_down ;;
       prometheus) prometheus_down ;;
-      *) die "usage: $0 stop order|payment|inventory|shipping|jaeger|prometheus" ;;
+      *) die "usage: $0 stop <service>[-<replica>]|jaeger|prometheus" ;;
     esac
     ;;
   *)
-    say "usage: $0 up|down|status|logs|clean|kill <component>|stop <service>|kafka-topics <args>|kafka-configs <args>|kafka-consumer-groups <args>" >&2
+    say "usage: $0 up|down|status|logs|clean|kill <component>|stop <service>[-<replica>]|scale <service> <replicas>|kafka-topics <args>|kafka-configs <args>|kafka-consumer-groups <args>" >&2
     exit 2
     ;;
 esac

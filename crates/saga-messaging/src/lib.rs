@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+pub mod groups;
 pub mod headers;
 pub mod health;
 pub mod inbox;

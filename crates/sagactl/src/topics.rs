@@ -1,9 +1,12 @@
-//! `sagactl topics`: the saga's topics, their size, and how far behind each service is.
+//! `sagactl topics`: the saga's topics, their size, and how far behind each service is; then each
+//! service's consumer group: its members (one per replica) and the partitions each owns, and any
+//! partition of what the service reads that no member owns.
 
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use saga_events::Service;
+use saga_messaging::groups;
 use saga_messaging::reader::{PartitionReader, committed_offsets};
 use serde_json::{Value, json};
 
@@ -13,50 +16,72 @@ use crate::output::emit;
 pub async fn run(context: &Context) -> anyhow::Result<()> {
     let kafka = context.kafka.clone();
     let topics = context.topics.clone();
-    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Value>> {
-        let reader = PartitionReader::new(&kafka)?;
-        let metadata = reader
-            .consumer()
-            .fetch_metadata(None, Duration::from_secs(10))?;
-        let groups: Vec<String> = Service::ALL
-            .iter()
-            .map(|s| format!("{}{}-service", topics.prefix(), s.name()))
-            .collect();
-        let mut report = Vec::new();
-        for topic in metadata.topics() {
-            let name = topic.name();
-            if name.starts_with("__") || !name.starts_with(topics.prefix()) {
-                continue;
-            }
-            let mut end_offsets = Vec::new();
-            for partition in topic.partitions() {
-                let (_, high) = reader.consumer().fetch_watermarks(
-                    name,
-                    partition.id(),
-                    Duration::from_secs(10),
-                )?;
-                end_offsets.push((partition.id(), high));
-            }
-            let mut lag = serde_json::Map::new();
-            for group in &groups {
-                if let Some(group_lag) = group_lag(&kafka, group, name, &end_offsets)? {
-                    lag.insert(group.clone(), json!(group_lag));
+    let report =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<Value>, Vec<Value>)> {
+            let reader = PartitionReader::new(&kafka)?;
+            let metadata = reader
+                .consumer()
+                .fetch_metadata(None, Duration::from_secs(10))?;
+            let groups: Vec<String> = Service::ALL
+                .iter()
+                .map(|s| format!("{}{}-service", topics.prefix(), s.name()))
+                .collect();
+            let saga_topics = topics.all();
+            let mut report = Vec::new();
+            for topic in metadata.topics() {
+                let name = topic.name();
+                // The saga's own topics: not the broker's, not other sagas' behind other prefixes.
+                if !saga_topics.iter().any(|t| t == name) {
+                    continue;
                 }
+                let mut end_offsets = Vec::new();
+                for partition in topic.partitions() {
+                    let (_, high) = reader.consumer().fetch_watermarks(
+                        name,
+                        partition.id(),
+                        Duration::from_secs(10),
+                    )?;
+                    end_offsets.push((partition.id(), high));
+                }
+                let mut lag = serde_json::Map::new();
+                for group in &groups {
+                    if let Some(group_lag) = group_lag(&kafka, group, name, &end_offsets)? {
+                        lag.insert(group.clone(), json!(group_lag));
+                    }
+                }
+                report.push(json!({
+                    "topic": name,
+                    "partitions": end_offsets.len(),
+                    "end_offsets": end_offsets.iter().map(|(_, o)| o).sum::<i64>(),
+                    "lag": lag,
+                }));
             }
-            report.push(json!({
-                "topic": name,
-                "partitions": end_offsets.len(),
-                "end_offsets": end_offsets.iter().map(|(_, o)| o).sum::<i64>(),
-                "lag": lag,
-            }));
-        }
-        report.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
-        Ok(report)
-    })
-    .await??;
+            report.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
+            let partitions_of = |topic: &str| {
+                metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map_or(0, |t| t.partitions().len() as i32)
+            };
+            let mut groups_report = Vec::new();
+            for service in Service::ALL {
+                let group = format!("{}{}-service", topics.prefix(), service.name());
+                let mut read: Vec<String> = service
+                    .consumes()
+                    .iter()
+                    .map(|&source| topics.events(source))
+                    .collect();
+                read.push(topics.retry(service));
+                groups_report.push(group_report(&kafka, &group, &read, partitions_of)?);
+            }
+            Ok((report, groups_report))
+        })
+        .await??;
+    let (report, groups_report) = report;
 
     if context.json {
-        emit(Value::Array(report))?;
+        emit(json!({ "topics": report, "groups": groups_report }))?;
         return Ok(());
     }
     emit(format!(
@@ -82,7 +107,91 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
             if lag.is_empty() { "-".to_owned() } else { lag }
         ))?;
     }
+    emit(String::new())?;
+    emit(format!(
+        "{:<22} {:<20} {:<44} OWNS",
+        "GROUP", "STATE", "MEMBER"
+    ))?;
+    for group in &groups_report {
+        let name = group["group"].as_str().unwrap_or("");
+        let state = group["state"].as_str().unwrap_or("");
+        let members = group["members"].as_array().cloned().unwrap_or_default();
+        if members.is_empty() {
+            emit(format!("{name:<22} {state:<20} -"))?;
+        }
+        for member in members {
+            let owns = member["owns"]
+                .as_object()
+                .map(|topics| {
+                    topics
+                        .iter()
+                        .map(|(topic, partitions)| format!("{topic}{partitions}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            emit(format!(
+                "{name:<22} {state:<20} {:<44} {}",
+                member["member"].as_str().unwrap_or(""),
+                if owns.is_empty() { "-" } else { owns.as_str() }
+            ))?;
+        }
+        if let Some(unowned) = group["unowned"].as_object()
+            && !unowned.is_empty()
+        {
+            let list: Vec<String> = unowned
+                .iter()
+                .map(|(topic, partitions)| format!("{topic}{partitions}"))
+                .collect();
+            emit(format!(
+                "{name:<22} {state:<20} {:<44} {}",
+                "UNOWNED",
+                list.join(" ")
+            ))?;
+        }
+    }
     Ok(())
+}
+
+/// A group's members, what each owns of the topics it reads, and what no member owns.
+fn group_report(
+    kafka: &saga_messaging::KafkaSettings,
+    group: &str,
+    read: &[String],
+    partitions_of: impl Fn(&str) -> i32,
+) -> anyhow::Result<Value> {
+    let found = groups::members(kafka, group)?;
+    let mut unowned = serde_json::Map::new();
+    for topic in read {
+        let owned: Vec<i32> = found
+            .members
+            .iter()
+            .flat_map(|m| m.partitions_of(topic))
+            .collect();
+        let missing: Vec<i32> = (0..partitions_of(topic))
+            .filter(|p| !owned.contains(p))
+            .collect();
+        if !missing.is_empty() {
+            unowned.insert(topic.clone(), json!(missing));
+        }
+    }
+    let members: Vec<Value> = found
+        .members
+        .iter()
+        .map(|m| {
+            let owns: serde_json::Map<String, Value> = m
+                .assignment
+                .iter()
+                .map(|(topic, partitions)| {
+                    let mut partitions = partitions.clone();
+                    partitions.sort_unstable();
+                    (topic.clone(), json!(partitions))
+                })
+                .collect();
+            json!({ "member": m.member_id, "client_id": m.client_id, "host": m.host, "owns": owns })
+        })
+        .collect();
+    Ok(json!({ "group": group, "state": found.state, "members": members, "unowned": unowned }))
 }
 
 /// Records of `topic` the group has not committed yet, or None if it never consumed the topic.
