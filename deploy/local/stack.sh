@@ -41,6 +41,8 @@ REGISTRY_COMPATIBILITY=FULL_TRANSITIVE
 # messaging crate's integration tests make a schema each. Each role can open only the database of
 # the same name (pg_hba `sameuser`).
 DATABASES=(orders payments inventory shipping registry saga_test)
+# The services' own databases, each with an owner and a runtime role (deploy/postgres/service-roles.sql).
+SERVICE_DATABASES=(orders payments inventory shipping)
 
 KAFKA_DIR=$STATE/kafka
 REGISTRY_DIR=$STATE/registry
@@ -212,6 +214,20 @@ SELECT 'CREATE DATABASE $db OWNER $db'
 REVOKE ALL ON DATABASE $db FROM PUBLIC;
 EOF
   done
+  # Each service connects as <db>_runtime (reads and writes its tables, nothing else) and
+  # migrates as the owner <db>: deploy/postgres/service-roles.sql. pg_hba lets each runtime role
+  # into its own database only.
+  local reload=0
+  for db in "${SERVICE_DATABASES[@]}"; do
+    as_pg "$(pg_bin)/psql" -h "$PG_SOCKET_DIR" -p "$PGPORT" -U postgres -d "$db" -qAt \
+      -v db="$db" -v runtime="${db}_runtime" <"$ROOT/deploy/postgres/service-roles.sql" >/dev/null
+    if ! as_pg grep -q "^local   $db " "$PG_DATA/pg_hba.conf"; then
+      printf 'local   %s  %s  scram-sha-256\nhost    %s  %s  127.0.0.1/32  scram-sha-256\n' \
+        "$db" "${db}_runtime" "$db" "${db}_runtime" | as_pg tee -a "$PG_DATA/pg_hba.conf" >/dev/null
+      reload=1
+    fi
+  done
+  if ((reload)); then as_pg "$bin/pg_ctl" reload -D "$PG_DATA" >/dev/null; fi
 }
 
 postgres_down() {
@@ -483,7 +499,8 @@ start_replica() {
   # shellcheck disable=SC2086 # one VAR=value per word
   env $otel HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
     SCHEMA_REGISTRY_URL="$REGISTRY_URL" PGPORT="$PGPORT" CONSUMER_INSTANCE_ID="$name-$number" \
-    DATABASE_URL="postgres://$db:$db@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
+    DATABASE_URL="postgres://${db}_runtime:${db}_runtime@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
+    MIGRATION_DATABASE_URL="postgres://$db:$db@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
     setsid nohup "$(service_binary "$name")" >>"$LOGS/$replica.log" 2>&1 </dev/null &
   echo $! >"$SERVICES_DIR/$replica.pid"
 }
