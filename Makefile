@@ -9,8 +9,13 @@ up:
 down:
 	@$(STACK) down
 
+# Then, once Kafka answers, each consumer group's members and the partitions each owns.
 status:
-	@$(STACK) status
+	@out=$$($(STACK) status); status=$$?; echo "$$out"; \
+	sagactl=$$(ls -t target/release/sagactl target/debug/sagactl 2>/dev/null | head -n 1); \
+	if [ -n "$$sagactl" ] && echo "$$out" | grep -q '^kafka .*running'; then \
+	  echo; $$sagactl topics --groups || true; \
+	fi; exit $$status
 
 logs:
 	@$(STACK) logs

@@ -97,15 +97,33 @@ prometheus_bin() {
   command -v prometheus
 }
 
-# The Compose configuration with the targets moved to this machine's ports.
+# The Compose configuration, each job's static target replaced by a file of targets that
+# prometheus_targets keeps current: every replica of the service, on this machine's ports.
 prometheus_config() {
   mkdir -p "$PROMETHEUS_DIR"
-  sed -e "s#\"order:8080\"#\"127.0.0.1:$ORDER_PORT\"#" \
-    -e "s#\"payment:8080\"#\"127.0.0.1:$PAYMENT_PORT\"#" \
-    -e "s#\"inventory:8080\"#\"127.0.0.1:$INVENTORY_PORT\"#" \
-    -e "s#\"shipping:8080\"#\"127.0.0.1:$SHIPPING_PORT\"#" \
+  sed -e 's#^    static_configs:$#    file_sd_configs:#' \
+    -e 's#^      - targets: \["\([a-z]*\):8080"\]$#      - files: ["targets/\1.json"]#' \
     "$ROOT/deploy/observability/prometheus.yml" >"$PROMETHEUS_DIR/prometheus.yml"
   cp "$ROOT/deploy/observability/alerts.yml" "$PROMETHEUS_DIR/alerts.yml"
+  prometheus_targets
+}
+
+# One target per replica, labelled `replica` (`payment`, `payment-2`, …): replica 1 always, the
+# others while they have a pid file (a killed replica stays, and shows as down; one scaled away
+# goes). Prometheus notices the files change by itself; each is replaced whole.
+prometheus_targets() {
+  enabled "$WITH_PROMETHEUS" || return 0
+  mkdir -p "$PROMETHEUS_DIR/targets"
+  local name replica entries file
+  for name in "${SERVICES[@]}"; do
+    entries=""
+    for replica in $( (echo "$name"; known_replicas | grep -x "$name-[0-9]" || true) | sort -u); do
+      entries+="${entries:+,}{\"targets\":[\"127.0.0.1:$(replica_port "$name" "$(replica_number "$replica")")\"],\"labels\":{\"replica\":\"$replica\"}}"
+    done
+    file=$PROMETHEUS_DIR/targets/$name.json
+    printf '[%s]\n' "$entries" >"$file.tmp"
+    mv "$file.tmp" "$file"
+  done
 }
 
 prometheus_ready() { curl -fs -o /dev/null "$PROMETHEUS_URL/-/ready"; }

@@ -526,6 +526,7 @@ services_up() {
       start_replica "$name" "$number" && started+=("$(replica_name "$name" "$number")")
     done
   done
+  prometheus_targets
   wait_replicas_ready ${started[@]+"${started[@]}"}
 }
 
@@ -543,6 +544,7 @@ cmd_scale() {
   for ((number = 1; number <= count; number++)); do
     start_replica "$name" "$number" && started+=("$(replica_name "$name" "$number")")
   done
+  prometheus_targets
   wait_replicas_ready ${started[@]+"${started[@]}"}
 }
 
@@ -727,6 +729,7 @@ case "${1:-}" in
     case "${2:-}" in
       order | payment | inventory | shipping | order-[2-9] | payment-[2-9] | inventory-[2-9] | shipping-[2-9])
         stop_pid "$2" "$SERVICES_DIR/$2.pid" 40
+        prometheus_targets
         ;;
       jaeger) jaeger_down ;;
       prometheus) prometheus_down ;;

@@ -7,6 +7,7 @@
 //! here. Members are named by their member id, which for a static member starts with its
 //! `group.instance.id` (`CONSUMER_INSTANCE_ID`, e.g. `payment-2`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -20,18 +21,14 @@ pub struct Member {
     pub member_id: String,
     pub client_id: String,
     pub host: String,
-    /// Topic and partitions, in the order the assignment lists them.
-    pub assignment: Vec<(String, Vec<i32>)>,
+    /// Each topic's partitions, sorted (the assignment may list a topic more than once).
+    pub assignment: BTreeMap<String, Vec<i32>>,
 }
 
 impl Member {
     /// The partitions of `topic` this member owns.
     pub fn partitions_of(&self, topic: &str) -> Vec<i32> {
-        self.assignment
-            .iter()
-            .filter(|(t, _)| t == topic)
-            .flat_map(|(_, partitions)| partitions.iter().copied())
-            .collect()
+        self.assignment.get(topic).cloned().unwrap_or_default()
     }
 }
 
@@ -71,9 +68,9 @@ pub fn members(kafka: &KafkaSettings, group: &str) -> Result<GroupMembers, Kafka
 
 /// Decodes a consumer-protocol assignment; what does not parse is left out (a member of a
 /// group that is not a consumer group, or bytes cut short, own nothing that can be named).
-fn decode_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {
+fn decode_assignment(bytes: &[u8]) -> BTreeMap<String, Vec<i32>> {
     let mut input = Input(bytes);
-    let mut topics = Vec::new();
+    let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     let parsed = (|| -> Option<()> {
         let _version = input.i16()?;
         for _ in 0..input.i32()?.max(0) {
@@ -83,12 +80,16 @@ fn decode_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {
             let partitions = (0..count)
                 .map(|_| input.i32())
                 .collect::<Option<Vec<i32>>>()?;
-            topics.push((name, partitions));
+            topics.entry(name).or_default().extend(partitions);
         }
         Some(())
     })();
     if parsed.is_none() {
         topics.clear();
+    }
+    for partitions in topics.values_mut() {
+        partitions.sort_unstable();
+        partitions.dedup();
     }
     topics
 }
@@ -137,14 +138,18 @@ mod tests {
     }
 
     #[test]
-    fn an_assignment_names_each_topic_and_its_partitions() {
-        let bytes = assignment(&[("order.events", &[0, 3]), ("payment.retry", &[1])]);
+    fn an_assignment_names_each_topic_and_its_partitions_once() {
+        let bytes = assignment(&[
+            ("order.events", &[3, 0]),
+            ("payment.retry", &[1]),
+            ("order.events", &[5]),
+        ]);
         assert_eq!(
             decode_assignment(&bytes),
-            vec![
-                ("order.events".to_owned(), vec![0, 3]),
+            BTreeMap::from([
+                ("order.events".to_owned(), vec![0, 3, 5]),
                 ("payment.retry".to_owned(), vec![1]),
-            ]
+            ])
         );
     }
 

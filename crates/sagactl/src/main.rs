@@ -1,7 +1,8 @@
 //! `sagactl`: what an operator of the saga needs at hand.
 //!
 //! ```text
-//! sagactl topics                                   topics, partitions, end offsets, group lag
+//! sagactl topics [--groups]                        topics, partitions, end offsets, group lag;
+//!                                                   members and the partitions each owns
 //! sagactl tail order.events --from-beginning       records decoded from Avro into JSON
 //! sagactl saga <order_id>                          one order's events across all topics
 //! sagactl stuck --older-than 10s                   sagas not ended: what each waits for, parked messages
@@ -21,7 +22,9 @@ use sagactl::{Context, audit, bench, dlq, saga, schemas, stuck, tail, topics};
     about = "Operate the order saga: topics, tails, sagas"
 )]
 struct Cli {
-    /// Kafka bootstrap servers.
+    /// Kafka bootstrap servers. Authentication as the services take it, from
+    /// `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME` and
+    /// `KAFKA_SASL_PASSWORD` (unset: plaintext, as the local stack runs).
     #[arg(
         long,
         env = "KAFKA_BOOTSTRAP",
@@ -49,8 +52,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Topics with their partitions, end offsets and each service's consumer-group lag.
-    Topics,
+    /// Topics with their partitions, end offsets and each service's consumer-group lag; each
+    /// group's members (one per replica) and the partitions each owns.
+    Topics(topics::TopicsArgs),
     /// Records of a topic, decoded from Avro through the registry into JSON.
     Tail(tail::TailArgs),
     /// A service's dead letters: list, show, redrive.
@@ -78,13 +82,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let topics = TopicNames::new(cli.topic_prefix.clone());
     let context = Context {
-        kafka: KafkaSettings::new(cli.bootstrap.clone()),
+        kafka: KafkaSettings::new(cli.bootstrap.clone()).with_security_from_env(),
         codec: EventCodec::new(&cli.registry, topics.clone())?,
         topics,
         json: cli.json,
     };
     match cli.command {
-        Command::Topics => topics::run(&context).await,
+        Command::Topics(args) => topics::run(&context, args).await,
         Command::Tail(args) => tail::run(&context, args).await,
         Command::Saga { order_id } => saga::run(&context, &order_id).await,
         Command::Bench(args) => bench::run(&context, args).await,

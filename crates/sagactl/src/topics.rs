@@ -13,7 +13,14 @@ use serde_json::{Value, json};
 use crate::Context;
 use crate::output::emit;
 
-pub async fn run(context: &Context) -> anyhow::Result<()> {
+#[derive(Debug, clap::Args)]
+pub struct TopicsArgs {
+    /// Only the consumer groups: members and the partitions each owns (what `make status` shows).
+    #[arg(long)]
+    pub groups: bool,
+}
+
+pub async fn run(context: &Context, args: TopicsArgs) -> anyhow::Result<()> {
     let kafka = context.kafka.clone();
     let topics = context.topics.clone();
     let report =
@@ -84,6 +91,14 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
         emit(json!({ "topics": report, "groups": groups_report }))?;
         return Ok(());
     }
+    if !args.groups {
+        print_topics(&report)?;
+        emit(String::new())?;
+    }
+    print_groups(&groups_report)
+}
+
+fn print_topics(report: &[Value]) -> anyhow::Result<()> {
     emit(format!(
         "{:<28} {:>10} {:>12}  CONSUMER GROUP LAG",
         "TOPIC", "PARTITIONS", "END OFFSETS"
@@ -107,12 +122,15 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
             if lag.is_empty() { "-".to_owned() } else { lag }
         ))?;
     }
-    emit(String::new())?;
+    Ok(())
+}
+
+fn print_groups(groups_report: &[Value]) -> anyhow::Result<()> {
     emit(format!(
         "{:<22} {:<20} {:<44} OWNS",
         "GROUP", "STATE", "MEMBER"
     ))?;
-    for group in &groups_report {
+    for group in groups_report {
         let name = group["group"].as_str().unwrap_or("");
         let state = group["state"].as_str().unwrap_or("");
         let members = group["members"].as_array().cloned().unwrap_or_default();
@@ -182,11 +200,7 @@ fn group_report(
             let owns: serde_json::Map<String, Value> = m
                 .assignment
                 .iter()
-                .map(|(topic, partitions)| {
-                    let mut partitions = partitions.clone();
-                    partitions.sort_unstable();
-                    (topic.clone(), json!(partitions))
-                })
+                .map(|(topic, partitions)| (topic.clone(), json!(partitions)))
                 .collect();
             json!({ "member": m.member_id, "client_id": m.client_id, "host": m.host, "owns": owns })
         })

@@ -188,6 +188,12 @@ pub enum ConsumerError {
     LaneFailed(String),
     #[error("the poll thread stopped unexpectedly")]
     PollFailed,
+    /// librdkafka will not use this consumer again.
+    #[error("the kafka consumer failed for good ({code:?}): {reason}")]
+    Fatal {
+        code: rdkafka::types::RDKafkaErrorCode,
+        reason: String,
+    },
 }
 
 /// Consumes a service's topics and applies its [`Reactions`].
@@ -217,7 +223,33 @@ impl<R: Reactions> EventConsumer<R> {
     /// Runs until `shutdown`; then finishes the batches being handled, commits stored offsets
     /// and leaves the group. A lane or the poll thread failing cancels `shutdown` (the service
     /// stops, and its supervisor starts it again) and is returned as an error.
+    ///
+    /// A consumer librdkafka gives up on for good (a fatal error) is replaced instead: the batches
+    /// in flight finish, the old consumer is closed and a new one joins the group. The known
+    /// case is a static member (`CONSUMER_INSTANCE_ID`) whose session timed out while the broker
+    /// was away: it rejoins under its instance id, and that new membership fences the commits
+    /// the old one still sends. What the old consumer could not commit is delivered again, and
+    /// the inbox makes that harmless.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+        loop {
+            let round = shutdown.child_token();
+            match self.run_once(round).await {
+                Err(ConsumerError::Fatal { code, reason }) if !shutdown.is_cancelled() => {
+                    warn!(?code, %reason, "the Kafka consumer failed for good; joining the group with a new one");
+                    metrics::counter!("saga_consumer_rebuilds_total", "service" => self.setup.service.name())
+                        .increment(1);
+                }
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    shutdown.cancel();
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// One consumer's life: until `shutdown`, a lane's failure, or the consumer's own.
+    async fn run_once(&self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
         let setup = &self.setup;
         let retry_topic = setup.outbox.codec().topics().retry(setup.service);
         let mut topics = setup.subscriptions.clone();

@@ -291,6 +291,10 @@ pub(super) fn run(
             None => continue,
             Some(Ok(message)) => message,
             Some(Err(error)) => {
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    failure = Some(ConsumerError::Fatal { code, reason });
+                    break;
+                }
                 // Broker away, a rebalance in progress, …: librdkafka recovers by itself.
                 warn!(%error, "consumer error");
                 continue;
