@@ -196,6 +196,10 @@ pub enum ConsumerError {
     },
 }
 
+fn rebuild_backoff() -> crate::Backoff {
+    crate::Backoff::with(Duration::from_millis(500), Duration::from_secs(30))
+}
+
 /// Consumes a service's topics and applies its [`Reactions`].
 pub struct EventConsumer<R> {
     handler: Arc<handling::Handler<R>>,
@@ -230,14 +234,27 @@ impl<R: Reactions> EventConsumer<R> {
     /// was away: it rejoins under its instance id, and that new membership fences the commits
     /// the old one still sends. What the old consumer could not commit is delivered again, and
     /// the inbox makes that harmless.
+    ///
+    /// Replacements that keep failing wait longer each time (up to 30 s): two processes given
+    /// the same instance id by mistake fence each other, and must not do it in a tight loop.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+        let mut backoff = rebuild_backoff();
         loop {
             let round = shutdown.child_token();
+            let started = std::time::Instant::now();
             match self.run_once(round).await {
                 Err(ConsumerError::Fatal { code, reason }) if !shutdown.is_cancelled() => {
-                    warn!(?code, %reason, "the Kafka consumer failed for good; joining the group with a new one");
+                    if started.elapsed() >= Duration::from_secs(60) {
+                        backoff = rebuild_backoff();
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(?code, %reason, ?delay, "the Kafka consumer failed for good; joining the group with a new one");
                     metrics::counter!("saga_consumer_rebuilds_total", "service" => self.setup.service.name())
                         .increment(1);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
                 }
                 Ok(()) => return Ok(()),
                 Err(error) => {
