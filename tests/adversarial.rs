@@ -162,14 +162,7 @@ async fn consumers_survive_adversarial_events_and_account_for_every_record() -> 
         panics.join("\n")
     );
 
-    // Every partition still flows.
-    let sku = unique_sku("after-adversarial");
-    api.set_stock(&sku, 1).await?;
-    let order_id = api
-        .place(&order_body(&[(&sku, 1, 100)], "GB", "tok_visa"))
-        .await?;
-    let order = api.wait_terminal(&order_id, SETTLE).await?;
-    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert_a_new_order_confirms(&api, "adversarial-events").await?;
     assert_audit_clean("adversarial events")?;
     Ok(())
 }

@@ -50,7 +50,9 @@ async fn load(
                 };
                 let body = order_body(&[(&sku, 1, 1_000)], country, method);
                 let key = uuid::Uuid::new_v4().to_string();
-                let id = place_until_accepted(&api, &body, &key).await?;
+                let id =
+                    place_until_accepted(&api, std::slice::from_ref(&api.order), 0, &body, &key)
+                        .await?;
                 placed.fetch_add(1, Ordering::Relaxed);
                 Ok(id)
             }
@@ -59,37 +61,6 @@ async fn load(
         .collect()
         .await;
     results.into_iter().collect()
-}
-
-async fn place_until_accepted(api: &Api, body: &Value, key: &str) -> anyhow::Result<String> {
-    wait_for(
-        "an order to be accepted",
-        Duration::from_secs(150),
-        || async {
-            let response = api
-                .http
-                .post(format!("{}/orders", api.order))
-                .header("Idempotency-Key", key)
-                .json(body)
-                .send()
-                .await;
-            match response {
-                Ok(r) if r.status().as_u16() == 201 => {
-                    let created: Value = r.json().await?;
-                    Ok((
-                        created["order_id"].as_str().map(str::to_owned),
-                        String::new(),
-                    ))
-                }
-                Ok(r) => Ok((
-                    None,
-                    format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
-                )),
-                Err(e) => Ok((None, e.to_string())),
-            }
-        },
-    )
-    .await
 }
 
 async fn wait_all_terminal(api: &Api, order_ids: &[String]) -> anyhow::Result<()> {
@@ -112,15 +83,7 @@ async fn break_mid_load(
     api.set_stock(&sku, count as i64).await?;
     let placed = Arc::new(AtomicUsize::new(0));
     let running = tokio::spawn(load(api.clone(), sku, count, 8, placed.clone()));
-    wait_for(
-        &format!("{break_after} orders accepted"),
-        Duration::from_secs(60),
-        || async {
-            let n = placed.load(Ordering::Relaxed);
-            Ok(((n >= break_after).then_some(()), format!("{n} accepted")))
-        },
-    )
-    .await?;
+    wait_counted(&placed, break_after).await?;
     stack_ok(fault, &[])?;
     stack_ok(&["up"], &[])?;
     let order_ids = running.await??;

@@ -71,10 +71,9 @@ async fn the_runtime_role_reads_and_writes_its_tables_and_changes_no_schema() ->
         )
         .execute(&mut *tx)
         .await?;
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        let _: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
             .fetch_one(&mut *tx)
             .await?;
-        assert!(count >= 0);
         tx.rollback().await?;
         for statement in [
             "CREATE TABLE intruder (x int)",

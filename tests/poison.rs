@@ -153,17 +153,7 @@ async fn poison_lands_in_the_right_dead_letter_topics_and_orders_keep_flowing() 
         );
     }
 
-    // The partitions kept flowing: a new order completes.
-    let api = Api::from_env()?;
-    let sku = unique_sku("after-poison");
-    api.set_stock(&sku, 1).await?;
-    let order_id = api
-        .place(&order_body(&[(&sku, 1, 100)], "GB", "tok_visa"))
-        .await?;
-    assert_eq!(
-        api.wait_terminal(&order_id, SETTLE).await?["status"],
-        "CONFIRMED"
-    );
+    assert_a_new_order_confirms(&Api::from_env()?, "after-poison").await?;
     assert_audit_clean("poison messages")?;
     Ok(())
 }

@@ -15,7 +15,6 @@ use saga_e2e::*;
 use saga_events::{Service, TopicNames};
 use saga_messaging::KafkaSettings;
 use saga_messaging::groups;
-use serde_json::Value;
 
 const ORDERS: usize = 300;
 /// Orders placed per second: slow enough for the kill and both scale steps to happen mid-load.
@@ -48,7 +47,7 @@ async fn run() -> anyhow::Result<()> {
     let placed = Arc::new(AtomicUsize::new(0));
     let load = tokio::spawn(place_all(api.clone(), plenty, scarce, placed.clone()));
 
-    wait_placed(&placed, ORDERS / 4).await?;
+    wait_counted(&placed, ORDERS / 4).await?;
     for service in Service::ALL {
         stack_blocking(&["kill", &format!("{}-2", service.name())]).await?;
     }
@@ -56,13 +55,13 @@ async fn run() -> anyhow::Result<()> {
         "killed one replica of each service at {} orders",
         placed.load(Ordering::Relaxed)
     );
-    wait_placed(&placed, ORDERS / 2).await?;
+    wait_counted(&placed, ORDERS / 2).await?;
     stack_blocking(&["scale", "payment", "3"]).await?;
     println!(
         "payment at 3 replicas at {} orders",
         placed.load(Ordering::Relaxed)
     );
-    wait_placed(&placed, 3 * ORDERS / 4).await?;
+    wait_counted(&placed, 3 * ORDERS / 4).await?;
     stack_blocking(&["scale", "payment", "1"]).await?;
     println!(
         "payment back to 1 replica at {} orders",
@@ -115,7 +114,9 @@ async fn place_all(
         let api = api.clone();
         let placed = placed.clone();
         tasks.push(tokio::spawn(async move {
-            let order_id = place_with_retries(&api, &body, i).await?;
+            let key = uuid::Uuid::new_v4().to_string();
+            let replicas = [api.order.clone(), api.order.replace(":8080", ":8180")];
+            let order_id = place_until_accepted(&api, &replicas, i, &body, &key).await?;
             placed.fetch_add(1, Ordering::Relaxed);
             anyhow::Ok(order_id)
         }));
@@ -125,49 +126,6 @@ async fn place_all(
         ids.push(task.await??);
     }
     Ok(ids)
-}
-
-async fn place_with_retries(api: &Api, body: &Value, index: usize) -> anyhow::Result<String> {
-    let key = uuid::Uuid::new_v4().to_string();
-    let replicas = [api.order.clone(), api.order.replace(":8080", ":8180")];
-    let mut last = String::new();
-    for attempt in 0..20 {
-        let base = &replicas[(index + attempt) % replicas.len()];
-        let sent = api
-            .http
-            .post(format!("{base}/orders"))
-            .header("Idempotency-Key", &key)
-            .json(body)
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status().is_success() => {
-                let created: Value = response.json().await?;
-                if let Some(id) = created["order_id"].as_str() {
-                    return Ok(id.to_owned());
-                }
-                last = format!("no order_id in {created}");
-            }
-            Ok(response) => {
-                last = format!("{} {}", response.status(), response.text().await?);
-            }
-            Err(error) => last = error.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    anyhow::bail!("order {index} was never accepted: {last}")
-}
-
-async fn wait_placed(placed: &AtomicUsize, count: usize) -> anyhow::Result<()> {
-    wait_for(
-        &format!("{count} orders placed"),
-        Duration::from_secs(120),
-        || async {
-            let now = placed.load(Ordering::Relaxed);
-            Ok(((now >= count).then_some(()), format!("{now} placed")))
-        },
-    )
-    .await
 }
 
 /// Waits until `service`'s group is stable with `members` members and every partition of the

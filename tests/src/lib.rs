@@ -507,3 +507,73 @@ pub async fn produce(
         offset: delivered.offset,
     })
 }
+
+/// Posts `body` under the Idempotency-Key `key` until an Order replica answers 201, trying the
+/// `order_urls` in turn (from `first`): a crash or a kill of a replica loses nor doubles nothing.
+pub async fn place_until_accepted(
+    api: &Api,
+    order_urls: &[String],
+    first: usize,
+    body: &Value,
+    key: &str,
+) -> anyhow::Result<String> {
+    let attempt = std::sync::atomic::AtomicUsize::new(first);
+    wait_for(
+        "an order to be accepted",
+        Duration::from_secs(150),
+        || async {
+            let turn = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let base = &order_urls[turn % order_urls.len().max(1)];
+            let response = api
+                .http
+                .post(format!("{base}/orders"))
+                .header("Idempotency-Key", key)
+                .json(body)
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().as_u16() == 201 => {
+                    let created: Value = r.json().await?;
+                    Ok((
+                        created["order_id"].as_str().map(str::to_owned),
+                        String::new(),
+                    ))
+                }
+                Ok(r) => Ok((
+                    None,
+                    format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                )),
+                Err(e) => Ok((None, e.to_string())),
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until `counter` (orders a background load got accepted) reaches `count`.
+pub async fn wait_counted(
+    counter: &std::sync::atomic::AtomicUsize,
+    count: usize,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{count} orders accepted"),
+        Duration::from_secs(120),
+        || async {
+            let n = counter.load(std::sync::atomic::Ordering::Relaxed);
+            Ok(((n >= count).then_some(()), format!("{n} accepted")))
+        },
+    )
+    .await
+}
+
+/// Every partition still flows: a new order of a SKU of its own is confirmed.
+pub async fn assert_a_new_order_confirms(api: &Api, label: &str) -> anyhow::Result<()> {
+    let sku = unique_sku(label);
+    api.set_stock(&sku, 1).await?;
+    let order_id = api
+        .place(&order_body(&[(&sku, 1, 100)], "GB", "tok_visa"))
+        .await?;
+    let order = api.wait_terminal(&order_id, SETTLE).await?;
+    assert_eq!(order["status"], "CONFIRMED", "after {label}: {order}");
+    Ok(())
+}

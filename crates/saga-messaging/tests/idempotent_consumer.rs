@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::reader::committed_offset;
 use saga_messaging::{
@@ -91,24 +90,6 @@ fn consumer(iso: &Isolated, held_order: Option<&str>, settings: ConsumerSettings
         held,
         health,
     }
-}
-
-/// Produces `events` (the same bytes again for a repeated event) to the one-partition topic.
-async fn produce(iso: &Isolated, events: &[&SagaEvent]) -> anyhow::Result<()> {
-    let producer: FutureProducer = iso.kafka.producer_config().create()?;
-    for event in events {
-        let encoded = iso.codec.encode(event).await?;
-        producer
-            .send(
-                FutureRecord::to(&encoded.topic)
-                    .key(&encoded.key)
-                    .payload(&encoded.payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
-    Ok(())
 }
 
 async fn effects(iso: &Isolated) -> anyhow::Result<Vec<String>> {

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::reader::committed_offsets;
 use saga_messaging::{
@@ -84,22 +83,10 @@ fn member(iso: &Isolated, name: &'static str, log: &Log) -> EventConsumer<Slow> 
 #[tokio::test]
 async fn a_revoked_partition_is_let_go_before_its_new_owner_starts() -> anyhow::Result<()> {
     let iso = Isolated::new(PARTITIONS).await?;
-    let producer: FutureProducer = iso.kafka.producer_config().create()?;
-    for i in 0..EVENTS {
-        let encoded = iso
-            .codec
-            .encode(&event(&format!("rebalance-{}", i % 40)))
-            .await?;
-        producer
-            .send(
-                FutureRecord::to(&encoded.topic)
-                    .key(&encoded.key)
-                    .payload(&encoded.payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
+    let events: Vec<SagaEvent> = (0..EVENTS)
+        .map(|i| event(&format!("rebalance-{}", i % 40)))
+        .collect();
+    produce(&iso, &events.iter().collect::<Vec<_>>()).await?;
 
     let log: Log = Arc::default();
     let shutdown = CancellationToken::new();

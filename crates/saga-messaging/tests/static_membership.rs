@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::{
     Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, Health, Outbox, Reactions, Refusal,
@@ -40,20 +39,10 @@ impl Reactions for Record {
     }
 }
 
-async fn produce(iso: &Isolated, producer: &FutureProducer, count: usize) -> anyhow::Result<()> {
-    for i in 0..count {
-        let encoded = iso.codec.encode(&event(&format!("static-{i}"))).await?;
-        producer
-            .send(
-                FutureRecord::to(&encoded.topic)
-                    .key(&encoded.key)
-                    .payload(&encoded.payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-    }
-    Ok(())
+/// `count` events of distinct orders.
+async fn produce_events(iso: &Isolated, count: usize) -> anyhow::Result<()> {
+    let events: Vec<SagaEvent> = (0..count).map(|i| event(&format!("static-{i}"))).collect();
+    produce(iso, &events.iter().collect::<Vec<_>>()).await
 }
 
 async fn applied(iso: &Isolated) -> anyhow::Result<i64> {
@@ -69,7 +58,6 @@ async fn a_fenced_static_member_is_replaced_and_consumes_again() -> anyhow::Resu
     let iso = Isolated::new(2).await?;
     let group = format!("{}static", iso.topics.prefix());
     let topic = iso.topics.events(Service::Order);
-    let producer: FutureProducer = iso.kafka.producer_config().create()?;
     let member = EventConsumer::new(
         ConsumerSetup {
             service: Service::Order,
@@ -88,7 +76,7 @@ async fn a_fenced_static_member_is_replaced_and_consumes_again() -> anyhow::Resu
     );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(member.run(shutdown.clone()));
-    produce(&iso, &producer, 10).await?;
+    produce_events(&iso, 10).await?;
     eventually("the member consuming", DEADLINE, || async {
         let n = applied(&iso).await?;
         Ok((n == 10, format!("{n} applied")))
@@ -112,7 +100,7 @@ async fn a_fenced_static_member_is_replaced_and_consumes_again() -> anyhow::Resu
     .await??;
 
     // The member, fenced meanwhile and replaced, owns the partitions again and consumes.
-    produce(&iso, &producer, 10).await?;
+    produce_events(&iso, 10).await?;
     eventually("the replaced member consuming again", DEADLINE, || async {
         let n = applied(&iso).await?;
         Ok((n == 20, format!("{n} applied")))

@@ -203,3 +203,22 @@ pub async fn record_effect(
         .await?;
     Ok(())
 }
+
+/// Produces `events` to their topics, as the relays would (key = order id).
+pub async fn produce(iso: &Isolated, events: &[&SagaEvent]) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = iso.kafka.producer_config().create()?;
+    for event in events {
+        let encoded = iso.codec.encode(event).await?;
+        producer
+            .send(
+                FutureRecord::to(&encoded.topic)
+                    .key(&encoded.key)
+                    .payload(&encoded.payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
