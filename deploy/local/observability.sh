@@ -6,7 +6,7 @@
 # Go toolchain and cached under .local/jaeger; Prometheus is Debian's package. Each binds
 # 127.0.0.1 only. WITH_JAEGER=0 or WITH_PROMETHEUS=0 leaves one out.
 
-JAEGER_VERSION=v1.76.0
+JAEGER_VERSION=v1.75.0
 WITH_JAEGER=${WITH_JAEGER:-1}
 WITH_PROMETHEUS=${WITH_PROMETHEUS:-1}
 JAEGER_UI_PORT=16686
