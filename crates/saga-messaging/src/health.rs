@@ -18,6 +18,8 @@ struct State {
     consumer_joined: bool,
     consumer_fetching: bool,
     stuck: BTreeMap<String, Stuck>,
+    /// Work of the consumer being retried in place right now (see [`Health::retrying_in_place`]).
+    in_place: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +74,22 @@ impl Health {
         }
     }
 
+    /// Marks work of the consumer (a batch, a record) as retried in place until the returned
+    /// guard is dropped: its messages arrived, and wait for the database, broker or registry to
+    /// come back. The order deadline holds off meanwhile, so that it never beats a reply that
+    /// arrived in time.
+    pub fn retrying_in_place(&self) -> RetryingInPlace {
+        self.state().in_place += 1;
+        RetryingInPlace {
+            health: self.clone(),
+        }
+    }
+
+    /// Whether some work of the consumer is being retried in place right now.
+    pub fn is_retrying_in_place(&self) -> bool {
+        self.state().in_place > 0
+    }
+
     /// Why the service should not be considered ready, if anything.
     pub fn problems(&self) -> Vec<String> {
         let state = self.state();
@@ -89,6 +107,19 @@ impl Health {
             ));
         }
         problems
+    }
+}
+
+/// Work retried in place, for as long as it lives: see [`Health::retrying_in_place`].
+#[derive(Debug)]
+pub struct RetryingInPlace {
+    health: Health,
+}
+
+impl Drop for RetryingInPlace {
+    fn drop(&mut self) {
+        let mut state = self.health.state();
+        state.in_place = state.in_place.saturating_sub(1);
     }
 }
 

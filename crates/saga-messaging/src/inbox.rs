@@ -17,15 +17,16 @@ pub enum Standing {
     Clear,
 }
 
-/// The standing of each `(event id, order id)`, in the order given, in one round trip.
+/// The standing of each `(event id, order id)`, in the order given, in one round trip. A record
+/// without an event id (one that could not be decoded) is only asked about its order.
 pub async fn standing(
     conn: &mut PgConnection,
-    events: &[(Uuid, String)],
+    events: &[(Option<Uuid>, String)],
 ) -> Result<Vec<Standing>, sqlx::Error> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let (ids, orders): (Vec<Uuid>, Vec<String>) = events.iter().cloned().unzip();
+    let (ids, orders): (Vec<Option<Uuid>>, Vec<String>) = events.iter().cloned().unzip();
     let rows: Vec<(bool, bool)> = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM inbox i WHERE i.event_id = a.event_id)
                 OR EXISTS (SELECT 1 FROM parked p WHERE p.event_id = a.event_id),

@@ -276,6 +276,39 @@ pub async fn lock(conn: &mut PgConnection, id: i64) -> Result<Option<Parked>, sq
     row.map(ParkedRow::into_parked).transpose()
 }
 
+/// Whether the order has a head: a message parked RETRYING or DEAD, which its waiting messages
+/// stay behind.
+pub async fn has_head(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM parked
+                        WHERE order_id = $1 AND status IN ('RETRYING', 'DEAD'))",
+    )
+    .bind(order_id.to_string())
+    .fetch_one(conn)
+    .await
+}
+
+/// Which of `orders` have a message parked here, in any state: a message that reached this
+/// service and is not settled yet.
+pub async fn orders_with_parked(
+    conn: &mut PgConnection,
+    orders: &[Uuid],
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<String> = orders.iter().map(Uuid::to_string).collect();
+    let parked: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT order_id FROM parked WHERE order_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(parked
+        .iter()
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect())
+}
+
 /// The order's oldest waiting message, locked.
 pub async fn next_waiting(
     conn: &mut PgConnection,

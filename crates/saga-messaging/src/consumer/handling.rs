@@ -27,7 +27,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use super::lane::LaneControl;
+use super::lane::{Abandoned, LaneControl};
 use super::poll::Routed;
 use super::{Arrival, ConsumerSettings, ConsumerSetup, Reactions, Refusal};
 use crate::backoff::Backoff;
@@ -152,6 +152,17 @@ pub(super) enum Attempt<T> {
     Failed(HandlerError),
     /// Shutdown or a revocation came first.
     Interrupted,
+}
+
+impl<T> Attempt<T> {
+    /// The same ending, with what a successful run returned mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Attempt<U> {
+        match self {
+            Attempt::Done(value) => Attempt::Done(f(value)),
+            Attempt::Failed(error) => Attempt::Failed(error),
+            Attempt::Interrupted => Attempt::Interrupted,
+        }
+    }
 }
 
 /// One failed attempt at a record: what its retry or dead-letter record says.
@@ -289,7 +300,11 @@ impl<R: Reactions> Handler<R> {
     /// them, unless shutdown or a revocation interrupted).
     pub async fn handle_batch(&self, batch: Vec<Routed>, lane: &LaneControl<'_>) -> Vec<Position> {
         let mut items = Vec::with_capacity(batch.len());
+        let mut abandoned = Abandoned::default();
         for routed in batch {
+            if abandoned.contains(&routed) {
+                continue;
+            }
             match self.read_until_readable(&routed, lane).await {
                 Some(read) => items.push(Item {
                     routed,
@@ -297,8 +312,9 @@ impl<R: Reactions> Handler<R> {
                     failure: None,
                 }),
                 None if lane.shutting_down() => return Vec::new(),
-                // Revoked while the registry was away: the next owner reads it.
-                None => {}
+                // Revoked while the registry was away: the next owner reads it, and everything
+                // of its partition after it.
+                None => abandoned.abandon(&routed),
             }
         }
         self.run_items(items, lane).await
@@ -306,7 +322,11 @@ impl<R: Reactions> Handler<R> {
 
     /// Reads a record, waiting out a registry that is away. None if shutdown or the record's
     /// revocation came first.
-    async fn read_until_readable(&self, routed: &Routed, lane: &LaneControl<'_>) -> Option<Read> {
+    pub(super) async fn read_until_readable(
+        &self,
+        routed: &Routed,
+        lane: &LaneControl<'_>,
+    ) -> Option<Read> {
         let delivery = &routed.delivery;
         let label = format!("{}[{}]", delivery.topic, delivery.partition);
         loop {
@@ -418,6 +438,7 @@ impl<R: Reactions> Handler<R> {
         let label = describe(&items);
         let mut backoff = Backoff::new();
         let mut failing_since: Option<Instant> = None;
+        let mut in_place = None;
         loop {
             if items.is_empty() {
                 return Vec::new();
@@ -436,6 +457,7 @@ impl<R: Reactions> Handler<R> {
                 }
                 Err(BatchFailure::Transient(error)) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
+                    in_place.get_or_insert_with(|| self.health.retrying_in_place());
                     self.waiting_on_infrastructure(&label, since, &error);
                     if !backoff.wait(lane.interrupted()).await {
                         if lane.shutting_down() {
@@ -447,10 +469,21 @@ impl<R: Reactions> Handler<R> {
                 Err(BatchFailure::Bookkeeping(error)) if items.len() > 1 => {
                     warn!(batch = %label, error = %error.reason(), "a batch could not be recorded; handling its records one by one");
                     let mut handled = Vec::new();
+                    let mut abandoned = Abandoned::default();
                     for item in items {
+                        if abandoned.contains(&item.routed) {
+                            continue;
+                        }
+                        let routed_at = (
+                            item.routed.delivery.topic.clone(),
+                            item.routed.delivery.partition,
+                        );
                         let one = Box::pin(self.run_items(vec![item], lane)).await;
-                        if one.is_empty() && lane.shutting_down() {
-                            break;
+                        if one.is_empty() {
+                            if lane.shutting_down() {
+                                break;
+                            }
+                            abandoned.abandon_partition(routed_at);
                         }
                         handled.extend(one);
                     }
@@ -474,6 +507,7 @@ impl<R: Reactions> Handler<R> {
                             // Not even a dead letter can be written: keep the record and keep
                             // trying, with the partition named on /readyz.
                             let since = *failing_since.get_or_insert_with(Instant::now);
+                            in_place.get_or_insert_with(|| self.health.retrying_in_place());
                             self.waiting_on_infrastructure(&label, since, &error);
                             if !backoff.wait(lane.interrupted()).await
                                 && (lane.shutting_down() || !lane.is_current(&item.routed))
@@ -481,7 +515,14 @@ impl<R: Reactions> Handler<R> {
                                 return Vec::new();
                             }
                         }
-                        Attempt::Interrupted => return Vec::new(),
+                        Attempt::Interrupted
+                            if lane.shutting_down() || !lane.is_current(&item.routed) =>
+                        {
+                            return Vec::new();
+                        }
+                        // Another partition's revocation woke the lane: this record is still
+                        // ours, and nothing behind it may go first.
+                        Attempt::Interrupted => {}
                     }
                 }
             }
@@ -554,12 +595,15 @@ impl<R: Reactions> Handler<R> {
             })
             .collect();
         let mut tx = parking::begin_locked(&self.pool, &orders).await?;
-        let checks: Vec<(Uuid, String)> = items
+        let checks: Vec<(Option<Uuid>, String)> = items
             .iter()
             .filter_map(|item| match &item.read {
                 Read::Event {
                     event_id, order, ..
-                } => Some((*event_id, order.to_string())),
+                } => Some((Some(*event_id), order.to_string())),
+                Read::Poison {
+                    order: Some(order), ..
+                } => Some((None, order.to_string())),
                 _ => None,
             })
             .collect();
@@ -573,11 +617,18 @@ impl<R: Reactions> Handler<R> {
         for item in items {
             steps.push(match &item.read {
                 Read::Ignored(_) => Step::Skip(Outcome::Ignored),
+                // An order has one head: behind one, a poison record waits like any other
+                // message, and is dead-lettered when its turn comes.
                 Read::Poison {
                     order: Some(order), ..
                 } => {
-                    parked_orders.insert(*order);
-                    Step::ParkDead
+                    let parked_before = standing.next() == Some(Standing::OrderParked);
+                    let parked_in_batch = !parked_orders.insert(*order);
+                    if parked_before || parked_in_batch {
+                        Step::ParkWaiting
+                    } else {
+                        Step::ParkDead
+                    }
                 }
                 Read::Poison { order: None, .. } => Step::DeadLetter,
                 Read::Event {
@@ -691,6 +742,35 @@ impl<R: Reactions> Handler<R> {
                     .await?;
                     info!(record = %delivery, "parked behind an earlier message of the same order");
                     Outcome::ParkedBehind
+                }
+                (
+                    Step::ParkWaiting,
+                    Read::Poison {
+                        order: Some(order),
+                        event_type,
+                        ..
+                    },
+                ) => {
+                    let parked = parking::insert_unless_parked(
+                        &mut tx,
+                        NewParked {
+                            order_id: *order,
+                            event_id: None,
+                            event_type: event_type.map(EventType::name),
+                            status: ParkedStatus::Waiting,
+                            source: delivery,
+                            failure: None,
+                        },
+                    )
+                    .await?;
+                    match parked {
+                        // A redelivery of a record parked before.
+                        None => Outcome::Duplicate,
+                        Some(_) => {
+                            info!(record = %delivery, "parked a record that is not a usable saga event behind an earlier message of its order");
+                            Outcome::ParkedBehind
+                        }
+                    }
                 }
                 (
                     Step::ParkFailed,
@@ -956,6 +1036,7 @@ impl<R: Reactions> Handler<R> {
     {
         let mut backoff = Backoff::new();
         let mut failing_since: Option<Instant> = None;
+        let mut in_place = None;
         loop {
             match attempt().await {
                 Ok(value) => {
@@ -966,6 +1047,7 @@ impl<R: Reactions> Handler<R> {
                 }
                 Err(error) if error.is_transient() => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
+                    in_place.get_or_insert_with(|| self.health.retrying_in_place());
                     self.waiting_on_infrastructure(label, since, &error);
                     if !backoff.wait(lane.interrupted()).await {
                         return Attempt::Interrupted;
@@ -974,6 +1056,15 @@ impl<R: Reactions> Handler<R> {
                 Err(error) => return Attempt::Failed(error),
             }
         }
+    }
+
+    /// Names a partition held by its lane on `/readyz` (see `lane::run`).
+    pub fn hold_partition(&self, label: &str, offset: i64) {
+        self.health.stuck(
+            label,
+            Instant::now(),
+            &format!("held at offset {offset}: a record was left unhandled; restart the service to redeliver it"),
+        );
     }
 
     fn waiting_on_infrastructure(&self, label: &str, since: Instant, error: &HandlerError) {

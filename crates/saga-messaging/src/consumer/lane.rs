@@ -3,17 +3,17 @@
 //! carries up to `batch_size` records. Offsets are stored only for records whose transaction
 //! committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use rdkafka::consumer::Consumer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, error};
 
 use super::Reactions;
-use super::handling::Handler;
-use super::poll::{Routed, Router, SagaConsumer};
+use super::handling::{Handler, Position};
+use super::poll::{Routed, Router, SagaConsumer, TopicPartition};
 
 /// What a lane's handling may ask about its situation.
 pub(super) struct LaneControl<'a> {
@@ -41,6 +41,27 @@ impl LaneControl<'_> {
     }
 }
 
+/// The partitions of a batch whose handling stopped at a record that was not handled (revoked
+/// while it waited, or interrupted): nothing later of such a partition may be handled in that
+/// batch, or it would run ahead of a record the next owner still has to handle.
+#[derive(Debug, Default)]
+pub(super) struct Abandoned(HashSet<(String, i32)>);
+
+impl Abandoned {
+    pub fn abandon(&mut self, routed: &Routed) {
+        self.abandon_partition((routed.delivery.topic.clone(), routed.delivery.partition));
+    }
+
+    pub fn abandon_partition(&mut self, partition: (String, i32)) {
+        self.0.insert(partition);
+    }
+
+    pub fn contains(&self, routed: &Routed) -> bool {
+        self.0
+            .contains(&(routed.delivery.topic.clone(), routed.delivery.partition))
+    }
+}
+
 pub(super) async fn run<R: Reactions>(
     handler: Arc<Handler<R>>,
     consumer: Arc<SagaConsumer>,
@@ -54,6 +75,8 @@ pub(super) async fn run<R: Reactions>(
     // When the last batch ended: a lane that is kept busy waits a moment after it before the
     // next, so that its batches grow with the load; an idle lane starts at once.
     let mut last_batch_ended: Option<tokio::time::Instant> = None;
+    // Partitions (under one assignment) held after a handler left a record behind: see below.
+    let mut held: HashSet<(TopicPartition, u64)> = HashSet::new();
     loop {
         let first = tokio::select! {
             biased;
@@ -105,28 +128,108 @@ pub(super) async fn run<R: Reactions>(
             lane,
             shutdown: &shutdown,
         };
-        batch.retain(|routed| control.is_current(routed));
+        batch.retain(|routed| {
+            control.is_current(routed)
+                && !held.contains(&(
+                    (routed.delivery.topic.clone(), routed.delivery.partition),
+                    routed.epoch,
+                ))
+        });
         if batch.is_empty() {
             continue;
         }
+        let polled: Vec<Polled> = batch.iter().map(Polled::of).collect();
         let handled = if retry_lane {
             handler.handle_retries(batch, &control).await
         } else {
             handler.handle_batch(batch, &control).await
         };
         last_batch_ended = Some(tokio::time::Instant::now());
-        let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for (topic, partition, offset) in &handled {
-            let entry = last.entry((topic.as_str(), *partition)).or_insert(*offset);
-            *entry = (*entry).max(*offset);
+        for gap in gaps(&polled, &handled) {
+            if router.is_current_partition(&(gap.topic.clone(), gap.partition), gap.epoch) {
+                // A handler left a record behind on a partition that is still ours: never
+                // expected. Nothing later of that partition is handled or committed under
+                // this assignment, so the record is redelivered to its next owner instead of
+                // being lost; the partition is named on /readyz meanwhile.
+                error!(topic = %gap.topic, partition = gap.partition, offset = gap.offset, "a record was left unhandled on a partition still assigned; holding the partition");
+                handler.hold_partition(&format!("{}[{}]", gap.topic, gap.partition), gap.offset);
+                held.insert(((gap.topic.clone(), gap.partition), gap.epoch));
+            }
         }
-        for ((topic, partition), offset) in last {
-            if let Err(error) = consumer.store_offset(topic, partition, offset) {
-                // Revoked meanwhile: the next owner redelivers, and its inbox makes that harmless.
+        for ((topic, partition), (offset, epoch)) in storable(&polled, &handled) {
+            // Revoked (or revoked and assigned again) since it was polled: the offset is the new
+            // owner's to commit, from where it starts.
+            if !router.is_current_partition(&(topic.clone(), partition), epoch) {
+                continue;
+            }
+            if let Err(error) = consumer.store_offset(&topic, partition, offset) {
                 debug!(%error, topic, partition, offset, "offset not stored");
             }
         }
     }
+}
+
+/// Where a record of a batch sits, and the assignment it was polled under.
+#[derive(Debug, Clone)]
+struct Polled {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    epoch: u64,
+}
+
+impl Polled {
+    fn of(routed: &Routed) -> Self {
+        Self {
+            topic: routed.delivery.topic.clone(),
+            partition: routed.delivery.partition,
+            offset: routed.delivery.offset,
+            epoch: routed.epoch,
+        }
+    }
+}
+
+/// Per partition, the first record of the batch that was not handled, if any.
+fn gaps(polled: &[Polled], handled: &[Position]) -> Vec<Polled> {
+    let handled: HashSet<(&str, i32, i64)> = handled
+        .iter()
+        .map(|(topic, partition, offset)| (topic.as_str(), *partition, *offset))
+        .collect();
+    let mut seen: HashSet<(&str, i32)> = HashSet::new();
+    polled
+        .iter()
+        .filter(|record| {
+            !handled.contains(&(record.topic.as_str(), record.partition, record.offset))
+        })
+        .filter(|record| seen.insert((record.topic.as_str(), record.partition)))
+        .cloned()
+        .collect()
+}
+
+/// Per partition, the last offset of the batch before its first record that was not handled,
+/// with the epoch it was polled under: committing past a record nobody handled would lose it.
+fn storable(polled: &[Polled], handled: &[Position]) -> BTreeMap<(String, i32), (i64, u64)> {
+    let handled: HashSet<(&str, i32, i64)> = handled
+        .iter()
+        .map(|(topic, partition, offset)| (topic.as_str(), *partition, *offset))
+        .collect();
+    let mut stopped: HashSet<(&str, i32)> = HashSet::new();
+    let mut last = BTreeMap::new();
+    for record in polled {
+        let partition = (record.topic.as_str(), record.partition);
+        if stopped.contains(&partition) {
+            continue;
+        }
+        if handled.contains(&(record.topic.as_str(), record.partition, record.offset)) {
+            last.insert(
+                (record.topic.clone(), record.partition),
+                (record.offset, record.epoch),
+            );
+        } else {
+            stopped.insert(partition);
+        }
+    }
+    last
 }
 
 /// Moves what is already queued into `batch`, up to `limit`.
@@ -164,5 +267,47 @@ async fn gather(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn polled(partition: i32, offset: i64) -> Polled {
+        Polled {
+            topic: "t".into(),
+            partition,
+            offset,
+            epoch: 7,
+        }
+    }
+
+    #[test]
+    fn an_offset_is_stored_only_up_to_the_first_record_not_handled() {
+        let batch = [
+            polled(0, 10),
+            polled(0, 11),
+            polled(0, 12),
+            polled(1, 5),
+            polled(1, 6),
+        ];
+        // Partition 0: 11 was skipped, so 12 (handled) must not be committed past it.
+        let handled = vec![
+            ("t".to_owned(), 0, 10),
+            ("t".to_owned(), 0, 12),
+            ("t".to_owned(), 1, 5),
+            ("t".to_owned(), 1, 6),
+        ];
+        let stored = storable(&batch, &handled);
+        assert_eq!(stored.get(&("t".to_owned(), 0)), Some(&(10, 7)));
+        assert_eq!(stored.get(&("t".to_owned(), 1)), Some(&(6, 7)));
+    }
+
+    #[test]
+    fn nothing_is_stored_for_a_partition_whose_first_record_was_not_handled() {
+        let batch = [polled(0, 10), polled(0, 11)];
+        let handled = vec![("t".to_owned(), 0, 11)];
+        assert!(storable(&batch, &handled).is_empty());
     }
 }

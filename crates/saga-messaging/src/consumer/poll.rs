@@ -146,9 +146,14 @@ impl Router {
 
     /// Whether a record polled under `epoch` may still be handled.
     pub fn is_current(&self, delivery: &Delivery, epoch: u64) -> bool {
+        self.is_current_partition(&(delivery.topic.clone(), delivery.partition), epoch)
+    }
+
+    /// Whether `partition` is still assigned under `epoch`.
+    pub fn is_current_partition(&self, partition: &TopicPartition, epoch: u64) -> bool {
         self.state()
             .assigned
-            .get(&(delivery.topic.clone(), delivery.partition))
+            .get(partition)
             .is_some_and(|(_, current)| *current == epoch)
     }
 }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::handling::{Attempt, FailedAttempt, Handler, Item, Outcome, Position, Read};
-use super::lane::LaneControl;
+use super::lane::{Abandoned, LaneControl};
 use super::poll::Routed;
 use super::{Arrival, Reactions};
 use crate::delivery::Delivery;
@@ -42,32 +42,50 @@ impl<R: Reactions> Handler<R> {
         lane: &LaneControl<'_>,
     ) -> Vec<Position> {
         let mut handled = Vec::new();
+        let mut abandoned = Abandoned::default();
         for routed in batch {
             let delivery = &routed.delivery;
-            if !self.wait_until_due(&routed, lane).await {
+            if abandoned.contains(&routed) {
+                continue;
+            }
+            // Revoked while an earlier record waited, or while this one did: the next owner
+            // handles it, and everything of its partition after it.
+            if !self.wait_until_due(&routed, lane).await || !lane.is_current(&routed) {
                 if lane.shutting_down() {
                     break;
                 }
+                abandoned.abandon(&routed);
                 continue;
             }
             let label = format!("{}[{}]", delivery.topic, delivery.partition);
+            let mut backoff = crate::Backoff::new();
             let settled = loop {
-                match self.persist(lane, &label, || self.retry(delivery)).await {
-                    Attempt::Done(retry) => break Some(retry),
+                let attempt = match self.persist(lane, &label, || self.retry(delivery)).await {
                     Attempt::Failed(error) => {
                         // The parked row itself cannot be used: give the record up for good.
                         let reason = format!("retry could not be handled: {}", error.reason());
-                        match self
-                            .persist(lane, &label, || self.give_up(delivery, &reason))
+                        self.persist(lane, &label, || self.give_up(delivery, &reason))
                             .await
+                            .map(|()| Retry::Settled(Outcome::DeadLettered))
+                    }
+                    other => other,
+                };
+                match attempt {
+                    Attempt::Done(retry) => break Some(retry),
+                    // Not even the dead letter could be written: keep the record, and keep
+                    // trying, for nothing behind it may go first.
+                    Attempt::Failed(error) => {
+                        warn!(record = %delivery, error = %error.reason(), "a retry record could not be given up; trying again");
+                        if !backoff.wait(lane.interrupted()).await
+                            && (lane.shutting_down() || !lane.is_current(&routed))
                         {
-                            Attempt::Done(()) => break Some(Retry::Settled(Outcome::DeadLettered)),
-                            Attempt::Failed(_) | Attempt::Interrupted => break None,
+                            break None;
                         }
                     }
                     Attempt::Interrupted if lane.shutting_down() || !lane.is_current(&routed) => {
                         break None;
                     }
+                    // Another partition's revocation woke the lane: this record is still ours.
                     Attempt::Interrupted => {}
                 }
             };
@@ -85,9 +103,14 @@ impl<R: Reactions> Handler<R> {
                     handled.push(position);
                 }
                 Some(Retry::FirstDelivery) => {
-                    let Some(read) = self.read_retry_as_first(&routed, lane).await else {
-                        break;
+                    let Some(read) = self.read_until_readable(&routed, lane).await else {
+                        if lane.shutting_down() {
+                            break;
+                        }
+                        abandoned.abandon(&routed);
+                        continue;
                     };
+                    let partition = (delivery.topic.clone(), delivery.partition);
                     let item = Item {
                         routed,
                         read,
@@ -95,32 +118,18 @@ impl<R: Reactions> Handler<R> {
                     };
                     let done = self.run_items(vec![item], lane).await;
                     if done.is_empty() {
-                        break;
+                        if lane.shutting_down() {
+                            break;
+                        }
+                        abandoned.abandon_partition(partition);
                     }
                     handled.extend(done);
                 }
                 None if lane.shutting_down() => break,
-                None => {}
+                None => abandoned.abandon(&routed),
             }
         }
         handled
-    }
-
-    async fn read_retry_as_first(&self, routed: &Routed, lane: &LaneControl<'_>) -> Option<Read> {
-        let label = format!("{}[{}]", routed.delivery.topic, routed.delivery.partition);
-        match self
-            .persist(lane, &label, || self.read(&routed.delivery))
-            .await
-        {
-            Attempt::Done(read) => Some(read),
-            Attempt::Failed(error) => Some(Read::Poison {
-                kind: error.kind(),
-                reason: error.reason(),
-                order: routed.delivery.key_order(),
-                event_type: None,
-            }),
-            Attempt::Interrupted => None,
-        }
     }
 
     /// Retry records of one partition are due in roughly the order they were written, so
@@ -316,12 +325,17 @@ impl<R: Reactions> Handler<R> {
     }
 
     /// Applies the order's waiting messages in the order they arrived, until one fails: that one
-    /// becomes the order's new head, scheduled for retry.
+    /// becomes the order's new head, scheduled for retry. Nothing is released while the order
+    /// still has a head (one head per order is the rule; this keeps it safe if it was broken).
     async fn release_waiting(
         &self,
         tx: &mut PgConnection,
         order: Uuid,
     ) -> Result<(), HandlerError> {
+        if parking::has_head(tx, order).await? {
+            warn!(%order, "the order still has a parked head; its waiting messages stay behind it");
+            return Ok(());
+        }
         while let Some(waiting) = parking::next_waiting(tx, order).await? {
             match self.attempt(tx, &waiting).await? {
                 Ok(()) => {

@@ -222,3 +222,29 @@ pub async fn produce(iso: &Isolated, events: &[&SagaEvent]) -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// Produces one record as it is, to an explicit partition: a retry or dead-letter record as a
+/// service's relay would have written it.
+pub async fn produce_raw(
+    iso: &Isolated,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    payload: &[u8],
+    headers: &saga_messaging::Headers,
+) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = iso.kafka.producer_config().create()?;
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .partition(partition)
+                .key(key)
+                .payload(payload)
+                .headers(headers.to_kafka()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok(())
+}
