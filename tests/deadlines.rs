@@ -254,6 +254,54 @@ async fn a_deadline_that_passes_while_order_is_down_fires_once_when_it_is_back()
     .await
 }
 
+#[tokio::test]
+async fn a_reply_parked_at_order_before_the_deadline_is_not_beaten_by_it() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let api = Api::from_env()?;
+    let sku = unique_sku("deadline-parked-reply");
+    api.set_stock(&sku, 5).await?;
+    // Every ShipmentScheduled fails at Order for good (its three attempts): the reply reached
+    // Order in time, and waits there as a dead letter for an operator.
+    restart(
+        "order",
+        &[
+            ("ORDER_DEADLINE_SECONDS", SHORT_DEADLINE),
+            ("FAULT_INJECTION", "order:order=:3:ShipmentScheduled"),
+        ],
+    )?;
+    let outcome = async {
+        let order_id = api
+            .place(&order_body(&[(&sku, 1, 400)], "DE", "tok_visa"))
+            .await?;
+        wait_for_dead_letter("order", &order_id, "shipping.events").await?;
+        // A second order, placed after the first's reply was dead-lettered, that nothing answers:
+        // once it has timed out, the scanner has passed the first order's deadline too.
+        stack_ok(&["stop", "payment"], &[])?;
+        let control = api
+            .place(&order_body(&[(&sku, 1, 400)], "DE", "tok_visa"))
+            .await?;
+        let timed_out = api.wait_terminal(&control, SETTLE).await?;
+        assert_timed_out_and_compensated(&timed_out);
+        let order = api.order(&order_id).await?;
+        assert_eq!(
+            field(&order, "status"),
+            "PENDING",
+            "the deadline beat a reply parked at Order: {order:?}"
+        );
+        stack_ok(&["up"], &[])?;
+        // The cause lifted, the redriven reply decides the order.
+        restart("order", &[("ORDER_DEADLINE_SECONDS", SHORT_DEADLINE)])?;
+        sagactl(&["dlq", "redrive", "order", "--order", &order_id], false)?;
+        let order = api.wait_terminal(&order_id, SETTLE).await?;
+        assert_eq!(order["status"], "CONFIRMED", "{order:#}");
+        assert_audit_clean("a reply parked at Order past its deadline")?;
+        anyhow::Ok(())
+    }
+    .await;
+    let restored = stack_ok(&["up"], &[]).and_then(|_| restart("order", &[]));
+    outcome.and(restored)
+}
+
 /// Whether the order's deadline, as Order stored it, is in the past (on the database's clock).
 async fn deadline_passed(order_id: &str) -> anyhow::Result<bool> {
     let db = service_db("orders").await?;

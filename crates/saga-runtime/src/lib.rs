@@ -61,6 +61,9 @@ pub struct ServiceRuntime {
     shutdown: CancellationToken,
     pub topics: TopicNames,
     pub kafka: KafkaSettings,
+    /// What the consumer and relay report about themselves (`/readyz`), and what a scanner
+    /// beside them may ask (is a reply being retried in place?).
+    pub health: Health,
     metrics: PrometheusHandle,
     _tracing: saga_messaging::trace::TracingGuard,
 }
@@ -144,6 +147,7 @@ impl ServiceRuntime {
             kafka,
             pool,
             config,
+            health: Health::new(),
             metrics,
             _tracing: tracing_guard,
         })
@@ -174,7 +178,7 @@ impl ServiceRuntime {
                 metrics.run_upkeep();
             }
         });
-        let health = Health::new();
+        let health = self.health.clone();
 
         let relay = self.relay.clone();
         self.warm_up(&relay, subscriptions).await;

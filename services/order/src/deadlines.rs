@@ -4,16 +4,18 @@
 //! pending orders (at most a second, so that orders placed meanwhile are seen), then cancels
 //! every order that is due, a batch per transaction. Deadlines live in the `orders` table, so a
 //! deadline that passed while Order was down fires when it comes back. Replicas share the work:
-//! rows another transaction holds are skipped (`FOR UPDATE SKIP LOCKED`), and an order whose
-//! events are being handled right now (its advisory lock is taken) is left for the next round,
-//! so a time-out never races the report that would have ended the saga.
+//! rows another transaction holds are skipped (`FOR UPDATE SKIP LOCKED`). A time-out never races
+//! the report that would have ended the saga: an order whose events are being handled right now
+//! (its advisory lock is taken) is left for the next round, and so is an order with a message
+//! parked at Order (a reply that failed and waits for its retry, or for an operator's redrive as
+//! a dead letter): the reply reached Order in time, and decides the order once it is settled.
 //!
 //! The same loop keeps the stuck-saga gauges current: pending orders, the age of the oldest,
 //! cancelled orders whose compensation is not complete.
 
 use std::time::Duration;
 
-use saga_messaging::{Backoff, HandlerError, Outbox, parking};
+use saga_messaging::{Backoff, HandlerError, Health, Outbox, parking};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -27,11 +29,19 @@ const BATCH: i64 = 200;
 const LONGEST_SLEEP: Duration = Duration::from_secs(1);
 const SHORTEST_SLEEP: Duration = Duration::from_millis(50);
 
-/// Runs until `shutdown`.
-pub async fn run(pool: PgPool, outbox: Outbox, shutdown: CancellationToken) {
+/// Runs until `shutdown`. While `health` says a batch of this process's consumer is retried in
+/// place (the database, broker or registry away), nothing is timed out: the replies in it
+/// arrived, and are applied first.
+pub async fn run(pool: PgPool, outbox: Outbox, health: Health, shutdown: CancellationToken) {
     let mut backoff = Backoff::with(Duration::from_millis(200), Duration::from_secs(5));
     let mut gauges_at = tokio::time::Instant::now();
     while !shutdown.is_cancelled() {
+        if health.is_retrying_in_place() {
+            tokio::select! {
+                _ = tokio::time::sleep(SHORTEST_SLEEP) => continue,
+                _ = shutdown.cancelled() => return,
+            }
+        }
         match time_out_due(&pool, &outbox).await {
             Ok(timed_out) => {
                 backoff = Backoff::with(Duration::from_millis(200), Duration::from_secs(5));
@@ -80,10 +90,20 @@ async fn time_out_due(pool: &PgPool, outbox: &Outbox) -> Result<usize, HandlerEr
     if due.is_empty() {
         return Ok(0);
     }
+    let mut locked = Vec::with_capacity(due.len());
+    for order in &due {
+        if parking::try_lock_order(&mut tx, order.order_id).await? {
+            locked.push(order);
+        }
+    }
+    // Asked under the orders' locks, so that a reply parked by a transaction that committed a
+    // moment ago is seen: a reply that reached Order in time is never beaten by its deadline.
+    let ids: Vec<_> = locked.iter().map(|order| order.order_id).collect();
+    let waiting_on_a_reply = parking::orders_with_parked(&mut tx, &ids).await?;
     let mut changed = Vec::new();
     let mut events = Vec::new();
-    for order in &due {
-        if !parking::try_lock_order(&mut tx, order.order_id).await? {
+    for order in locked {
+        if waiting_on_a_reply.contains(&order.order_id) {
             continue;
         }
         let placed = order

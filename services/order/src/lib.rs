@@ -48,6 +48,7 @@ pub async fn run() -> Result<(), RuntimeError> {
     tokio::spawn(deadlines::run(
         runtime.pool.clone(),
         runtime.outbox.clone(),
+        runtime.health.clone(),
         runtime.shutdown(),
     ));
     let api = http::router(state).merge(openapi_route(http::ApiDoc::openapi()));

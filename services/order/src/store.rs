@@ -311,13 +311,17 @@ pub struct Due {
     pub state: OrderState,
 }
 
+/// An order none of whose messages is parked here: one with a parked reply waits for it.
+const NOT_PARKED: &str =
+    "NOT EXISTS (SELECT 1 FROM parked p WHERE p.order_id = orders.order_id::text)";
+
 /// Up to `limit` pending orders past their deadline, locked; rows another transaction holds
 /// (another replica's scanner, a consumer ending the saga) are skipped, not waited for.
 pub async fn due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
     let rows: Vec<(Option<Uuid>, StateRow)> =
         sqlx::query_as::<_, StateWithPlaced>(sqlx::AssertSqlSafe(format!(
             "SELECT placed_event_id, {STATE_COLUMNS} FROM orders
-             WHERE status = 'PENDING' AND deadline_at <= now()
+             WHERE status = 'PENDING' AND deadline_at <= now() AND {NOT_PARKED}
              ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED"
         )))
         .bind(limit)
@@ -347,9 +351,11 @@ struct StateWithPlaced {
 
 /// When the next pending order is due, if any is.
 pub async fn next_deadline(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(deadline_at) FROM orders WHERE status = 'PENDING'")
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT min(deadline_at) FROM orders WHERE status = 'PENDING' AND {NOT_PARKED}"
+    )))
+    .fetch_one(conn)
+    .await
 }
 
 /// Sagas that have not ended: pending orders, the age of the oldest in seconds, and cancelled
