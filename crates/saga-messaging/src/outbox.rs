@@ -292,6 +292,26 @@ pub async fn unpublished_since(
     .await
 }
 
+/// Deletes rows of `topic` found published there (recovery: an id counts only on its own
+/// row's topic).
+pub async fn mark_published_on(
+    conn: &mut PgConnection,
+    topic: &str,
+    ids: &[i64],
+) -> Result<u64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1) AND topic = $2")
+            .bind(ids)
+            .bind(topic)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
 /// Deletes published rows. The relay's session commits this without waiting for the disk: a
 /// row that comes back after a crash is found on its topic by the next relay's recovery.
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64, sqlx::Error> {
@@ -303,4 +323,93 @@ pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<u64,
         .execute(conn)
         .await?
         .rows_affected())
+}
+
+/// How many rows wait to be published, and how long the oldest has waited (seconds; 0 when
+/// none): measured on its own, so that it keeps growing while the relay cannot publish.
+pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*),
+                coalesce(extract(epoch FROM clock_timestamp() - min(created_at))::float8, 0)
+         FROM outbox",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Moves rows the broker refused for good into `outbox_refused`, each with its error; returns
+/// how many moved.
+pub async fn refuse(
+    conn: &mut PgConnection,
+    refused: &[(i64, String)],
+) -> Result<u64, sqlx::Error> {
+    if refused.is_empty() {
+        return Ok(0);
+    }
+    let (ids, errors): (Vec<i64>, Vec<String>) = refused.iter().cloned().unzip();
+    Ok(sqlx::query(
+        "WITH moved AS (DELETE FROM outbox WHERE id = ANY($1) RETURNING *)
+         INSERT INTO outbox_refused (id, event_id, event_type, topic, message_key, payload,
+                                     headers, created_at, error)
+         SELECT m.id, m.event_id, m.event_type, m.topic, m.message_key, m.payload, m.headers,
+                m.created_at, r.error
+         FROM moved m JOIN unnest($1::bigint[], $2::text[]) AS r(id, error) ON r.id = m.id
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&errors)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// A row the broker refused, as `sagactl outbox` lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefusedRow {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub topic: String,
+    pub message_key: Option<Vec<u8>>,
+    pub payload_bytes: i32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub refused_at: chrono::DateTime<chrono::Utc>,
+    pub error: String,
+}
+
+/// Every refused row, oldest first.
+pub async fn refused(conn: &mut PgConnection) -> Result<Vec<RefusedRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, event_id, event_type, topic, message_key, octet_length(payload) AS payload_bytes,
+                created_at, refused_at, error
+         FROM outbox_refused ORDER BY id",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// How many rows were refused and wait for an operator.
+pub async fn refused_count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox_refused")
+        .fetch_one(conn)
+        .await
+}
+
+/// Puts refused rows back into the outbox (all of them with `ids` None), as new rows that the
+/// relay publishes like any other, and wakes a relay listening elsewhere; returns how many.
+pub async fn resend(conn: &mut PgConnection, ids: Option<&[i64]>) -> Result<u64, sqlx::Error> {
+    let resent = sqlx::query(
+        "WITH moved AS (DELETE FROM outbox_refused WHERE $1::bigint[] IS NULL OR id = ANY($1)
+                        RETURNING *)
+         INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
+         SELECT event_id, event_type, topic, message_key, payload, headers FROM moved ORDER BY id",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if resent > 0 {
+        notify(conn).await?;
+    }
+    Ok(resent)
 }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod catalogue;
 pub mod databases;
 pub mod dlq;
+pub mod outbox;
 pub mod output;
 pub mod saga;
 pub mod schemas;

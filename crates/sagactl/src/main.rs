@@ -8,12 +8,13 @@
 //! sagactl stuck --older-than 10s                   sagas not ended: what each waits for, parked messages
 //! sagactl bench --orders 1000 --concurrency 32     throughput and latency of whole sagas
 //! sagactl schemas check                            the compatibility gate of every event's versions
+//! sagactl outbox list                              outbox rows a broker refused for good
 //! ```
 
 use clap::{Parser, Subcommand};
 use saga_events::{EventCodec, TopicNames};
 use saga_messaging::KafkaSettings;
-use sagactl::{Context, audit, bench, dlq, saga, schemas, stuck, tail, topics};
+use sagactl::{Context, audit, bench, dlq, outbox, saga, schemas, stuck, tail, topics};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,6 +61,9 @@ enum Command {
     /// A service's dead letters: list, show, redrive.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Outbox rows a broker refused for good: list them, and send them again once fixed.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
     /// Cross-service consistency: every order ended or explained, money and stock conserved.
     Audit(audit::AuditArgs),
     /// Places a load of orders through the running services and reports throughput and latency.
@@ -94,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&context, args).await,
         Command::Stuck(args) => stuck::run(&context, args).await,
         Command::Dlq(command) => dlq::run(&context, command).await,
+        Command::Outbox(command) => outbox::run(&context, command).await,
         Command::Schemas(command) => {
             if !schemas::run(&context, command).await? {
                 std::process::exit(1);

@@ -17,10 +17,19 @@
 //! other row is sent. A row that committed after a later row was already published (ids are
 //! assigned at insert, visible at commit) is therefore never mistaken for a published one.
 //!
+//! Row ids are scoped to their database (`<system identifier>/<database>/<id>`): recovery never
+//! takes a record written from another database, or copied by some other producer, for one of
+//! its own rows. A row the broker refuses for good is moved aside ([`refusal`]); the relay goes
+//! on with the others.
+//!
+//! The backlog and the age of the oldest unpublished row are measured on their own timer, not by
+//! the relay's rounds, so that they keep growing while the broker is away.
+//!
 //! A producer that fails for good (librdkafka's fatal errors, such as a producer id the broker
 //! fenced) is replaced by a new one before the relay starts over.
 
 mod recovery;
+mod refusal;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -35,7 +44,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::headers::{self, Headers};
@@ -81,6 +90,11 @@ pub struct RelaySettings {
     pub cleanup_interval: Duration,
     /// Rows deleted per statement, so that no cleanup transaction grows large.
     pub cleanup_batch: i64,
+    /// How long rows for a topic that does not exist are retried before they are moved aside
+    /// as refused (`OUTBOX_MISSING_TOPIC_GRACE_SECONDS`, default 60).
+    pub missing_topic_grace: Duration,
+    /// How often the backlog gauges are measured.
+    pub gauge_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -101,6 +115,13 @@ impl Default for RelaySettings {
             retention: Duration::from_secs(8 * 24 * 3600),
             cleanup_interval: Duration::from_secs(60),
             cleanup_batch: 1000,
+            missing_topic_grace: Duration::from_secs(
+                std::env::var("OUTBOX_MISSING_TOPIC_GRACE_SECONDS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(60),
+            ),
+            gauge_interval: Duration::from_secs(5),
         }
     }
 }
@@ -131,6 +152,9 @@ pub struct OutboxRelay {
     kafka: KafkaSettings,
     settings: RelaySettings,
     partitions: Arc<Mutex<HashMap<String, i32>>>,
+    missing: Arc<refusal::MissingTopics>,
+    /// `<system identifier>/<database>` of the outbox's database: the scope of its row ids.
+    scope: Arc<std::sync::OnceLock<String>>,
     status: Arc<AtomicU8>,
 }
 
@@ -156,6 +180,8 @@ impl OutboxRelay {
             kafka: kafka.clone(),
             settings,
             partitions: Default::default(),
+            missing: Default::default(),
+            scope: Default::default(),
             status: Arc::new(AtomicU8::new(RelayStatus::Starting as u8)),
         })
     }
@@ -225,6 +251,7 @@ impl OutboxRelay {
     /// Runs until `shutdown`: waits for the lock, publishes while holding it, starts over after
     /// any failure (database or broker away), and flushes the producer before returning.
     pub async fn run(self, shutdown: CancellationToken) {
+        let gauges = tokio::spawn(self.clone().measure_backlog(shutdown.clone()));
         let mut backoff = Backoff::with(Duration::from_millis(200), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             match self.lead(&shutdown).await {
@@ -246,7 +273,70 @@ impl OutboxRelay {
             warn!(%error, "producer flush at shutdown failed");
         }
         self.set_status(RelayStatus::Stopped);
+        gauges.abort();
         info!("outbox relay stopped");
+    }
+
+    /// Sets the backlog gauges every [`RelaySettings::gauge_interval`] until `shutdown`, whatever
+    /// the relay is doing: `SagaOutboxStale` must fire precisely while nothing is published.
+    async fn measure_backlog(self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(self.settings.gauge_interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let measured = async {
+                let mut conn = self.pool.acquire().await?;
+                let (rows, oldest) = outbox::backlog(&mut conn).await?;
+                let refused = outbox::refused_count(&mut conn).await?;
+                Ok::<_, sqlx::Error>((rows, oldest, refused))
+            }
+            .await;
+            match measured {
+                Ok((rows, oldest, refused)) => {
+                    metrics::gauge!("saga_outbox_backlog").set(rows as f64);
+                    metrics::gauge!("saga_outbox_oldest_unpublished_seconds").set(oldest);
+                    metrics::gauge!("saga_outbox_refused_rows").set(refused as f64);
+                }
+                // The database away: the consumer and /readyz say so; the gauges keep their
+                // last value.
+                Err(error) => debug!(%error, "outbox backlog not measured"),
+            }
+        }
+    }
+
+    /// `<system identifier>/<database>` of the outbox's database, asked once.
+    async fn scope(&self, conn: &mut PgConnection) -> Result<String, RelayError> {
+        if let Some(scope) = self.scope.get() {
+            return Ok(scope.clone());
+        }
+        let scope: String = sqlx::query_scalar(
+            "SELECT system_identifier::text || '/' || current_database() FROM pg_control_system()",
+        )
+        .fetch_one(conn)
+        .await?;
+        Ok(self.scope.get_or_init(|| scope).clone())
+    }
+
+    /// Whether the row of `topic` that failed with `error` is refused for good: the reason, if
+    /// so.
+    fn refused(&self, topic: &str, error: &RelayError) -> Option<String> {
+        match refusal::verdict(error) {
+            refusal::Verdict::ForGood => Some(crate::error::error_chain(error)),
+            refusal::Verdict::TopicMissing => {
+                let waited = self.missing.missing_for(topic);
+                (waited >= self.settings.missing_topic_grace).then(|| {
+                    format!(
+                        "topic {topic} does not exist (waited {}s): {}",
+                        waited.as_secs(),
+                        crate::error::error_chain(error)
+                    )
+                })
+            }
+            refusal::Verdict::Transient => None,
+        }
     }
 
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
@@ -388,6 +478,7 @@ impl OutboxRelay {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(topic.to_owned(), count);
+        self.missing.found(topic);
         Ok(count)
     }
 
@@ -405,6 +496,7 @@ impl OutboxRelay {
         &self,
         producer: &FutureProducer,
         row: &Unpublished,
+        scope: &str,
     ) -> Result<Sending, RelayError> {
         let partition = self
             .partition_of(&row.topic, row.message_key.as_deref())
@@ -429,7 +521,7 @@ impl OutboxRelay {
                 None => record_headers.remove(name),
             }
         }
-        record_headers.insert(headers::OUTBOX_ID, row.id.to_string());
+        record_headers.insert(headers::OUTBOX_ID, format!("{scope}/{}", row.id));
         let mut record = FutureRecord::to(&row.topic)
             .partition(partition)
             .payload(&row.payload)
@@ -456,32 +548,33 @@ impl OutboxRelay {
         shutdown: &CancellationToken,
     ) -> Result<usize, RelayError> {
         let rows = outbox::unpublished(session, self.settings.batch_size).await?;
-        // What each round sees is the backlog (at least, when the round is full): no count of a
-        // table full of dead rows is needed to report it.
-        metrics::gauge!("saga_outbox_backlog").set(rows.len() as f64);
-        metrics::gauge!("saga_outbox_oldest_unpublished_seconds")
-            .set(rows.first().map_or(0.0, |row| row.age_seconds));
         if rows.is_empty() {
             return Ok(0);
         }
+        let scope = self.scope(session).await?;
         let producer = self.producer();
-        let mut deliveries = Vec::with_capacity(rows.len());
-        let mut sent = Vec::with_capacity(rows.len());
+        let mut sending = Vec::with_capacity(rows.len());
+        let mut refused = Vec::new();
         let mut failure = None;
         for row in &rows {
-            match self.enqueue(&producer, row).await {
-                Ok(sending) => {
-                    deliveries.push(sending.delivery);
-                    sent.push((sending.span, sending.since));
-                }
-                Err(error) => {
-                    // Queue full or a failed producer: settle what is queued, then start over
-                    // from the database.
-                    failure = Some(error);
-                    break;
-                }
+            match self.enqueue(&producer, row, &scope).await {
+                Ok(sent) => sending.push((row, sent)),
+                Err(error) => match self.refused(&row.topic, &error) {
+                    Some(reason) => refused.push((row, reason)),
+                    None => {
+                        // Queue full or a failed producer: settle what is queued, then start
+                        // over from the database.
+                        failure = Some(error);
+                        break;
+                    }
+                },
             }
         }
+        let (sent_rows, sent): (Vec<_>, Vec<_>) = sending.into_iter().unzip();
+        let (deliveries, spans): (Vec<_>, Vec<_>) = sent
+            .into_iter()
+            .map(|s| (s.delivery, (s.span, s.since)))
+            .unzip();
         let results = tokio::select! {
             results = join_all(deliveries) => results,
             _ = async {
@@ -490,8 +583,8 @@ impl OutboxRelay {
             } => return Err(RelayError::Interrupted),
         };
         let mut delivered = Vec::with_capacity(results.len());
-        for ((row, result), (span, since)) in rows.iter().zip(results).zip(sent) {
-            match result {
+        for ((row, result), (span, since)) in sent_rows.into_iter().zip(results).zip(spans) {
+            let error = match result {
                 Ok(Ok(delivery)) => {
                     trace::published_at(&span, delivery.offset);
                     metrics::histogram!("saga_relay_publish_seconds", "topic" => row.topic.clone())
@@ -499,12 +592,15 @@ impl OutboxRelay {
                     metrics::histogram!("saga_outbox_delay_seconds", "topic" => row.topic.clone())
                         .record(row.age_seconds + since.elapsed().as_secs_f64());
                     delivered.push(row.id);
+                    continue;
                 }
-                Ok(Err((error, _))) => {
-                    failure.get_or_insert(RelayError::Kafka(error));
-                }
-                Err(_canceled) => {
-                    failure.get_or_insert(RelayError::Kafka(KafkaError::Canceled));
+                Ok(Err((error, _))) => RelayError::Kafka(error),
+                Err(_canceled) => RelayError::Kafka(KafkaError::Canceled),
+            };
+            match self.refused(&row.topic, &error) {
+                Some(reason) => refused.push((row, reason)),
+                None => {
+                    failure.get_or_insert(error);
                 }
             }
         }
@@ -513,10 +609,34 @@ impl OutboxRelay {
         // on the broker.
         outbox::mark_published(session, &delivered).await?;
         metrics::counter!("saga_events_published_total").increment(delivered.len() as u64);
+        self.move_aside(session, &refused).await?;
         match failure {
             Some(error) => Err(error),
-            None => Ok(delivered.len()),
+            None => Ok(delivered.len() + refused.len()),
         }
+    }
+
+    /// Moves rows refused for good into `outbox_refused`, so that the relay goes on without
+    /// them.
+    async fn move_aside(
+        &self,
+        session: &mut PgConnection,
+        refused: &[(&Unpublished, String)],
+    ) -> Result<(), RelayError> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(i64, String)> = refused
+            .iter()
+            .map(|(row, why)| (row.id, why.clone()))
+            .collect();
+        outbox::refuse(session, &rows).await?;
+        for (row, reason) in refused {
+            error!(row = row.id, topic = %row.topic, %reason, "the broker refused an outbox row for good; moved it to outbox_refused (see `sagactl outbox`)");
+            metrics::counter!("saga_outbox_refused_total", "topic" => row.topic.clone())
+                .increment(1);
+        }
+        Ok(())
     }
 }
 
@@ -534,10 +654,11 @@ struct Sending {
 pub async fn produce_without_deleting(relay: &OutboxRelay) -> Result<usize, RelayError> {
     let mut session = relay.pool.acquire().await?;
     let rows = outbox::unpublished(&mut session, relay.settings.batch_size).await?;
+    let scope = relay.scope(&mut session).await?;
     let producer = relay.producer();
     let mut deliveries = Vec::with_capacity(rows.len());
     for row in &rows {
-        deliveries.push(relay.enqueue(&producer, row).await?.delivery);
+        deliveries.push(relay.enqueue(&producer, row, &scope).await?.delivery);
     }
     for delivery in join_all(deliveries).await {
         match delivery {

@@ -248,3 +248,36 @@ pub async fn produce_raw(
         .map_err(|(e, _)| e)?;
     Ok(())
 }
+
+/// Creates one more topic on the broker (one partition) and waits until its metadata is seen.
+pub async fn create_topic(iso: &Isolated, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &iso.kafka.bootstrap)
+        .create()?;
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await?
+    {
+        result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
+    }
+    let kafka = iso.kafka.clone();
+    let topic = topic.to_owned();
+    eventually(
+        "the new topic in the broker's metadata",
+        Duration::from_secs(20),
+        || {
+            let (kafka, topic) = (kafka.clone(), topic.clone());
+            async move {
+                tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, String)> {
+                    let reader = PartitionReader::new(&kafka)?;
+                    Ok((reader.partition_count(&topic).ok() == Some(1), topic))
+                })
+                .await?
+            }
+        },
+    )
+    .await
+}
