@@ -43,9 +43,9 @@ export SERVICE_PROFILE=${SERVICE_PROFILE:-dev}
 export SERVICE_FEATURES=${SERVICE_FEATURES:-saga-messaging/fault-injection}
 export RETRY_DELAY_MS=${RETRY_DELAY_MS:-200}
 deploy/local/stack.sh up
-# Integration tests make topics of their own (it-…, mt-…); clear what earlier runs left.
+# Integration tests make topics of their own (it-…, mt-…, at-…); clear what earlier runs left.
 deploy/local/stack.sh kafka-topics --bootstrap-server "127.0.0.1:${KAFKA_PORT:-9092}" \
-  --delete --if-exists --topic 'it-.*|mt-.*' || true
+  --delete --if-exists --topic 'it-.*|mt-.*|at-.*' || true
 
 step "tests"
 export KAFKA_BOOTSTRAP=${KAFKA_BOOTSTRAP:-127.0.0.1:${KAFKA_PORT:-9092}}

@@ -1,27 +1,32 @@
 //! `sagactl audit`: does the system keep its promises? Reads the four services' databases and
-//! the event topics and checks, for every order:
-//! - it ended (CONFIRMED or CANCELLED), or is explained: a message of it is parked (retrying or
-//!   dead-lettered) at a named service;
+//! the event and dead-letter topics and checks, strictly (a fault test's oracle must be able to
+//! fail), for every order:
+//! - it ended (CONFIRMED or CANCELLED), or is explained: a message of it is DEAD at a named
+//!   service and its dead letter is on that service's dead-letter topic, for a person to act on.
+//!   A retry, however close, explains nothing: once sagas have settled, none is left;
 //! - confirmed: an authorized payment of the order's total, a reservation of exactly its lines,
 //!   a scheduled shipment;
 //! - cancelled, its compensation COMPLETED: no payment still authorized, no stock held, no
 //!   shipment still scheduled, and the reason matches what happened (a `TIMED_OUT` order may have
 //!   been charged, reserved or shipped late, as long as each was undone);
-//! - cancelled, its compensation still PENDING: explained by a parked message, as above;
+//! - cancelled, its compensation still PENDING: explained by a dead letter, as above;
+//! - a reservation only after a charge, a shipment only after a reservation;
 //! - per SKU, reserved units equal the lines of the reservations still held;
 //! - no order charged, refunded, reserved, released or shipped twice (distinct events on the
-//!   topics), and nothing exists for an order Order never saw.
+//!   topics), and nothing exists for an order Order never saw;
+//! - parked messages at every service follow their rules ([`parked`]): one head per order, no
+//!   retry long past its schedule, no dead row without its dead letter, nothing waiting behind
+//!   no head.
 //!
 //! Exits non-zero on any violation, listing each. The fault tests use it as their oracle.
+
+mod parked;
+mod topics;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use saga_events::Service;
-use saga_messaging::Delivery as RawRecord;
-use saga_messaging::headers;
-use saga_messaging::reader::PartitionReader;
 use serde_json::{Value, json};
 use sqlx::types::Json;
 
@@ -37,9 +42,14 @@ pub struct AuditArgs {
     /// settle); 0 checks once.
     #[arg(long, default_value_t = 0)]
     pub settle: u64,
-    /// Skip scanning the event topics for duplicate charges, refunds, reservations, shipments.
+    /// Skip reading the topics: no check for duplicate charges, refunds, reservations,
+    /// shipments, and a DEAD parked row is taken at its word that its dead letter exists.
     #[arg(long)]
     pub skip_topics: bool,
+    /// How long past its last failure a parked message may still be RETRYING (its retry record
+    /// on the way) before the audit calls its retry lost.
+    #[arg(long, default_value_t = 60)]
+    pub retry_grace: u64,
 }
 
 /// What an audit found.
@@ -48,7 +58,7 @@ pub struct AuditReport {
     pub orders: usize,
     pub confirmed: usize,
     pub cancelled: usize,
-    /// Orders not ended, with the parked message that explains why.
+    /// Orders not ended, with the dead letters that explain why.
     pub explained: Vec<String>,
     pub violations: Vec<String>,
 }
@@ -71,7 +81,7 @@ pub async fn audit(context: &Context, args: &AuditArgs) -> anyhow::Result<AuditR
     let databases = args.databases.connect().await?;
     let started = Instant::now();
     loop {
-        let report = check(context, &databases, args.skip_topics).await?;
+        let report = check(context, &databases, args).await?;
         if report.is_clean() || started.elapsed() >= Duration::from_secs(args.settle) {
             return Ok(report);
         }
@@ -87,7 +97,7 @@ pub async fn run(context: &Context, args: AuditArgs) -> anyhow::Result<bool> {
         return Ok(report.is_clean());
     }
     emit(format!(
-        "{} orders: {} confirmed, {} cancelled, {} explained (parked), {} violations",
+        "{} orders: {} confirmed, {} cancelled, {} explained (dead-lettered), {} violations",
         report.orders,
         report.confirmed,
         report.cancelled,
@@ -127,11 +137,7 @@ fn lines_by_sku(lines: &[Line]) -> BTreeMap<String, i64> {
     merged
 }
 
-async fn check(
-    context: &Context,
-    db: &Databases,
-    skip_topics: bool,
-) -> anyhow::Result<AuditReport> {
+async fn check(context: &Context, db: &Databases, args: &AuditArgs) -> anyhow::Result<AuditReport> {
     let orders: Vec<OrderRow> = sqlx::query_as(
         "SELECT order_id::text, status, cancellation_reason, compensation, total_cents, items
          FROM orders",
@@ -164,20 +170,21 @@ async fn check(
             .await?
             .into_iter()
             .collect();
-    let mut parked: HashMap<String, Vec<String>> = HashMap::new();
-    for (service, pool) in db.all() {
-        let rows: Vec<(String, String, Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT order_id, status, event_type, error FROM parked ORDER BY id")
-                .fetch_all(pool)
-                .await?;
-        for (order, status, event_type, error) in rows {
-            let event_type = event_type.unwrap_or_else(|| "an undecodable record".to_owned());
-            parked.entry(order).or_default().push(format!(
-                "{event_type} {status} at {service}{}",
-                error.map(|e| format!(": {e}")).unwrap_or_default()
-            ));
-        }
-    }
+    let facts = if args.skip_topics {
+        None
+    } else {
+        Some(topics::read(&context.kafka, &context.topics).await?)
+    };
+    let parked = parked::check(
+        db,
+        facts.as_ref().map(|f| &f.dead_letters),
+        args.retry_grace,
+    )
+    .await?;
+    let unexplained = |order_id: &str, what: String| match parked.parked.get(order_id) {
+        Some(why) => format!("{what}; parked: {}", why.join("; ")),
+        None => what,
+    };
 
     let mut report = AuditReport {
         orders: orders.len(),
@@ -221,13 +228,16 @@ async fn check(
             }
             "CANCELLED" if compensation.as_deref() != Some("COMPLETED") => {
                 report.cancelled += 1;
-                match parked.get(order_id) {
+                match parked.explained.get(order_id) {
                     Some(why) => report.explained.push(format!(
                         "order {order_id} CANCELLED, compensation {compensation:?}: {}",
                         why.join("; ")
                     )),
-                    None => v.push(format!(
-                        "order {order_id} CANCELLED with compensation {compensation:?} and nothing explains it"
+                    None => v.push(unexplained(
+                        order_id,
+                        format!(
+                            "order {order_id} CANCELLED with compensation {compensation:?} and no dead letter explains it"
+                        ),
                     )),
                 }
             }
@@ -267,14 +277,30 @@ async fn check(
                     ));
                 }
             }
-            _ => match parked.get(order_id) {
+            _ => match parked.explained.get(order_id) {
                 Some(why) => report
                     .explained
                     .push(format!("order {order_id} {status}: {}", why.join("; "))),
-                None => v.push(format!(
-                    "order {order_id} is {status} and nothing explains it"
+                None => v.push(unexplained(
+                    order_id,
+                    format!("order {order_id} is {status} and no dead letter explains it"),
                 )),
             },
+        }
+        // Each step of the saga follows the one before it, whatever became of the order.
+        if let Some((status, _)) = reservation
+            && !matches!(payment_status, Some("AUTHORIZED" | "REFUNDED"))
+        {
+            v.push(format!(
+                "order {order_id}: a reservation ({status}) without a charge (payment {payment_status:?})"
+            ));
+        }
+        if let Some(status) = shipment
+            && !matches!(reservation_status, Some("RESERVED" | "RELEASED"))
+        {
+            v.push(format!(
+                "order {order_id}: a shipment ({status}) without reserved stock (reservation {reservation_status:?})"
+            ));
         }
     }
     for (what, ids) in [
@@ -311,59 +337,9 @@ async fn check(
             ));
         }
     }
-    if !skip_topics {
-        v.extend(repeated_effects(context).await?);
+    if let Some(facts) = facts {
+        v.extend(facts.repeated_effects);
     }
+    v.extend(parked.violations);
     Ok(report)
-}
-
-/// Orders with more than one distinct charge, refund, reservation, release, shipment or shipment
-/// cancellation event on
-/// the topics (the same event delivered twice is one event).
-async fn repeated_effects(context: &Context) -> anyhow::Result<Vec<String>> {
-    let kafka = context.kafka.clone();
-    let topics = context.topics.clone();
-    let records = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
-        let reader = PartitionReader::new(&kafka)?;
-        let mut records = Vec::new();
-        for service in [Service::Payment, Service::Inventory, Service::Shipping] {
-            let topic = topics.events(service);
-            for partition in 0..reader.partition_count(&topic)? {
-                records.extend(reader.read_partition(&topic, partition)?);
-            }
-        }
-        Ok(records)
-    })
-    .await??;
-    const ONCE: [&str; 6] = [
-        "PaymentAuthorized",
-        "PaymentRefunded",
-        "StockReserved",
-        "StockReleased",
-        "ShipmentScheduled",
-        "ShipmentCancelled",
-    ];
-    let mut seen: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
-    for record in &records {
-        let event_type = record.headers.get(headers::EVENT_TYPE).unwrap_or("");
-        if !ONCE.contains(&event_type) {
-            continue;
-        }
-        let order = record.key_str().unwrap_or_default().to_owned();
-        let event_id = record
-            .headers
-            .get(headers::EVENT_ID)
-            .unwrap_or_default()
-            .to_owned();
-        seen.entry((order, event_type.to_owned()))
-            .or_default()
-            .insert(event_id);
-    }
-    Ok(seen
-        .into_iter()
-        .filter(|(_, ids)| ids.len() > 1)
-        .map(|((order, event_type), ids)| {
-            format!("order {order}: {} distinct {event_type} events", ids.len())
-        })
-        .collect())
 }
