@@ -82,12 +82,12 @@ async fn break_mid_load(
     let sku = unique_sku(label);
     api.set_stock(&sku, count as i64).await?;
     let placed = Arc::new(AtomicUsize::new(0));
-    let running = tokio::spawn(load(api.clone(), sku, count, 8, placed.clone()));
+    let running = tokio::spawn(load(api.clone(), sku.clone(), count, 8, placed.clone()));
     wait_counted(&placed, break_after).await?;
     stack_ok(fault, &[])?;
     stack_ok(&["up"], &[])?;
     let order_ids = running.await??;
-    assert_eq!(order_ids.len(), count);
+    assert_placed_once_each(&order_ids, count, &sku).await?;
     wait_all_terminal(&api, &order_ids).await?;
     assert_audit_clean(label)?;
     Ok(())
@@ -316,7 +316,9 @@ async fn a_handler_failing_for_good_is_dead_lettered_and_a_redrive_completes_the
     assert_eq!(shown["value"]["order_id"], order_id.as_str());
     assert_eq!(shown["headers"]["saga-source-topic"], "payment.events");
 
-    // A dry run changes nothing; the redrive (the fault has been used up: lifted) ends the saga.
+    // A dry run changes nothing (nothing is produced to the retry topic); the redrive (the fault
+    // has been used up: lifted) ends the saga.
+    let retry_before = end_offsets("inventory.retry")?;
     let (_, dry) = sagactl(
         &[
             "dlq",
@@ -330,6 +332,11 @@ async fn a_handler_failing_for_good_is_dead_lettered_and_a_redrive_completes_the
         false,
     )?;
     assert!(dry.contains(&order_id), "{dry}");
+    assert_eq!(
+        end_offsets("inventory.retry")?,
+        retry_before,
+        "a dry run produced to the retry topic"
+    );
     assert_eq!(
         api.order(&order_id).await?.expect("order")["status"],
         "PENDING"

@@ -557,11 +557,21 @@ async fn prometheus_scrapes_every_service_with_the_alert_rules_loaded() -> anyho
     .await?;
 
     // Each kind of metric, with a sane value.
-    let checks: [MetricCheck; 7] = [
+    let checks: [MetricCheck; 9] = [
         (
-            "consumer lag per topic and partition",
+            "consumer lag per topic and partition, back to 0 once the orders are handled",
             r#"max(saga_consumer_lag{job="payment",topic="order.events"})"#.into(),
-            |v| v >= 0.0,
+            |v| v == 0.0,
+        ),
+        (
+            "the outbox backlog, measured from the table, empty once everything is published",
+            r#"max(saga_outbox_backlog{job="order"})"#.into(),
+            |v| v == 0.0,
+        ),
+        (
+            "outbox rows the broker refused: none",
+            r#"max(saga_outbox_refused_rows{job="payment"})"#.into(),
+            |v| v == 0.0,
         ),
         (
             "partitions with a lag series",

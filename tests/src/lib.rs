@@ -577,3 +577,47 @@ pub async fn assert_a_new_order_confirms(api: &Api, label: &str) -> anyhow::Resu
     assert_eq!(order["status"], "CONFIRMED", "after {label}: {order}");
     Ok(())
 }
+
+/// The end offsets of every partition of `topic`: what a command that must change nothing on it
+/// is checked against.
+pub fn end_offsets(topic: &str) -> anyhow::Result<Vec<i64>> {
+    let reader = PartitionReader::new(&KafkaSettings::new(bootstrap()))?;
+    (0..reader.partition_count(topic)?)
+        .map(|partition| Ok(reader.watermarks(topic, partition)?.1))
+        .collect()
+}
+
+/// How many orders Order holds with a line of `sku`: an order a retried request placed twice
+/// would count twice.
+pub async fn orders_with_sku(sku: &str) -> anyhow::Result<i64> {
+    let db = service_db("orders").await?;
+    let count = sqlx::query_scalar(
+        "SELECT count(*) FROM orders
+         WHERE items @> jsonb_build_array(jsonb_build_object('sku', $1::text))",
+    )
+    .bind(sku)
+    .fetch_one(&db)
+    .await?;
+    db.close().await;
+    Ok(count)
+}
+
+/// Requires `order_ids` to be `count` distinct orders, each held once by Order.
+pub async fn assert_placed_once_each(
+    order_ids: &[String],
+    count: usize,
+    sku: &str,
+) -> anyhow::Result<()> {
+    let distinct: std::collections::HashSet<&String> = order_ids.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        count,
+        "{count} requests did not make {count} distinct orders"
+    );
+    assert_eq!(
+        orders_with_sku(sku).await?,
+        i64::try_from(count)?,
+        "Order holds other than one order per request of {sku}"
+    );
+    Ok(())
+}

@@ -20,6 +20,8 @@ struct State {
     stuck: BTreeMap<String, Stuck>,
     /// Work of the consumer being retried in place right now (see [`Health::retrying_in_place`]).
     in_place: usize,
+    /// Why the consumer was last replaced by a new one, and how often it was.
+    rebuilds: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,19 @@ impl Health {
     /// Whether some work of the consumer is being retried in place right now.
     pub fn is_retrying_in_place(&self) -> bool {
         self.state().in_place > 0
+    }
+
+    /// The consumer failed for good (`why`) and is being replaced by a new one.
+    pub fn consumer_rebuilt(&self, why: &str) {
+        let mut state = self.state();
+        state.consumer_joined = false;
+        state.consumer_fetching = false;
+        state.rebuilds.push(why.chars().take(300).collect());
+    }
+
+    /// Why the consumer was replaced, each time it was.
+    pub fn consumer_rebuilds(&self) -> Vec<String> {
+        self.state().rebuilds.clone()
     }
 
     /// Why the service should not be considered ready, if anything.

@@ -46,11 +46,9 @@ async fn produce_events(iso: &Isolated, count: usize) -> anyhow::Result<()> {
 }
 
 async fn applied(iso: &Isolated) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(DISTINCT event_id) FROM effects")
-            .fetch_one(&iso.pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(&iso.pool)
+        .await?)
 }
 
 #[tokio::test]
@@ -58,6 +56,7 @@ async fn a_fenced_static_member_is_replaced_and_consumes_again() -> anyhow::Resu
     let iso = Isolated::new(2).await?;
     let group = format!("{}static", iso.topics.prefix());
     let topic = iso.topics.events(Service::Order);
+    let health = Health::new();
     let member = EventConsumer::new(
         ConsumerSetup {
             service: Service::Order,
@@ -70,7 +69,7 @@ async fn a_fenced_static_member_is_replaced_and_consumes_again() -> anyhow::Resu
                 instance_id: Some(INSTANCE.to_owned()),
                 ..ConsumerSettings::default()
             },
-            health: Health::new(),
+            health: health.clone(),
         },
         Record,
     );
@@ -107,6 +106,11 @@ async fn a_fenced_static_member_is_replaced_and_consumes_again() -> anyhow::Resu
     })
     .await?;
     assert!(!running.is_finished(), "the consumer stopped");
+    let rebuilds = health.consumer_rebuilds();
+    assert!(
+        rebuilds.iter().any(|why| why.contains("Fenced")),
+        "the member was not fenced and replaced: {rebuilds:?}"
+    );
     shutdown.cancel();
     running.await??;
     Ok(())

@@ -251,6 +251,9 @@ impl<R: Reactions> EventConsumer<R> {
                     warn!(?code, %reason, ?delay, "the Kafka consumer failed for good; joining the group with a new one");
                     metrics::counter!("saga_consumer_rebuilds_total", "service" => self.setup.service.name())
                         .increment(1);
+                    self.setup
+                        .health
+                        .consumer_rebuilt(&format!("{code:?}: {reason}"));
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(delay) => {}
