@@ -1,7 +1,7 @@
 # The two commands: `make up` starts everything, `make test` runs every test on a fresh stack.
 STACK := deploy/local/stack.sh
 
-.PHONY: up down status logs clean test lint bench fuzz-api
+.PHONY: up down status logs clean test lint bench fuzz-api chaos
 
 up:
 	@$(STACK) up
@@ -42,3 +42,9 @@ bench:
 	target/release/sagactl bench --orders 10000 --concurrency 128 --ceilings --save bench/results
 	target/release/sagactl bench --rate 300 --duration 60 --save bench/results
 	target/release/sagactl bench --orders 200 --concurrency 1 --save bench/results
+
+# The chaos soak for longer than make test runs it: CHAOS_SECONDS (default 600) of seeded random
+# faults under load (CHAOS_SEED replays a schedule), then every promise checked. Starts the stack
+# as make test does (debug builds with fault injection) if it is not running.
+chaos:
+	@scripts/chaos.sh

@@ -25,14 +25,14 @@ async fn replicas_share_the_work_through_a_kill_and_a_scale_step() -> anyhow::Re
     let outcome = run().await;
     // One replica of each again, whatever happened.
     for service in Service::ALL {
-        stack_blocking(&["scale", service.name(), "1"]).await?;
+        stack_blocking(&["scale", service.name(), "1"], &[]).await?;
     }
     outcome
 }
 
 async fn run() -> anyhow::Result<()> {
     for service in Service::ALL {
-        stack_blocking(&["scale", service.name(), "2"]).await?;
+        stack_blocking(&["scale", service.name(), "2"], &[]).await?;
     }
     for service in Service::ALL {
         wait_owned(service, 2).await?;
@@ -49,20 +49,20 @@ async fn run() -> anyhow::Result<()> {
 
     wait_counted(&placed, ORDERS / 4).await?;
     for service in Service::ALL {
-        stack_blocking(&["kill", &format!("{}-2", service.name())]).await?;
+        stack_blocking(&["kill", &format!("{}-2", service.name())], &[]).await?;
     }
     println!(
         "killed one replica of each service at {} orders",
         placed.load(Ordering::Relaxed)
     );
     wait_counted(&placed, ORDERS / 2).await?;
-    stack_blocking(&["scale", "payment", "3"]).await?;
+    stack_blocking(&["scale", "payment", "3"], &[]).await?;
     println!(
         "payment at 3 replicas at {} orders",
         placed.load(Ordering::Relaxed)
     );
     wait_counted(&placed, 3 * ORDERS / 4).await?;
-    stack_blocking(&["scale", "payment", "1"]).await?;
+    stack_blocking(&["scale", "payment", "1"], &[]).await?;
     println!(
         "payment back to 1 replica at {} orders",
         placed.load(Ordering::Relaxed)
@@ -183,14 +183,4 @@ async fn wait_owned(service: Service, members: usize) -> anyhow::Result<()> {
         },
     )
     .await
-}
-
-/// `stack.sh` off the runtime's threads: it waits for replicas to be ready.
-async fn stack_blocking(args: &[&str]) -> anyhow::Result<()> {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        stack_ok(&args, &[]).map(|_| ())
-    })
-    .await?
 }

@@ -84,6 +84,22 @@ fn stack_with(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<StackRun> {
     Ok(StackRun::from_output(output))
 }
 
+/// [`stack_ok`] off the runtime's threads: the stack script waits (for readiness, for a process
+/// to stop), and a test's runtime keeps serving its other tasks meanwhile.
+pub async fn stack_blocking(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        stack_ok(&args, &env).map(|_| ())
+    })
+    .await?
+}
+
 /// Restarts `service` with `env` added (and nothing else changed).
 pub fn restart(service: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
     stack_ok(&["stop", service], &[])?;

@@ -145,26 +145,54 @@ pub(super) async fn run<R: Reactions>(
             handler.handle_batch(batch, &control).await
         };
         last_batch_ended = Some(tokio::time::Instant::now());
-        for gap in gaps(&polled, &handled) {
-            if router.is_current_partition(&(gap.topic.clone(), gap.partition), gap.epoch) {
-                // A handler left a record behind on a partition that is still ours: never
-                // expected. Nothing later of that partition is handled or committed under
-                // this assignment, so the record is redelivered to its next owner instead of
-                // being lost; the partition is named on /readyz meanwhile.
-                error!(topic = %gap.topic, partition = gap.partition, offset = gap.offset, "a record was left unhandled on a partition still assigned; holding the partition");
-                handler.hold_partition(&format!("{}[{}]", gap.topic, gap.partition), gap.offset);
-                held.insert(((gap.topic.clone(), gap.partition), gap.epoch));
-            }
+        record_progress(
+            &router,
+            &consumer,
+            &handler,
+            (&polled, &handled),
+            &mut held,
+            shutdown.is_cancelled(),
+        );
+    }
+}
+
+/// After a batch: stores, per partition, the offset up to which every record was handled (under
+/// the assignment it was polled in), and holds a partition still ours on which a record was left
+/// behind. Nothing is committed past a record nobody handled.
+fn record_progress<R: Reactions>(
+    router: &Router,
+    consumer: &SagaConsumer,
+    handler: &Handler<R>,
+    (polled, handled): (&[Polled], &[Position]),
+    held: &mut HashSet<(TopicPartition, u64)>,
+    shutting_down: bool,
+) {
+    // Shutdown leaves records behind on purpose: they are redelivered after the restart.
+    let gaps = if shutting_down {
+        Vec::new()
+    } else {
+        gaps(polled, handled)
+    };
+    for gap in gaps {
+        let partition = (gap.topic.clone(), gap.partition);
+        if router.is_current_partition(&partition, gap.epoch) {
+            // Never expected: a handler left a record behind on a partition that is still
+            // ours. Nothing later of that partition is handled or committed under this
+            // assignment, so the record goes to its next owner instead of being lost, and the
+            // partition is named on /readyz meanwhile.
+            error!(topic = %gap.topic, partition = gap.partition, offset = gap.offset, "a record was left unhandled on a partition still assigned; holding the partition");
+            handler.hold_partition(&format!("{}[{}]", gap.topic, gap.partition), gap.offset);
+            held.insert((partition, gap.epoch));
         }
-        for ((topic, partition), (offset, epoch)) in storable(&polled, &handled) {
-            // Revoked (or revoked and assigned again) since it was polled: the offset is the new
-            // owner's to commit, from where it starts.
-            if !router.is_current_partition(&(topic.clone(), partition), epoch) {
-                continue;
-            }
-            if let Err(error) = consumer.store_offset(&topic, partition, offset) {
-                debug!(%error, topic, partition, offset, "offset not stored");
-            }
+    }
+    for ((topic, partition), (offset, epoch)) in storable(polled, handled) {
+        // Revoked (or revoked and assigned again) since it was polled: the offset is the new
+        // owner's to commit, from where it starts.
+        if !router.is_current_partition(&(topic.clone(), partition), epoch) {
+            continue;
+        }
+        if let Err(error) = consumer.store_offset(&topic, partition, offset) {
+            debug!(%error, topic, partition, offset, "offset not stored");
         }
     }
 }

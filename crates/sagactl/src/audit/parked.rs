@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::databases::Databases;
 
 /// One parked row, as the audit reads it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct Row {
     id: i64,
     order: String,
@@ -43,27 +43,17 @@ pub async fn check(
 ) -> anyhow::Result<ParkedFindings> {
     let mut findings = ParkedFindings::default();
     for (service, pool) in databases.all() {
-        let rows: Vec<(i64, String, String, Option<String>, Option<String>, bool)> =
-            sqlx::query_as(
-                "SELECT id, order_id, status, event_type, error,
-                        status = 'RETRYING'
-                        AND coalesce(last_failed_at, parked_at) < now() - make_interval(secs => $1)
-                 FROM parked ORDER BY id",
-            )
-            .bind(retry_grace_seconds as f64)
-            .fetch_all(pool)
-            .await?;
-        let rows: Vec<Row> = rows
-            .into_iter()
-            .map(|(id, order, status, event_type, error, overdue)| Row {
-                id,
-                order,
-                status,
-                event_type: event_type.unwrap_or_else(|| "an undecodable record".to_owned()),
-                error,
-                overdue,
-            })
-            .collect();
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, order_id AS order, status,
+                    coalesce(event_type, 'an undecodable record') AS event_type, error,
+                    status = 'RETRYING'
+                    AND coalesce(last_failed_at, parked_at) < now() - make_interval(secs => $1)
+                    AS overdue
+             FROM parked ORDER BY id",
+        )
+        .bind(retry_grace_seconds as f64)
+        .fetch_all(pool)
+        .await?;
         apply(service, &rows, dead_letters, &mut findings);
     }
     Ok(findings)
