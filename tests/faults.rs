@@ -386,3 +386,69 @@ async fn a_panicking_reaction_is_retried_and_its_partition_keeps_flowing() -> an
     assert_audit_clean("a panicking reaction")?;
     Ok(())
 }
+
+/// The value of `name` (an unlabelled gauge) on a service's `/metrics`.
+async fn gauge(api: &Api, base: &str, name: &str) -> anyhow::Result<Option<f64>> {
+    let text = api
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    }))
+}
+
+/// While the broker is away, the outbox's gauges keep counting: what `SagaOutboxStale` and
+/// `SagaOutboxBacklog` fire on must not freeze precisely when nothing can be published.
+#[tokio::test]
+async fn the_outbox_gauges_keep_counting_while_the_broker_is_away() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let api = Api::from_env()?;
+    let sku = unique_sku("broker-away-gauges");
+    api.set_stock(&sku, 5).await?;
+    stack_ok(&["kill", "kafka"], &[])?;
+    let outcome = async {
+        // Order accepts the order: its OrderPlaced waits in the outbox.
+        let order_id = api
+            .place(&order_body(&[(&sku, 1, 300)], "GB", "tok_visa"))
+            .await?;
+        wait_for(
+            "Order's outbox gauges to show the row waiting",
+            Duration::from_secs(60),
+            || async {
+                let backlog = gauge(&api, &api.order, "saga_outbox_backlog").await?;
+                let oldest =
+                    gauge(&api, &api.order, "saga_outbox_oldest_unpublished_seconds").await?;
+                let waiting = backlog.is_some_and(|b| b >= 1.0) && oldest.is_some_and(|o| o >= 5.0);
+                Ok((
+                    waiting.then_some(()),
+                    format!("backlog {backlog:?}, oldest {oldest:?}"),
+                ))
+            },
+        )
+        .await?;
+        anyhow::Ok(order_id)
+    }
+    .await;
+    stack_ok(&["up"], &[])?;
+    let order_id = outcome?;
+    let order = api.wait_terminal(&order_id, SETTLE).await?;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    wait_for("the gauges back to 0", Duration::from_secs(60), || async {
+        let backlog = gauge(&api, &api.order, "saga_outbox_backlog").await?;
+        Ok((
+            (backlog == Some(0.0)).then_some(()),
+            format!("backlog {backlog:?}"),
+        ))
+    })
+    .await?;
+    assert_audit_clean("the broker away while orders were placed")?;
+    Ok(())
+}

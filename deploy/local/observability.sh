@@ -30,9 +30,12 @@ jaeger_build() {
   [ -x "$binary" ] && return
   command -v go >/dev/null 2>&1 || die "Go not found: Jaeger is built from its Go module (install Go, or set WITH_JAEGER=0)"
   step "building Jaeger $JAEGER_VERSION from the Go module proxy (once; a few minutes)"
-  mkdir -p "$JAEGER_DIR/build"
+  # A scratch module per version: `go get` never downgrades what an earlier version's build
+  # already required, and Jaeger built against newer collector modules than its own fails at
+  # start ("otelcol.Factories.Telemetry must not be nil").
+  mkdir -p "$JAEGER_DIR/build-$JAEGER_VERSION"
   (
-    cd "$JAEGER_DIR/build"
+    cd "$JAEGER_DIR/build-$JAEGER_VERSION"
     [ -f go.mod ] || go mod init saga-local/jaeger >/dev/null 2>&1
     go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" &&
       go build -trimpath -o "$binary.partial" github.com/jaegertracing/jaeger/cmd/jaeger &&
