@@ -63,7 +63,29 @@ target/debug/sagactl schemas check
 scripts/check-asyncapi.sh
 # The HTTP contract: Schemathesis against each service's OpenAPI document, every check.
 scripts/check-api.sh
-cargo test --workspace --no-fail-fast --features "$SERVICE_FEATURES" 2>&1 | tee "$log" || status=$?
+# One build of every test binary, then two streams side by side: the crates' own tests (topics
+# and schemas of their own, nothing shared) beside the end-to-end tests that place orders and
+# restart services. The end-to-end tests that stop the broker, Postgres or the registry, or the
+# whole stack, run last, alone: cargo runs the binaries of one invocation one after another.
+features=(--features "$SERVICE_FEATURES")
+cargo test --workspace --no-run --quiet "${features[@]}"
+isolated_log=$(mktemp)
+trap 'rm -f "$log" "$isolated_log"' EXIT
+cargo test --workspace --exclude saga-e2e --no-fail-fast "${features[@]}" >"$isolated_log" 2>&1 &
+isolated=$!
+alone=(faults chaos stack_lifecycle)
+side_by_side=()
+for target in tests/*.rs; do
+  name=$(basename "$target" .rs)
+  [[ " ${alone[*]} " == *" $name "* ]] || side_by_side+=(--test "$name")
+done
+cargo test -p saga-e2e --no-fail-fast "${features[@]}" "${side_by_side[@]}" 2>&1 | tee "$log" || status=$?
+wait "$isolated" || status=$?
+printf '\n==> %s\n' "the crates' own tests (they ran beside the end-to-end tests above)"
+tee -a "$log" <"$isolated_log"
+alone_tests=()
+for name in "${alone[@]}"; do alone_tests+=(--test "$name"); done
+cargo test -p saga-e2e --no-fail-fast "${features[@]}" "${alone_tests[@]}" 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      END { printf "\ntests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
 exit "$status"

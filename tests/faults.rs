@@ -439,8 +439,9 @@ async fn the_outbox_gauges_keep_counting_while_the_broker_is_away() -> anyhow::R
     .await;
     stack_ok(&["up"], &[])?;
     let order_id = outcome?;
-    let order = api.wait_terminal(&order_id, SETTLE).await?;
-    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    // Confirmed, or (the broker was away for much of its 30 s) timed out and compensated: the
+    // audit below holds it to either.
+    api.wait_terminal(&order_id, SETTLE).await?;
     wait_for("the gauges back to 0", Duration::from_secs(60), || async {
         let backlog = gauge(&api, &api.order, "saga_outbox_backlog").await?;
         Ok((
