@@ -112,7 +112,7 @@ async fn rows_refused_for_good_are_moved_aside_and_the_others_go_out() -> anyhow
     assert!(refused[1].1.contains("does not exist"), "{refused:?}");
 
     // The topic created, the operator sends the row again (what `sagactl outbox resend` runs).
-    create_topic(&iso, &nowhere).await?;
+    create_topic(&nowhere).await?;
     let mut conn = iso.pool.acquire().await?;
     let row: i64 = sqlx::query_scalar("SELECT id FROM outbox_refused WHERE topic = $1")
         .bind(&nowhere)
@@ -151,7 +151,7 @@ async fn a_topic_created_within_the_grace_gets_its_rows() -> anyhow::Result<()> 
         ))
     })
     .await?;
-    create_topic(&iso, &late).await?;
+    create_topic(&late).await?;
     eventually("the row published to the late topic", DEADLINE, || async {
         let ids = event_ids_on(&iso, &late).await?;
         Ok((ids == [record.id.to_string()], format!("{ids:?}")))

@@ -4,53 +4,17 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use saga_events::{EventType, SagaEvent, Service};
+use saga_events::Service;
 use saga_messaging::{
-    Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, HandlerError, Headers, Health, Outbox,
-    OutboxRelay, Reactions, Refusal, RelaySettings,
+    ConsumerSettings, ConsumerSetup, EventConsumer, Headers, Health, Outbox, OutboxRelay,
+    RelaySettings,
 };
-use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Records each applied event; the events named in `fail_once` fail on their first attempt.
-struct FailingOnce {
-    fail_once: Arc<Mutex<HashSet<String>>>,
-}
-
-impl Reactions for FailingOnce {
-    fn wants(&self, _event_type: EventType) -> bool {
-        true
-    }
-
-    async fn react(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Arrival<'_>],
-    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
-        for (index, arrival) in events.iter().enumerate() {
-            let first_time = self
-                .fail_once
-                .lock()
-                .map(|mut ids| ids.remove(&arrival.event.metadata().event_id))
-                .unwrap_or(false);
-            if first_time {
-                return Err(Refusal::at(
-                    index,
-                    HandlerError::rejected("failed on purpose"),
-                ));
-            }
-            record_effect(tx, arrival.event).await?;
-        }
-        Ok(vec![Vec::new(); events.len()])
-    }
-}
 
 #[tokio::test]
 async fn a_poison_record_behind_a_retrying_head_waits_and_nothing_passes_it() -> anyhow::Result<()>
@@ -59,10 +23,6 @@ async fn a_poison_record_behind_a_retrying_head_waits_and_nothing_passes_it() ->
     let first = event("two-heads");
     let last = event("two-heads");
     let order_id = order("two-heads");
-    let fail_once = Arc::new(Mutex::new(HashSet::from([first
-        .metadata()
-        .event_id
-        .clone()])));
 
     let shutdown = CancellationToken::new();
     let relay = OutboxRelay::new(
@@ -90,7 +50,7 @@ async fn a_poison_record_behind_a_retrying_head_waits_and_nothing_passes_it() ->
             },
             health: Health::new(),
         },
-        FailingOnce { fail_once },
+        Recorder::default().fail_once(&first.metadata().event_id),
     );
     let consuming = tokio::spawn(consumer.run(shutdown.clone()));
 

@@ -13,40 +13,20 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use saga_events::{EventType, SagaEvent, Service};
+use saga_events::{SagaEvent, Service};
 use saga_messaging::parking::{self, NewParked, ParkedStatus};
 use saga_messaging::reader::committed_offsets;
 use saga_messaging::{
-    Arrival, ConsumerSettings, ConsumerSetup, Delivery, EventConsumer, FailureKind, Headers,
-    Health, Outbox, Reactions, Refusal, headers,
+    ConsumerSettings, ConsumerSetup, Delivery, EventConsumer, FailureKind, Headers, Health, Outbox,
+    headers,
 };
-use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 /// How long after the start the late retry is due: the second member joins well before that.
 const LATE: Duration = Duration::from_secs(20);
 
-struct Record;
-
-impl Reactions for Record {
-    fn wants(&self, _event_type: EventType) -> bool {
-        true
-    }
-
-    async fn react(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Arrival<'_>],
-    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
-        for arrival in events {
-            record_effect(tx, arrival.event).await?;
-        }
-        Ok(vec![Vec::new(); events.len()])
-    }
-}
-
-fn member(iso: &Isolated, subscriptions: Vec<String>, health: &Health) -> EventConsumer<Record> {
+fn member(iso: &Isolated, subscriptions: Vec<String>, health: &Health) -> EventConsumer<Recorder> {
     EventConsumer::new(
         ConsumerSetup {
             service: Service::Order,
@@ -58,7 +38,7 @@ fn member(iso: &Isolated, subscriptions: Vec<String>, health: &Health) -> EventC
             settings: ConsumerSettings::default(),
             health: health.clone(),
         },
-        Record,
+        Recorder::default(),
     )
 }
 

@@ -10,34 +10,12 @@ use std::time::Duration;
 
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use saga_events::{EventType, SagaEvent, Service};
-use saga_messaging::{
-    Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, Health, Outbox, Reactions, Refusal,
-};
-use sqlx::PgConnection;
+use saga_events::{SagaEvent, Service};
+use saga_messaging::{ConsumerSettings, ConsumerSetup, EventConsumer, Health, Outbox};
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const INSTANCE: &str = "static-member-1";
-
-struct Record;
-
-impl Reactions for Record {
-    fn wants(&self, _event_type: EventType) -> bool {
-        true
-    }
-
-    async fn react(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Arrival<'_>],
-    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
-        for arrival in events {
-            record_effect(tx, arrival.event).await?;
-        }
-        Ok(vec![Vec::new(); events.len()])
-    }
-}
 
 /// `count` events of distinct orders.
 async fn produce_events(iso: &Isolated, count: usize) -> anyhow::Result<()> {
@@ -71,7 +49,7 @@ async fn a_fenced_static_member_is_replaced_and_consumes_again() -> anyhow::Resu
             },
             health: health.clone(),
         },
-        Record,
+        Recorder::default(),
     );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(member.run(shutdown.clone()));

@@ -7,6 +7,14 @@
 //! - [`make_fatal`]: puts a real producer into librdkafka's fatal state through librdkafka's own
 //!   test hook, so that recovery from fatal producer errors can be tested against the real
 //!   broker.
+//! - [`isolated`]: a Postgres schema and topics of a test's own on the shared stack.
+//! - [`Recorder`]: the consumer tests' reactions, one `effects` row per applied event, failing
+//!   on purpose when told to.
+
+pub mod isolated;
+mod recorder;
+
+pub use recorder::{Recorder, effects_migrator, record_effect};
 
 use std::sync::{Arc, Mutex};
 

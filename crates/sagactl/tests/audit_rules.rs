@@ -5,24 +5,16 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventCodec, Service, TopicNames};
 use saga_messaging::parking::{self, NewParked, ParkedStatus};
 use saga_messaging::{Delivery, FailureKind, Headers, KafkaSettings, headers};
+use saga_testkit::isolated;
 use sagactl::Context;
 use sagactl::audit::{AuditArgs, AuditReport, audit};
 use sagactl::databases::DatabaseArgs;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{AssertSqlSafe, Executor, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
-
-fn database_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://saga_test:saga_test@127.0.0.1:5432/saga_test".into())
-}
 
 /// Four service databases (schemas) and the saga's topics, all empty and this test's own.
 struct World {
@@ -56,33 +48,18 @@ impl World {
         let mut urls = Vec::new();
         for (name, mut migrator) in migrators {
             let schema = format!("audit_{id}_{name}");
-            let admin = PgPoolOptions::new()
-                .max_connections(1)
-                .connect(&database_url())
-                .await?;
-            admin
-                .execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .await?;
-            admin.close().await;
-            let url = format!("{}?options=-c%20search_path%3D{schema}", database_url());
-            let pool = PgPoolOptions::new()
-                .max_connections(2)
-                .connect(&url)
-                .await?;
+            let pool = isolated::schema_pool(&schema, 2).await?;
             saga_messaging::migrate(&pool, &mut migrator).await?;
             pools.push(pool);
-            urls.push(url);
+            urls.push(isolated::schema_url(&schema));
         }
         let topics = TopicNames::new(format!("at-{id}."));
-        let kafka = KafkaSettings::new(
-            std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        );
-        create_topics(&kafka, &topics.all()).await?;
-        let registry = std::env::var("SCHEMA_REGISTRY_URL")
-            .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into());
+        isolated::create_topics(&topics.all(), 1)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         let context = Context {
-            kafka,
-            codec: EventCodec::new(&registry, topics.clone())?,
+            kafka: KafkaSettings::new(isolated::bootstrap()),
+            codec: EventCodec::new(&isolated::registry_url(), topics.clone())?,
             topics,
             json: true,
         };
@@ -264,38 +241,6 @@ impl World {
 
 fn rand_offset() -> u32 {
     Uuid::new_v4().as_fields().0 >> 1
-}
-
-async fn create_topics(kafka: &KafkaSettings, topics: &[String]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap)
-        .create()?;
-    let specs: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(
-            &specs,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        )
-        .await?
-    {
-        result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
-    }
-    // Metadata of a new topic reaches readers a moment later.
-    let reader = saga_messaging::reader::PartitionReader::new(kafka)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    for topic in topics {
-        while reader.partition_count(topic).ok() != Some(1) {
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "topic {topic} not in the metadata"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
 }
 
 #[tokio::test]

@@ -2,127 +2,23 @@
 //! topics of its own: a dry run produces nothing, a redrive applies exactly what it names, and
 //! every redriven record carries where it came from, who sent it and when.
 
-use std::collections::HashSet;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use saga_events::{
-    EventCodec, EventMetadata, EventType, OrderConfirmed, SagaEvent, Service, TopicNames,
-};
+use saga_events::{EventCodec, EventMetadata, OrderConfirmed, SagaEvent, Service, TopicNames};
 use saga_messaging::reader::PartitionReader;
 use saga_messaging::{
-    Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, HandlerError, Health, KafkaSettings,
-    Outbox, OutboxRelay, Reactions, Refusal, RelaySettings, headers,
+    ConsumerSettings, ConsumerSetup, EventConsumer, Health, KafkaSettings, Outbox, OutboxRelay,
+    RelaySettings, headers,
 };
+use saga_testkit::{Recorder, isolated};
 use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Records each applied event; events of the orders in `failing` fail for good.
-struct Failing {
-    failing: Arc<Mutex<HashSet<String>>>,
-}
-
-impl Reactions for Failing {
-    fn wants(&self, _event_type: EventType) -> bool {
-        true
-    }
-
-    async fn react(
-        &self,
-        tx: &mut PgConnection,
-        events: &[Arrival<'_>],
-    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
-        for (index, arrival) in events.iter().enumerate() {
-            let fails = self
-                .failing
-                .lock()
-                .map(|f| f.contains(arrival.event.order_id()))
-                .unwrap_or(false);
-            if fails {
-                return Err(Refusal::at(
-                    index,
-                    HandlerError::rejected("failing on purpose"),
-                ));
-            }
-            sqlx::query("INSERT INTO effects (event_id, order_id) VALUES ($1, $2)")
-                .bind(&arrival.event.metadata().event_id)
-                .bind(arrival.event.order_id())
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(vec![Vec::new(); events.len()])
-    }
-}
-
-fn kafka() -> KafkaSettings {
-    KafkaSettings::new(std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()))
-}
-
-fn registry() -> String {
-    std::env::var("SCHEMA_REGISTRY_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
-}
-
-async fn isolated_pool(id: &str) -> anyhow::Result<PgPool> {
-    let url = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://saga_test:saga_test@127.0.0.1:5432/saga_test".into());
-    let schema = format!("redrive_{id}");
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await?;
-    admin
-        .execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .await?;
-    admin.close().await;
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect(&format!("{url}?options=-c%20search_path%3D{schema}"))
-        .await?;
-    saga_messaging::migrate(&pool, &mut sqlx::migrate!("./tests/migrations")).await?;
-    Ok(pool)
-}
-
-async fn create_topics(kafka: &KafkaSettings, topics: &[String]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap)
-        .create()?;
-    let specs: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(
-            &specs,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        )
-        .await?
-    {
-        result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
-    }
-    let reader = PartitionReader::new(kafka)?;
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    for topic in topics {
-        while reader.partition_count(topic).ok() != Some(1) {
-            anyhow::ensure!(
-                std::time::Instant::now() < until,
-                "{topic} not in the metadata"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(())
-}
 
 /// Runs this package's `sagactl` on the test's topics; returns its JSON output.
 fn sagactl(prefix: &str, args: &[&str]) -> anyhow::Result<Value> {
@@ -169,15 +65,18 @@ async fn applied(pool: &PgPool) -> anyhow::Result<Vec<String>> {
 #[tokio::test]
 async fn redrive_by_id_and_all_applies_what_it_names_with_its_provenance() -> anyhow::Result<()> {
     let id = &Uuid::new_v4().simple().to_string()[..12];
-    let pool = isolated_pool(id).await?;
+    let pool = isolated::schema_pool(&format!("redrive_{id}"), 8).await?;
+    saga_messaging::migrate(&pool, &mut saga_testkit::effects_migrator()).await?;
     let prefix = format!("at-{id}.");
     let topics = TopicNames::new(prefix.clone());
-    let kafka = kafka();
-    create_topics(&kafka, &topics.all()).await?;
-    let codec = EventCodec::new(&registry(), topics.clone())?;
+    let kafka = KafkaSettings::new(isolated::bootstrap());
+    isolated::create_topics(&topics.all(), 1)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let codec = EventCodec::new(&isolated::registry_url(), topics.clone())?;
 
     let (first, second) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
-    let failing = Arc::new(Mutex::new(HashSet::from([first.clone(), second.clone()])));
+    let reactions = Recorder::default().fail_order(&first).fail_order(&second);
     let shutdown = CancellationToken::new();
     let relay = OutboxRelay::new(
         pool.clone(),
@@ -203,9 +102,7 @@ async fn redrive_by_id_and_all_applies_what_it_names_with_its_provenance() -> an
             },
             health: Health::new(),
         },
-        Failing {
-            failing: failing.clone(),
-        },
+        reactions.clone(),
     );
     let consuming = tokio::spawn(consumer.run(shutdown.clone()));
 
@@ -245,10 +142,7 @@ async fn redrive_by_id_and_all_applies_what_it_names_with_its_provenance() -> an
         Ok((letters.len() == 2, format!("{letters:?}")))
     })
     .await?;
-    failing
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clear();
+    reactions.lift();
     let letters = letters()?;
     let letter_of = |order: &str| {
         letters

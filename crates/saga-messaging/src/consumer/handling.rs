@@ -744,35 +744,6 @@ impl<R: Reactions> Handler<R> {
                     Outcome::ParkedBehind
                 }
                 (
-                    Step::ParkWaiting,
-                    Read::Poison {
-                        order: Some(order),
-                        event_type,
-                        ..
-                    },
-                ) => {
-                    let parked = parking::insert_unless_parked(
-                        &mut tx,
-                        NewParked {
-                            order_id: *order,
-                            event_id: None,
-                            event_type: event_type.map(EventType::name),
-                            status: ParkedStatus::Waiting,
-                            source: delivery,
-                            failure: None,
-                        },
-                    )
-                    .await?;
-                    match parked {
-                        // A redelivery of a record parked before.
-                        None => Outcome::Duplicate,
-                        Some(_) => {
-                            info!(record = %delivery, "parked a record that is not a usable saga event behind an earlier message of its order");
-                            Outcome::ParkedBehind
-                        }
-                    }
-                }
-                (
                     Step::ParkFailed,
                     Read::Event {
                         event,
@@ -811,8 +782,10 @@ impl<R: Reactions> Handler<R> {
                     records.push(record);
                     outcome
                 }
+                // A record that is not a usable event, keyed by an order: the order's head, or
+                // behind the head it already has (dead-lettered when its turn comes).
                 (
-                    Step::ParkDead,
+                    step @ (Step::ParkDead | Step::ParkWaiting),
                     Read::Poison {
                         kind,
                         reason,
@@ -820,21 +793,31 @@ impl<R: Reactions> Handler<R> {
                         event_type,
                     },
                 ) => {
+                    let head = matches!(step, Step::ParkDead);
                     let parked = parking::insert_unless_parked(
                         &mut tx,
                         NewParked {
                             order_id: *order,
                             event_id: None,
                             event_type: event_type.map(EventType::name),
-                            status: ParkedStatus::Dead,
+                            status: if head {
+                                ParkedStatus::Dead
+                            } else {
+                                ParkedStatus::Waiting
+                            },
                             source: delivery,
-                            failure: Some((*kind, reason)),
+                            failure: head.then_some((*kind, reason.as_str())),
                         },
                     )
                     .await?;
                     match parked {
-                        // A redelivery of a record parked before: its dead letter exists.
+                        // A redelivery of a record parked before (its dead letter, if it is the
+                        // head, exists).
                         None => Outcome::Duplicate,
+                        Some(_) if !head => {
+                            info!(record = %delivery, "parked a record that is not a usable saga event behind an earlier message of its order");
+                            Outcome::ParkedBehind
+                        }
                         Some(id) => {
                             let (record, _) = self.failure_record(
                                 FailedAttempt::first(delivery, *kind, reason)

@@ -57,38 +57,7 @@ impl<R: Reactions> Handler<R> {
                 abandoned.abandon(&routed);
                 continue;
             }
-            let label = format!("{}[{}]", delivery.topic, delivery.partition);
-            let mut backoff = crate::Backoff::new();
-            let settled = loop {
-                let attempt = match self.persist(lane, &label, || self.retry(delivery)).await {
-                    Attempt::Failed(error) => {
-                        // The parked row itself cannot be used: give the record up for good.
-                        let reason = format!("retry could not be handled: {}", error.reason());
-                        self.persist(lane, &label, || self.give_up(delivery, &reason))
-                            .await
-                            .map(|()| Retry::Settled(Outcome::DeadLettered))
-                    }
-                    other => other,
-                };
-                match attempt {
-                    Attempt::Done(retry) => break Some(retry),
-                    // Not even the dead letter could be written: keep the record, and keep
-                    // trying, for nothing behind it may go first.
-                    Attempt::Failed(error) => {
-                        warn!(record = %delivery, error = %error.reason(), "a retry record could not be given up; trying again");
-                        if !backoff.wait(lane.interrupted()).await
-                            && (lane.shutting_down() || !lane.is_current(&routed))
-                        {
-                            break None;
-                        }
-                    }
-                    Attempt::Interrupted if lane.shutting_down() || !lane.is_current(&routed) => {
-                        break None;
-                    }
-                    // Another partition's revocation woke the lane: this record is still ours.
-                    Attempt::Interrupted => {}
-                }
-            };
+            let settled = self.settle(&routed, lane).await;
             let position = (delivery.topic.clone(), delivery.partition, delivery.offset);
             match settled {
                 Some(Retry::Settled(outcome)) => {
@@ -130,6 +99,44 @@ impl<R: Reactions> Handler<R> {
             }
         }
         handled
+    }
+
+    /// One retry record, until it is settled (applied, failed again, or given up for good);
+    /// None if shutdown or its partition's revocation came first.
+    async fn settle(&self, routed: &Routed, lane: &LaneControl<'_>) -> Option<Retry> {
+        let delivery = &routed.delivery;
+        let label = format!("{}[{}]", delivery.topic, delivery.partition);
+        let mut backoff = crate::Backoff::new();
+        loop {
+            let attempt = match self.persist(lane, &label, || self.retry(delivery)).await {
+                Attempt::Failed(error) => {
+                    // The parked row itself cannot be used: give the record up for good.
+                    let reason = format!("retry could not be handled: {}", error.reason());
+                    self.persist(lane, &label, || self.give_up(delivery, &reason))
+                        .await
+                        .map(|()| Retry::Settled(Outcome::DeadLettered))
+                }
+                other => other,
+            };
+            match attempt {
+                Attempt::Done(retry) => return Some(retry),
+                // Not even the dead letter could be written: keep the record, and keep trying,
+                // for nothing behind it may go first.
+                Attempt::Failed(error) => {
+                    warn!(record = %delivery, error = %error.reason(), "a retry record could not be given up; trying again");
+                    if !backoff.wait(lane.interrupted()).await
+                        && (lane.shutting_down() || !lane.is_current(routed))
+                    {
+                        return None;
+                    }
+                }
+                Attempt::Interrupted if lane.shutting_down() || !lane.is_current(routed) => {
+                    return None;
+                }
+                // Another partition's revocation woke the lane: this record is still ours.
+                Attempt::Interrupted => {}
+            }
+        }
     }
 
     /// Retry records of one partition are due in roughly the order they were written, so

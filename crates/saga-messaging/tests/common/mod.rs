@@ -4,28 +4,19 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use saga_events::{EventCodec, EventMetadata, EventType, OrderConfirmed, SagaEvent, TopicNames};
 use saga_messaging::Delivery;
 use saga_messaging::KafkaSettings;
 use saga_messaging::reader::PartitionReader;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{AssertSqlSafe, Executor, PgPool};
+use saga_testkit::isolated;
+use sqlx::PgPool;
+
+pub use saga_testkit::isolated::registry_url;
+#[allow(unused_imports)]
+pub use saga_testkit::{Recorder, record_effect};
 
 pub fn kafka() -> KafkaSettings {
-    KafkaSettings::new(std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()))
-}
-
-pub fn registry_url() -> String {
-    std::env::var("SCHEMA_REGISTRY_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
-}
-
-fn database_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://saga_test:saga_test@127.0.0.1:5432/saga_test".into())
+    KafkaSettings::new(isolated::bootstrap())
 }
 
 /// Everything one test needs, isolated from every other test: a Postgres schema with the outbox,
@@ -41,75 +32,13 @@ pub struct Isolated {
 impl Isolated {
     pub async fn new(partitions: i32) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let schema = format!("t_{}", &id[..16]);
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&database_url())
-            .await?;
-        admin
-            .execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .await?;
-        admin.close().await;
-        let search_path = format!("SET search_path = {schema}");
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .after_connect(move |conn, _| {
-                let search_path = search_path.clone();
-                Box::pin(async move {
-                    conn.execute(AssertSqlSafe(search_path)).await?;
-                    Ok(())
-                })
-            })
-            .connect(&database_url())
-            .await?;
-        let mut migrator = sqlx::migrate!("./tests/migrations");
-        saga_messaging::migrate(&pool, &mut migrator).await?;
-
+        let pool = isolated::schema_pool(&format!("t_{}", &id[..16]), 8).await?;
+        saga_messaging::migrate(&pool, &mut saga_testkit::effects_migrator()).await?;
         let topics = TopicNames::new(format!("mt-{}.", &id[..12]));
         let kafka = kafka();
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.bootstrap)
-            .create()?;
-        let new_topics: Vec<String> = topics.all();
-        let specs: Vec<NewTopic> = new_topics
-            .iter()
-            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-            .collect();
-        for result in admin
-            .create_topics(
-                &specs,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-            )
-            .await?
-        {
-            result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
-        }
-        // A created topic reaches the broker's metadata a moment later; a test that produces
-        // at once would otherwise meet UnknownTopicOrPartition.
-        let reader_kafka = kafka.clone();
-        let created = new_topics.clone();
-        eventually(
-            "the new topics in the broker's metadata",
-            Duration::from_secs(20),
-            || {
-                let kafka = reader_kafka.clone();
-                let created = created.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, String)> {
-                        let reader = PartitionReader::new(&kafka)?;
-                        let mut missing = Vec::new();
-                        for topic in &created {
-                            if reader.partition_count(topic).ok() != Some(partitions) {
-                                missing.push(topic.clone());
-                            }
-                        }
-                        Ok((missing.is_empty(), format!("not yet: {missing:?}")))
-                    })
-                    .await?
-                }
-            },
-        )
-        .await?;
+        isolated::create_topics(&topics.all(), partitions)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         let codec = EventCodec::new(&registry_url(), topics.clone())?;
         // Each test elects its own relay: tests share one database.
         let lock_key = i64::from_str_radix(&id[..15], 16)?;
@@ -190,20 +119,6 @@ where
 
 pub const ORDER_CONFIRMED: EventType = EventType::OrderConfirmed;
 
-/// What the tests' reactions do: one row in `effects` per applied event.
-pub async fn record_effect(
-    tx: &mut sqlx::PgConnection,
-    event: &SagaEvent,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO effects (event_id, order_id, event_type) VALUES ($1, $2, $3)")
-        .bind(&event.metadata().event_id)
-        .bind(event.order_id())
-        .bind(event.event_type().name())
-        .execute(tx)
-        .await?;
-    Ok(())
-}
-
 /// Produces `events` to their topics, as the relays would (key = order id).
 pub async fn produce(iso: &Isolated, events: &[&SagaEvent]) -> anyhow::Result<()> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -250,34 +165,8 @@ pub async fn produce_raw(
 }
 
 /// Creates one more topic on the broker (one partition) and waits until its metadata is seen.
-pub async fn create_topic(iso: &Isolated, topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &iso.kafka.bootstrap)
-        .create()?;
-    for result in admin
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        )
-        .await?
-    {
-        result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
-    }
-    let kafka = iso.kafka.clone();
-    let topic = topic.to_owned();
-    eventually(
-        "the new topic in the broker's metadata",
-        Duration::from_secs(20),
-        || {
-            let (kafka, topic) = (kafka.clone(), topic.clone());
-            async move {
-                tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, String)> {
-                    let reader = PartitionReader::new(&kafka)?;
-                    Ok((reader.partition_count(&topic).ok() == Some(1), topic))
-                })
-                .await?
-            }
-        },
-    )
-    .await
+pub async fn create_topic(topic: &str) -> anyhow::Result<()> {
+    isolated::create_topics(&[topic.to_owned()], 1)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
