@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use saga_e2e::*;
 use saga_events::Service;
-use saga_messaging::reader::PartitionReader;
+use saga_messaging::inspect::reader::PartitionReader;
 use saga_messaging::{KafkaSettings, headers};
 use serde_json::Value;
 use tokio::sync::Mutex;

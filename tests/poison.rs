@@ -14,7 +14,7 @@ use saga_events::{
     Address, EventCodec, EventMetadata, Money, OrderPlaced, PaymentAuthorized, SagaEvent,
     ShipmentScheduled, StockLine, StockReleased, StockReservationFailed, StockReserved, TopicNames,
 };
-use saga_messaging::reader::PartitionReader;
+use saga_messaging::inspect::reader::PartitionReader;
 use saga_messaging::{Headers, KafkaSettings};
 use serde_json::Value;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use saga_e2e::*;
 use saga_events::{Service, TopicNames};
 use saga_messaging::KafkaSettings;
-use saga_messaging::groups;
+use saga_messaging::inspect::groups;
 
 const ORDERS: usize = 300;
 /// Orders placed per second: slow enough for the kill and both scale steps to happen mid-load.

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use saga_events::{EventCodec, SagaEvent, Service};
 use saga_messaging::Delivery as RawRecord;
 use saga_messaging::KafkaSettings;
-use saga_messaging::reader::PartitionReader;
+use saga_messaging::inspect::reader::PartitionReader;
 use serde_json::{Value, json};
 
 /// The checkout's root directory.
@@ -349,7 +349,7 @@ pub async fn events_on_topics(
 
 /// The offset a consumer group has committed on one partition (None if nothing yet).
 pub fn committed_offset(group: &str, topic: &str, partition: i32) -> anyhow::Result<Option<i64>> {
-    Ok(saga_messaging::reader::committed_offset(
+    Ok(saga_messaging::inspect::reader::committed_offset(
         &KafkaSettings::new(bootstrap()),
         group,
         topic,
@@ -461,7 +461,7 @@ pub fn group_lag(service: Service) -> anyhow::Result<i64> {
         let topic = topics.events(source);
         let partitions: Vec<i32> = (0..reader.partition_count(&topic)?).collect();
         for (partition, committed) in
-            saga_messaging::reader::committed_offsets(&kafka, &group, &topic, &partitions)?
+            saga_messaging::inspect::reader::committed_offsets(&kafka, &group, &topic, &partitions)?
         {
             let (_, high) = rdkafka::consumer::Consumer::fetch_watermarks(
                 reader.consumer(),

@@ -72,9 +72,10 @@ pub fn self_contained_schema(file: &str, source: &str) -> Result<String, SchemaF
     self_contained(file, source, &common)
 }
 
-pub(crate) fn parse_common(
-    sources: &[(&str, &str)],
-) -> Result<BTreeMap<String, Json>, SchemaFileError> {
+/// The shared types of `schemas/common/`, by full name, from their files' `(file, text)`. Public
+/// for the schema tooling (`saga-schemas`), which reads them from disk rather than from this
+/// crate, so that it checks the directory as it is.
+pub fn parse_common(sources: &[(&str, &str)]) -> Result<BTreeMap<String, Json>, SchemaFileError> {
     sources
         .iter()
         .map(|(file, text)| {
@@ -91,7 +92,9 @@ pub(crate) fn parse_common(
         .collect()
 }
 
-pub(crate) fn self_contained(
+/// Makes one event schema self-contained given the shared types from [`parse_common`], and returns
+/// it minified.
+pub fn self_contained(
     file: &str,
     source: &str,
     common: &BTreeMap<String, Json>,

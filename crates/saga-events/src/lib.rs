@@ -9,12 +9,15 @@ mod causality;
 mod codec;
 mod error;
 mod events;
-pub mod history;
+pub mod progress;
 pub mod registry;
+pub mod status;
 mod topics;
 pub mod upcast;
 
-pub use catalogue::{EventSchema, SchemaCatalogue, self_contained_schema};
+pub use catalogue::{
+    EventSchema, SchemaCatalogue, parse_common, self_contained, self_contained_schema,
+};
 pub use causality::{CausalEvent, causal_order};
 pub use codec::{Decoded, EncodedEvent, EventCodec, RegisteredSubject};
 pub use error::{CodecError, DecodeError, SchemaFileError};

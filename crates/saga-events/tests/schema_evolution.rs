@@ -14,8 +14,8 @@ use std::path::Path;
 use common::*;
 use saga_events::apache_avro::Schema;
 use saga_events::apache_avro::reader::datum::GenericDatumReader;
-use saga_events::history::SchemaHistory;
 use saga_events::*;
+use saga_schemas::SchemaHistory;
 
 struct Fixture {
     schema_file: String,

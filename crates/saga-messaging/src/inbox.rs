@@ -1,9 +1,14 @@
 //! The inbox: every event a service has handled, recorded in the transaction that handled it,
 //! so that a redelivered event finds its id here and changes nothing. All of the inbox's SQL is
-//! here, written for batches: one statement answers for every event of a batch, one statement
-//! records them all.
+//! here but the insert, written for batches: one statement answers for every event of a batch.
+//! Entries are inserted by [`crate::Outbox::write`], in the statement that writes the same
+//! transaction's outbox rows (one round trip for both); they are deleted here, past retention.
 
-use sqlx::PgConnection;
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 /// Where an arriving event stands for this service.
@@ -83,30 +88,6 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Records handled events; returns how many were new (all of them, when the caller holds the
-/// locks of their orders and checked [`standing`] first). See also
-/// [`crate::Outbox::insert_with_inbox`], which does this and the outbox in one statement.
-pub async fn record(conn: &mut PgConnection, entries: &[Entry]) -> Result<u64, sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(0);
-    }
-    let columns = Columns::of(entries);
-    let inserted = sqlx::query(
-        "INSERT INTO inbox (event_id, event_type, topic, kafka_partition, kafka_offset)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[])
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(&columns.ids)
-    .bind(&columns.types)
-    .bind(&columns.topics)
-    .bind(&columns.partitions)
-    .bind(&columns.offsets)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted)
-}
-
 /// Whether one event is recorded: the retry path's duplicate check.
 pub async fn contains(conn: &mut PgConnection, event_id: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM inbox WHERE event_id = $1)")
@@ -115,20 +96,72 @@ pub async fn contains(conn: &mut PgConnection, event_id: Uuid) -> Result<bool, s
         .await
 }
 
-/// Deletes up to `batch` entries older than `horizon_seconds`, skipping rows in use.
-pub async fn delete_older_than(
-    conn: &mut PgConnection,
-    horizon_seconds: u64,
-    batch: i64,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "DELETE FROM inbox WHERE event_id IN (
-             SELECT event_id FROM inbox WHERE processed_at < now() - make_interval(secs => $1)
-             LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(horizon_seconds as f64)
-    .bind(batch)
-    .execute(conn)
-    .await?
-    .rows_affected())
+/// How long inbox entries are kept, and how they are deleted after.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Entries older than this are deleted. It must exceed the topics' retention: an entry has
+    /// to outlive every copy of its event that could still be delivered (`RETENTION_HOURS`,
+    /// default 192: topics keep 7 days, and one more day of margin).
+    pub keep: Duration,
+    /// How often the consumer deletes what is past `keep`.
+    pub every: Duration,
+    /// Rows deleted per statement, so that no cleanup transaction grows large.
+    pub batch: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep: Duration::from_secs(8 * 24 * 3600),
+            every: Duration::from_secs(60),
+            batch: 1000,
+        }
+    }
+}
+
+/// Deletes entries past retention, a bounded batch per statement. `SKIP LOCKED` means a row some
+/// transaction is using is simply left for the next round: cleanup never waits on, nor blocks,
+/// the hot path, and replicas cleaning at once do not get in each other's way. Returns the rows
+/// deleted.
+pub async fn clean_up(conn: &mut PgConnection, retention: &Retention) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let rows = sqlx::query(
+            "DELETE FROM inbox WHERE event_id IN (
+                 SELECT event_id FROM inbox WHERE processed_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(retention.keep.as_secs_f64())
+        .bind(retention.batch)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        deleted += rows;
+        if rows < retention.batch.max(1) as u64 {
+            break;
+        }
+    }
+    if deleted > 0 {
+        info!(rows = deleted, "deleted inbox entries past retention");
+    }
+    metrics::counter!("saga_retention_deleted_rows_total").increment(deleted);
+    Ok(deleted)
+}
+
+/// Cleans up every [`Retention::every`] until shutdown; a failed round is logged and tried
+/// again at the next.
+pub async fn keep_clean(pool: PgPool, retention: Retention, shutdown: CancellationToken) {
+    loop {
+        let cleaned = match pool.acquire().await {
+            Ok(mut conn) => clean_up(&mut conn, &retention).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = cleaned {
+            warn!(%error, "could not delete inbox entries past retention; trying again later");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retention.every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Everything Kafka-shaped that the four services share, written once: the transactional outbox
 //! and its relay, the idempotent consumer with its inbox, per-order parking, retries and dead
-//! letters, failure classification, and W3C trace context carried in Kafka headers.
+//! letters, failure classification, and W3C trace context carried in Kafka headers; and, apart
+//! from the per-message path, reading topics back and inspecting consumer groups ([`inspect`]).
 
 pub mod backoff;
 pub mod consumer;
@@ -8,14 +9,13 @@ pub mod delivery;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
-pub mod groups;
 pub mod headers;
 pub mod health;
 pub mod inbox;
+pub mod inspect;
 pub mod kafka;
 pub mod outbox;
 pub mod parking;
-pub mod reader;
 pub mod relay;
 pub mod trace;
 

@@ -2,8 +2,12 @@
 //! transaction as the state change that produced them, so either both happen or neither does.
 //! All of the outbox's SQL is here (the relay reads and deletes through these functions too).
 //!
+//! Writing: [`Outbox::write`] is the one INSERT into the outbox (and, in the same statement, into
+//! the inbox: a consumer's batch pays one round trip for both), and [`Outbox::commit`] the one
+//! commit, which wakes the relay.
+//!
 //! Waking the relay: when this process's own relay is the active one, the writer wakes it in
-//! memory once its transaction committed ([`Outbox::committed`]). Only when the active relay is
+//! memory once its transaction committed ([`Outbox::commit`]). Only when the active relay is
 //! elsewhere (another replica) does the transaction send a Postgres `NOTIFY`, which every
 //! committing transaction would otherwise pay for with a cluster-wide lock at commit.
 
@@ -11,7 +15,7 @@ use saga_events::{EventCodec, SagaEvent};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -82,33 +86,22 @@ impl Outbox {
         Self { codec, wake }
     }
 
-    /// Inserts `records` in order with one statement, in the transaction behind `conn`. Call
-    /// [`Outbox::committed`] once that transaction committed.
-    pub async fn insert(
-        &self,
-        conn: &mut PgConnection,
-        records: &[OutboxRecord],
-    ) -> Result<(), sqlx::Error> {
-        insert(conn, records, !self.wake.is_active()).await
-    }
-
-    /// Records handled events in the inbox and inserts the records their reactions emitted, in
-    /// one statement (a consumer's batch pays one round trip for both).
-    pub async fn insert_with_inbox(
+    /// Writes what a transaction leaves for the saga, in one statement (one round trip): the
+    /// records to publish, in order, and the inbox entries of the events it handled. This is the
+    /// only place either table is inserted into. Commit the transaction with
+    /// [`Outbox::commit`], which wakes the relay.
+    pub async fn write(
         &self,
         conn: &mut PgConnection,
         records: &[OutboxRecord],
         handled: &[inbox::Entry],
-    ) -> Result<(), sqlx::Error> {
-        if records.is_empty() {
-            inbox::record(conn, handled).await?;
-            return Ok(());
-        }
-        if handled.is_empty() {
-            return self.insert(conn, records).await;
+    ) -> Result<Written, sqlx::Error> {
+        if records.is_empty() && handled.is_empty() {
+            return Ok(Written::nothing());
         }
         let inbox = inbox::Columns::of(handled);
         let outbox = Columns::of(records);
+        // Ids follow the order of the arrays, which is the order the relay publishes in.
         sqlx::query(
             "WITH handled AS (
                  INSERT INTO inbox (event_id, event_type, topic, kafka_partition, kafka_offset)
@@ -133,40 +126,49 @@ impl Outbox {
         .bind(&inbox.offsets)
         .execute(&mut *conn)
         .await?;
-        if !self.wake.is_active() {
+        if !records.is_empty() && !self.wake.is_active() {
             notify(conn).await?;
         }
-        Ok(())
+        Ok(Written {
+            rows: records.len(),
+        })
     }
 
-    /// Wakes this process's relay: a transaction that wrote to the outbox committed.
-    pub fn committed(&self) {
-        self.wake.notify.notify_one();
+    /// Encodes `events` (with the current span's trace context, so that consumers continue
+    /// this trace) and writes them, in order, in the transaction behind `conn`.
+    pub async fn append(
+        &self,
+        conn: &mut PgConnection,
+        events: &[SagaEvent],
+    ) -> Result<Written, HandlerError> {
+        let context = trace::current_context_headers();
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            records.push(self.encode(event, &context).await?);
+        }
+        Ok(self.write(conn, &records, &[]).await?)
+    }
+
+    /// Commits a transaction, and wakes this process's relay if the transaction wrote to the
+    /// outbox: the one way a writer commits, so that no caller has to remember the wake.
+    pub async fn commit(
+        &self,
+        tx: Transaction<'_, Postgres>,
+        written: Written,
+    ) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        if written.rows > 0 {
+            self.wake.notify.notify_one();
+        }
+        Ok(())
     }
 
     pub fn codec(&self) -> &EventCodec {
         &self.codec
     }
 
-    /// Encodes `events` and inserts them, in order, into the outbox of the transaction behind
-    /// `conn`. The current span's trace context goes into each record's headers, so that
-    /// consumers continue this trace. Call [`Outbox::committed`] once the transaction committed.
-    pub async fn append(
-        &self,
-        conn: &mut PgConnection,
-        events: &[SagaEvent],
-    ) -> Result<(), HandlerError> {
-        let context = trace::current_context_headers();
-        let mut records = Vec::with_capacity(events.len());
-        for event in events {
-            records.push(self.record(event, &context).await?);
-        }
-        self.insert(conn, &records).await?;
-        Ok(())
-    }
-
     /// An event as an outbox record, with the trace context it was caused under.
-    pub async fn record(
+    pub async fn encode(
         &self,
         event: &SagaEvent,
         trace_context: &Headers,
@@ -184,6 +186,27 @@ impl Outbox {
             payload: encoded.payload,
             headers: record_headers,
         })
+    }
+}
+
+/// How many rows a transaction wrote to the outbox: [`Outbox::commit`] wakes the relay when
+/// any. Written by [`Outbox::write`]; a transaction that writes several times adds them up.
+#[must_use = "commit the transaction with Outbox::commit, or the relay is not woken"]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    rows: usize,
+}
+
+impl Written {
+    pub fn nothing() -> Self {
+        Self::default()
+    }
+
+    /// Both writes of one transaction.
+    pub fn and(self, other: Written) -> Written {
+        Written {
+            rows: self.rows + other.rows,
+        }
     }
 }
 
@@ -208,39 +231,6 @@ impl<'a> Columns<'a> {
             headers: records.iter().map(|r| r.headers.encode()).collect(),
         }
     }
-}
-
-/// Inserts `records` in order with one statement; with `notify`, a relay listening elsewhere is
-/// woken when the transaction commits.
-async fn insert(
-    conn: &mut PgConnection,
-    records: &[OutboxRecord],
-    notify_elsewhere: bool,
-) -> Result<(), sqlx::Error> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let columns = Columns::of(records);
-    // Ids follow the order of the arrays, which is the order the relay publishes in.
-    sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
-         SELECT event_id, event_type, topic, message_key, payload, headers
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[])
-              WITH ORDINALITY AS r(event_id, event_type, topic, message_key, payload, headers, n)
-         ORDER BY n",
-    )
-    .bind(&columns.ids)
-    .bind(&columns.types)
-    .bind(&columns.topics)
-    .bind(&columns.keys)
-    .bind(&columns.payloads)
-    .bind(&columns.headers)
-    .execute(&mut *conn)
-    .await?;
-    if notify_elsewhere {
-        notify(conn).await?;
-    }
-    Ok(())
 }
 
 async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {

@@ -1,10 +1,10 @@
-//! Tracing setup, W3C trace context across HTTP and Kafka, and the spans of the messaging path.
+//! W3C trace context across HTTP and Kafka, and the spans of the messaging path: what each
+//! message carries and records. Installing the subscriber and the exporter is the process's
+//! business, done once at startup by `saga-runtime`; the spans here are recorded by whichever
+//! subscriber is installed, if any.
 //!
 //! Spans get real OpenTelemetry trace and span ids even when nothing exports them, so the ids in
-//! Kafka headers tie one order's HTTP request, reactions and compensations into one trace. When
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, a batch
-//! processor exports them over OTLP/HTTP from a thread of its own: its queue is bounded and drops
-//! spans when the collector is away, so exporting never holds up a saga.
+//! Kafka headers tie one order's HTTP request, reactions and compensations into one trace.
 //!
 //! Every hop of a saga is one link of a chain, following the OpenTelemetry messaging
 //! conventions: the relay's producer span ([`publish_span`]) is a child of the context its outbox
@@ -14,17 +14,11 @@
 //! written. Causes sit above their effects, across every service.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_sdk::Resource;
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::field::Empty;
 use tracing::{Span, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::delivery::Delivery;
 use crate::headers::{self, Headers};
@@ -32,85 +26,6 @@ use crate::headers::{self, Headers};
 /// HTTP header names of W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const TRACESTATE_HEADER: &str = "tracestate";
-
-/// Keeps the tracer provider alive; dropping it flushes what is queued and shuts it down.
-#[derive(Debug)]
-pub struct TracingGuard {
-    provider: SdkTracerProvider,
-}
-
-impl Drop for TracingGuard {
-    fn drop(&mut self) {
-        let _ = self.provider.shutdown();
-    }
-}
-
-/// Whether the standard OTLP variables name a collector to export to.
-fn otlp_endpoint_configured() -> bool {
-    [
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ]
-    .iter()
-    .any(|name| std::env::var(name).is_ok_and(|value| !value.trim().is_empty()))
-}
-
-/// Installs the global subscriber: human-readable logs filtered by `RUST_LOG` (default `info`)
-/// and an OpenTelemetry layer that gives every span a trace id, exported over OTLP when an
-/// endpoint is configured. The service name is `OTEL_SERVICE_NAME`, else `service`; the sampler
-/// is `OTEL_TRACES_SAMPLER` (and `OTEL_TRACES_SAMPLER_ARG`), else every trace.
-pub fn init(service: &'static str) -> TracingGuard {
-    let mut resource = Resource::builder();
-    if std::env::var("OTEL_SERVICE_NAME").is_err() {
-        resource = resource.with_service_name(service);
-    }
-    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
-    let mut export_error = None;
-    if otlp_endpoint_configured() {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()
-        {
-            Ok(exporter) => provider = provider.with_batch_exporter(exporter),
-            Err(error) => export_error = Some(error),
-        }
-    }
-    let provider = provider.build();
-    let tracer = provider.tracer(service);
-    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,rdkafka=warn,tower_http=warn,h2=warn,hyper=warn")
-    });
-    // Spans go to the tracer whatever RUST_LOG says: quieter logs must not break traces. The
-    // HTTP and database libraries' own spans would bury the saga's.
-    let spans = Targets::new()
-        .with_default(LevelFilter::INFO)
-        .with_target("sqlx", LevelFilter::WARN)
-        .with_target("h2", LevelFilter::OFF)
-        .with_target("hyper", LevelFilter::OFF)
-        .with_target("hyper_util", LevelFilter::OFF)
-        .with_target("reqwest", LevelFilter::OFF)
-        .with_target("opentelemetry", LevelFilter::OFF)
-        .with_target("opentelemetry_sdk", LevelFilter::OFF)
-        .with_target("opentelemetry_otlp", LevelFilter::OFF);
-    // Another subscriber may already be installed (tests run several services in one process).
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_target(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                .with_filter(logs),
-        )
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(spans),
-        )
-        .try_init();
-    if let Some(error) = export_error {
-        tracing::warn!(%error, "OTLP export is configured but could not be set up; spans are not exported");
-    }
-    TracingGuard { provider }
-}
 
 struct HeaderInjector<'a>(&'a mut Headers);
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use saga_events::{EventType, SagaEvent, Service};
-use saga_messaging::reader::committed_offset;
+use saga_messaging::inspect::reader::committed_offset;
 use saga_messaging::{
     Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, HandlerError, Health, Outbox,
     Reactions, Refusal,

@@ -43,11 +43,10 @@ fn raw(topic: &str, name: &str, size: usize) -> OutboxRecord {
 
 /// Writes `records` in one transaction, as a service would.
 async fn write(iso: &Isolated, records: &[OutboxRecord]) -> anyhow::Result<()> {
+    let outbox = Outbox::new(iso.codec.clone());
     let mut tx = iso.pool.begin().await?;
-    Outbox::new(iso.codec.clone())
-        .insert(&mut tx, records)
-        .await?;
-    tx.commit().await?;
+    let written = outbox.write(&mut tx, records, &[]).await?;
+    outbox.commit(tx, written).await?;
     Ok(())
 }
 

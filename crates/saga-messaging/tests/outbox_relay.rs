@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use saga_events::{SagaEvent, Service};
+use saga_messaging::inbox;
 use saga_messaging::relay::produce_without_deleting;
 use saga_messaging::{Outbox, OutboxRelay, RelaySettings, RelayStatus};
 use tokio_util::sync::CancellationToken;
@@ -21,8 +22,8 @@ async fn write(iso: &Isolated, events: Vec<SagaEvent>) -> anyhow::Result<Vec<(St
     let mut written = Vec::new();
     for event in events {
         let mut tx = iso.pool.begin().await?;
-        outbox.append(&mut tx, std::slice::from_ref(&event)).await?;
-        tx.commit().await?;
+        let appended = outbox.append(&mut tx, std::slice::from_ref(&event)).await?;
+        outbox.commit(tx, appended).await?;
         written.push((
             event.order_id().to_owned(),
             event.metadata().event_id.clone(),
@@ -148,7 +149,7 @@ async fn a_row_committed_after_a_later_row_was_published_is_sent_by_the_next_rel
 
     // A inserts first, so it has the lower id, but commits last.
     let mut slow_tx = iso.pool.begin().await?;
-    outbox
+    let slow_written = outbox
         .append(&mut slow_tx, std::slice::from_ref(&slow))
         .await?;
     let mut written = write(&iso, vec![fast.clone()]).await?;
@@ -162,7 +163,7 @@ async fn a_row_committed_after_a_later_row_was_published_is_sent_by_the_next_rel
     running.await?;
 
     // A commits; the next relay recovers and publishes.
-    slow_tx.commit().await?;
+    outbox.commit(slow_tx, slow_written).await?;
     written.insert(
         0,
         (slow.order_id().to_owned(), slow.metadata().event_id.clone()),
@@ -248,17 +249,13 @@ async fn cleanup_deletes_only_inbox_entries_past_retention_in_small_batches() ->
         .await?;
     }
 
-    let cleaner = OutboxRelay::new(
-        iso.pool.clone(),
-        &iso.kafka,
-        RelaySettings {
-            lock_key: iso.lock_key,
-            cleanup_batch: 2,
-            ..RelaySettings::default()
-        },
-    )?;
+    let retention = inbox::Retention {
+        batch: 2,
+        ..inbox::Retention::default()
+    };
+    let mut conn = iso.pool.acquire().await?;
     assert_eq!(
-        cleaner.clean_up().await?,
+        inbox::clean_up(&mut conn, &retention).await?,
         3,
         "three inbox entries, two per statement"
     );
@@ -267,6 +264,10 @@ async fn cleanup_deletes_only_inbox_entries_past_retention_in_small_batches() ->
         .fetch_one(&iso.pool)
         .await?;
     assert_eq!(inbox, 1);
-    assert_eq!(cleaner.clean_up().await?, 0, "nothing left to delete");
+    assert_eq!(
+        inbox::clean_up(&mut conn, &retention).await?,
+        0,
+        "nothing left to delete"
+    );
     Ok(())
 }

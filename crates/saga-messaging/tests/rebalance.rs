@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use saga_events::{EventType, SagaEvent, Service};
-use saga_messaging::reader::committed_offsets;
+use saga_messaging::inspect::reader::committed_offsets;
 use saga_messaging::{
     Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, Health, Outbox, Reactions, Refusal,
 };

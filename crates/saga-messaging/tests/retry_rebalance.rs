@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::*;
 use saga_events::{SagaEvent, Service};
+use saga_messaging::inspect::reader::committed_offsets;
 use saga_messaging::parking::{self, NewParked, ParkedStatus};
-use saga_messaging::reader::committed_offsets;
 use saga_messaging::{
     ConsumerSettings, ConsumerSetup, Delivery, EventConsumer, FailureKind, Headers, Health, Outbox,
     headers,

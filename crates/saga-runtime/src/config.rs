@@ -2,6 +2,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use saga_events::Service;
+use saga_messaging::inbox::Retention;
 use saga_messaging::{ConsumerSettings, KafkaSettings, RelaySettings};
 
 use crate::RuntimeError;
@@ -39,9 +40,12 @@ pub struct ServiceConfig {
     /// static group member, so a quick restart moves no partition); `MAX_EVENT_BYTES` (default
     /// 262144: a larger event this service reacts to is dead-lettered).
     pub consumer: ConsumerSettings,
-    /// `RETENTION_HOURS` (default 192: the topics' 7 days plus one): how long published outbox
-    /// rows and inbox entries are kept.
+    /// The outbox relay's defaults (batch size, lingers; `RELAY_BUSY_LINGER_MS`,
+    /// `OUTBOX_MISSING_TOPIC_GRACE_SECONDS`).
     pub relay: RelaySettings,
+    /// `RETENTION_HOURS` (default 192: the topics' 7 days plus one): how long inbox entries are
+    /// kept; the consumer deletes older ones every minute.
+    pub inbox_retention: Retention,
 }
 
 /// The database (and role) each service owns.
@@ -91,9 +95,10 @@ impl ServiceConfig {
                     saga_messaging::consumer::DEFAULT_MAX_EVENT_BYTES,
                 )?,
             },
-            relay: RelaySettings {
-                retention: Duration::from_secs(3600 * env_parse("RETENTION_HOURS", 192u64)?),
-                ..RelaySettings::default()
+            relay: RelaySettings::default(),
+            inbox_retention: Retention {
+                keep: Duration::from_secs(3600 * env_parse("RETENTION_HOURS", 192u64)?),
+                ..Retention::default()
             },
         })
     }

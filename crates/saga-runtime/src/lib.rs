@@ -1,12 +1,12 @@
-//! The process around a saga service: configuration from the environment, database and schema
-//! setup, the HTTP server with its operational routes, the outbox relay and the event consumer,
-//! and an orderly shutdown on SIGTERM/SIGINT.
+//! The process around a saga service: configuration from the environment, logs and trace export,
+//! database and schema setup, the HTTP server with its operational routes, the outbox relay and
+//! the event consumer, and an orderly shutdown on SIGTERM/SIGINT.
 
-pub mod closed_orders;
 mod config;
 mod contract;
 mod http;
 mod problem;
+mod telemetry;
 pub mod validation;
 
 use std::time::{Duration, Instant};
@@ -65,7 +65,7 @@ pub struct ServiceRuntime {
     /// beside them may ask (is a reply being retried in place?).
     pub health: Health,
     metrics: PrometheusHandle,
-    _tracing: saga_messaging::trace::TracingGuard,
+    _tracing: telemetry::TracingGuard,
 }
 
 /// How long startup waits for Postgres and the registry before giving up.
@@ -80,7 +80,7 @@ impl ServiceRuntime {
         default_port: u16,
         migrator: sqlx::migrate::Migrator,
     ) -> Result<Self, RuntimeError> {
-        let tracing_guard = saga_messaging::trace::init(service.name());
+        let tracing_guard = telemetry::init(service.name());
         let config = ServiceConfig::from_env(service, default_port)?;
         let metrics = PrometheusBuilder::new()
             // Fixed buckets: histograms Prometheus can aggregate, at a fixed cost per sample.
@@ -201,6 +201,11 @@ impl ServiceRuntime {
             reactions,
         );
         let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+        tokio::spawn(saga_messaging::inbox::keep_clean(
+            self.pool.clone(),
+            self.config.inbox_retention.clone(),
+            shutdown.clone(),
+        ));
 
         let readiness = Readiness::new(self.pool.clone(), &self.kafka, health)?;
         let app = http::service_router(api, readiness, self.metrics.clone());

@@ -1,8 +1,76 @@
-//! Small field rules more than one service applies to what clients send.
+//! What clients send, checked once at the HTTP edge. Each field's rule is written once, in the
+//! rule of the type that holds it ([`Checked`] with [`Text`], [`Code`], [`Bounded`], [`Sku`], or
+//! a service's own rule): the check, the message a client reads, and the OpenAPI schema come from
+//! the same constants, so the document and the server cannot disagree.
+//!
+//! A body is read in two steps so that a client learns every broken rule at once, not the first:
+//! serde reads its shape (plain strings and numbers), then each field is parsed into its type and
+//! [`Violations`] collects what each one breaks.
+
+mod bounded;
+mod checked;
+mod code;
+mod sku;
+mod text;
+
+use std::fmt;
 
 use serde::Deserialize;
 
 use crate::problem::FieldError;
+
+pub use bounded::{Bounded, BoundedRule, OutOfRange};
+pub use checked::{Checked, Field, FieldOf, FieldRule, Rule, example, nullable, string};
+pub use code::{Code, CodeError, CodeRule};
+pub use sku::{Sku, SkuError, SkuFormat};
+pub use text::{CONTROL, Text, TextError, TextRule, printable, printable_pattern};
+
+/// Every rule a value broke, in the order they were checked; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken<E>(Vec<E>);
+
+impl<E> Broken<E> {
+    pub(crate) fn new(broken: Vec<E>) -> Self {
+        Self(broken)
+    }
+
+    /// `value`, unless a rule in `rules` is broken (`Some`): then every broken one.
+    pub fn unless<T>(value: T, rules: impl IntoIterator<Item = Option<E>>) -> Result<T, Self> {
+        let broken: Vec<E> = rules.into_iter().flatten().collect();
+        if broken.is_empty() {
+            Ok(value)
+        } else {
+            Err(Self(broken))
+        }
+    }
+
+    pub fn rules(&self) -> &[E] {
+        &self.0
+    }
+}
+
+impl<E> IntoIterator for Broken<E> {
+    type Item = E;
+    type IntoIter = std::vec::IntoIter<E>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Broken<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, rule) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            rule.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Broken<E> {}
 
 /// Collects every violated rule of a request, so the client learns all of them at once.
 #[derive(Debug, Default)]
@@ -17,47 +85,20 @@ impl Violations {
         self.0.push(FieldError::new(field, rule));
     }
 
-    /// Required text: not blank, at most `max` characters, and no control characters (Postgres
-    /// refuses NUL in `text`, and none of them belongs in a name, an address or an id).
-    pub fn text(&mut self, field: &str, value: &str, max: usize) {
-        if value.trim().is_empty() {
-            self.add(field, "must not be blank");
-        } else if value.chars().count() > max {
-            self.add(field, format!("must be at most {max} characters"));
-        } else if value.chars().any(char::is_control) {
-            self.add(
-                field,
-                "must not contain control characters (NUL, tab, newline, …)",
-            );
-        }
-    }
-
-    /// A SKU: 1 to 64 characters of letters, digits, `-`, `_` or `.`.
-    pub fn sku(&mut self, field: &str, value: &str) {
-        let valid = !value.is_empty()
-            && value.len() <= 64
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
-            self.add(
-                field,
-                "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
-            );
-        }
-    }
-
-    /// An integer within `min..=max`.
-    pub fn range(&mut self, field: &str, value: i64, min: i64, max: i64) {
-        if value < min || value > max {
-            self.add(field, format!("must be between {min} and {max}"));
-        }
-    }
-
-    /// Exactly `len` upper-case ASCII letters (ISO currency and country codes).
-    pub fn code(&mut self, field: &str, value: &str, len: usize, what: &str) {
-        if value.len() != len || !value.chars().all(|c| c.is_ascii_uppercase()) {
-            self.add(field, format!("must be {what}: {len} upper-case letters"));
+    /// The parsed value, or `None` with each rule it broke recorded against `field`.
+    pub fn check<T, E: fmt::Display>(
+        &mut self,
+        field: &str,
+        parsed: Result<T, Broken<E>>,
+    ) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(broken) => {
+                for rule in broken {
+                    self.add(field, rule.to_string());
+                }
+                None
+            }
         }
     }
 
@@ -70,6 +111,15 @@ impl Violations {
             Ok(())
         } else {
             Err(self.0)
+        }
+    }
+
+    /// The value assembled from the parsed fields when no rule was broken, or every broken rule.
+    /// `value` is `None` only when a field was refused, i.e. when a violation was recorded.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, Vec<FieldError>> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(self.0),
         }
     }
 }
@@ -120,18 +170,38 @@ mod tests {
         assert!(read(r#"{"n": 1e300}"#).is_err());
     }
 
+    crate::field_types! {
+        type Id = Text<IdField>(TextRule { max_chars: 64, example: "c-1" });
+        type Name = Text<NameField>(TextRule { max_chars: 200, example: "Ada" });
+        type Units = Bounded<UnitsField>(BoundedRule {
+            min: 1,
+            max: 10,
+            example: 1,
+            description: "Units.",
+        });
+        type Currency = Code<CurrencyField>(CodeRule {
+            len: 3,
+            standard: "an ISO 4217 currency code",
+            description: "A currency.",
+            example: "EUR",
+        });
+    }
+
     #[test]
     fn rules_name_the_field() {
         let mut v = Violations::new();
-        v.text("customer_id", "  ", 64);
-        v.sku("items[0].sku", "bad sku!");
-        v.range("items[0].quantity", 0, 1, 10);
-        v.code("currency", "eur", 3, "an ISO 4217 currency code");
-        v.sku("items[1].sku", "SKU-1.a_b");
-        v.text("shipping_address.name", "nul\u{0}here", 200);
-        v.text("shipping_address.city", "line\nbreak", 200);
-        v.text("shipping_address.line1", "Straße 1 ✓ שלום", 200);
-        v.sku("sku", "abc\u{0}def");
+        v.check("customer_id", Id::parse("  ".into()));
+        v.check("items[0].sku", Sku::parse("bad sku!".into()));
+        v.check("items[0].quantity", Units::parse(0));
+        v.check("currency", Currency::parse("eur".into()));
+        v.check("items[1].sku", Sku::parse("SKU-1.a_b".into()));
+        v.check("shipping_address.name", Name::parse("nul\u{0}here".into()));
+        v.check("shipping_address.city", Name::parse("line\nbreak".into()));
+        v.check(
+            "shipping_address.line1",
+            Name::parse("Straße 1 ✓ שלום".into()),
+        );
+        v.check("sku", Sku::parse("abc\u{0}def".into()));
         let errors = v.into_result().expect_err("seven violations");
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
@@ -146,5 +216,32 @@ mod tests {
                 "sku"
             ]
         );
+    }
+
+    #[test]
+    fn a_value_is_kept_only_when_no_rule_is_broken() {
+        let mut v = Violations::new();
+        let id = v.check("customer_id", Id::parse("c-1".into()));
+        assert_eq!(id.as_deref().map(String::as_str), Some("c-1"));
+        assert_eq!(v.finish(id).map(Checked::into_inner), Ok("c-1".to_owned()));
+
+        let mut v = Violations::new();
+        let id = v.check("customer_id", Id::parse("c-1".into()));
+        let units = v.check("quantity", Units::parse(11));
+        let errors = v.finish(id.zip(units)).expect_err("one violation");
+        assert_eq!(
+            errors,
+            [FieldError::new("quantity", "must be between 1 and 10")]
+        );
+    }
+
+    #[test]
+    fn broken_rules_read_as_one_sentence_each() {
+        let broken = Broken::new(vec![TextError::Blank, TextError::TooLong { max: 3 }]);
+        assert_eq!(
+            broken.to_string(),
+            "must not be blank; must be at most 3 characters"
+        );
+        assert_eq!(broken.rules().len(), 2);
     }
 }

@@ -27,6 +27,12 @@ pub fn registry_url() -> String {
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
 }
 
+/// A topic (and subject) prefix no other test run uses, so runs never see each other's events or
+/// subjects.
+pub fn unique_prefix(test: &str) -> String {
+    format!("it-{test}-{}.", uuid::Uuid::new_v4().simple())
+}
+
 /// Creates `schema` in the test database and returns a pool whose connections work in it.
 pub async fn schema_pool(schema: &str, connections: u32) -> Result<PgPool, sqlx::Error> {
     let admin = PgPoolOptions::new()

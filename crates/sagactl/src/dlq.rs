@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::Service;
 use saga_messaging::Delivery as RawRecord;
 use saga_messaging::headers;
-use saga_messaging::reader::PartitionReader;
+use saga_messaging::inspect::reader::PartitionReader;
 use serde_json::{Value, json};
 
 use crate::Context;

@@ -3,7 +3,6 @@
 
 pub mod audit;
 pub mod bench;
-pub mod catalogue;
 pub mod databases;
 pub mod dlq;
 pub mod outbox;

@@ -2,7 +2,7 @@
 
 use saga_events::{Service, causal_order};
 use saga_messaging::Delivery as RawRecord;
-use saga_messaging::reader::PartitionReader;
+use saga_messaging::inspect::reader::PartitionReader;
 use serde_json::Value;
 
 use crate::Context;

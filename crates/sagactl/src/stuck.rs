@@ -3,14 +3,20 @@
 //! report it waits for and the service that owes it (from what Order has heard of its saga),
 //! and any message of the order parked at any service (retrying, dead-lettered, or waiting
 //! behind a dead letter).
+//!
+//! The order database is read with a query of sagactl's own, as `audit` reads it: the operator
+//! tool depends on no service's code, only on the tables it reads.
 
 use std::collections::HashMap;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use order_service::store::{Unsettled, unsettled};
+use saga_events::progress::{self, OrderStatus, Steps};
+use saga_events::{CancellationReason, Service};
 use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::Context;
 use crate::databases::DatabaseArgs;
@@ -23,6 +29,93 @@ pub struct StuckArgs {
     /// Only sagas that have not moved for at least this long: `500ms`, `10s`, `5m`, `1h`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub older_than: std::time::Duration,
+}
+
+/// A saga that has not ended, as the order database has it: a pending order, or a cancelled one
+/// still owed a compensation. The steps are what the other services reported doing (and undoing).
+#[derive(Debug, sqlx::FromRow)]
+struct Unsettled {
+    order_id: Uuid,
+    /// `PENDING`, `CONFIRMED` or `CANCELLED`.
+    status: String,
+    cancellation_reason: Option<String>,
+    charged: bool,
+    refunded: bool,
+    reserved: bool,
+    released: bool,
+    shipped: bool,
+    shipment_cancelled: bool,
+    created_at: DateTime<Utc>,
+    deadline_at: DateTime<Utc>,
+    /// When its saga last moved.
+    updated_at: DateTime<Utc>,
+}
+
+impl Unsettled {
+    /// The saga's status; None for columns Order never writes (see
+    /// [`OrderStatus::from_columns`]).
+    fn status(&self) -> Option<OrderStatus> {
+        OrderStatus::from_columns(&self.status, self.cancellation_reason.as_deref())
+    }
+
+    /// Why the order was cancelled; `None` unless it was.
+    fn reason(&self) -> Option<CancellationReason> {
+        self.status().and_then(OrderStatus::reason)
+    }
+
+    /// Whether the status columns say something Order can have written: a pending or confirmed
+    /// order without a reason, a cancelled one with a known reason.
+    fn is_possible(&self) -> bool {
+        self.status().is_some()
+    }
+
+    /// The reports the saga waits for, each with the service that owes it (the rule is Order's,
+    /// in [`saga_events::progress`]).
+    fn awaiting(&self) -> Vec<(Service, &'static str)> {
+        let Some(status) = self.status() else {
+            return Vec::new();
+        };
+        let steps = Steps {
+            charged: self.charged,
+            refunded: self.refunded,
+            reserved: self.reserved,
+            released: self.released,
+            shipped: self.shipped,
+            shipment_cancelled: self.shipment_cancelled,
+        };
+        progress::awaiting(status, steps)
+            .into_iter()
+            .map(|awaited| (awaited.service, awaited.events))
+            .collect()
+    }
+}
+
+/// Unsettled sagas whose last move is at least `quiet_seconds` old, oldest first.
+async fn unsettled(
+    conn: &mut PgConnection,
+    quiet_seconds: f64,
+) -> Result<Vec<Unsettled>, sqlx::Error> {
+    let sagas: Vec<Unsettled> = sqlx::query_as(
+        "SELECT order_id, status, cancellation_reason, charged, refunded, reserved, released,
+                shipped, shipment_cancelled, created_at, deadline_at, updated_at
+         FROM orders
+         WHERE (status = 'PENDING' OR compensation = 'PENDING')
+           AND updated_at <= now() - make_interval(secs => $1)
+         ORDER BY created_at",
+    )
+    .bind(quiet_seconds)
+    .fetch_all(conn)
+    .await?;
+    if let Some(impossible) = sagas.iter().find(|saga| !saga.is_possible()) {
+        return Err(sqlx::Error::Decode(
+            format!(
+                "order {} has an impossible status {}",
+                impossible.order_id, impossible.status
+            )
+            .into(),
+        ));
+    }
+    Ok(sagas)
 }
 
 /// A message of an order that a service set aside.
@@ -83,12 +176,8 @@ pub async fn run(context: &Context, args: StuckArgs) -> anyhow::Result<()> {
     emit(format!("{} stuck sagas", sagas.len()))?;
     for saga in &sagas {
         emit(saga_line(saga, now))?;
-        for awaited in saga.state.awaiting() {
-            emit(format!(
-                "    waits for {} from {}",
-                awaited.events,
-                awaited.service.name()
-            ))?;
+        for (service, events) in saga.awaiting() {
+            emit(format!("    waits for {events} from {}", service.name()))?;
         }
         for message in parked.get(&saga.order_id.to_string()).into_iter().flatten() {
             emit(format!(
@@ -110,7 +199,7 @@ pub async fn run(context: &Context, args: StuckArgs) -> anyhow::Result<()> {
 }
 
 fn phase(saga: &Unsettled) -> &'static str {
-    match saga.state.status.reason() {
+    match saga.reason() {
         Some(_) => "compensating",
         None => "pending",
     }
@@ -122,8 +211,6 @@ fn seconds_since(then: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
 
 fn saga_line(saga: &Unsettled, now: DateTime<Utc>) -> String {
     let reason = saga
-        .state
-        .status
         .reason()
         .map(|r| format!(" ({})", r.as_str()))
         .unwrap_or_default();
@@ -138,10 +225,9 @@ fn saga_line(saga: &Unsettled, now: DateTime<Utc>) -> String {
 
 fn saga_json(saga: &Unsettled, parked: Option<&Vec<ParkedMessage>>, now: DateTime<Utc>) -> Value {
     let awaiting: Vec<Value> = saga
-        .state
         .awaiting()
         .into_iter()
-        .map(|a| json!({"service": a.service.name(), "events": a.events}))
+        .map(|(service, events)| json!({"service": service.name(), "events": events}))
         .collect();
     let parked: Vec<Value> = parked
         .into_iter()
@@ -156,8 +242,8 @@ fn saga_json(saga: &Unsettled, parked: Option<&Vec<ParkedMessage>>, now: DateTim
     json!({
         "order_id": saga.order_id,
         "phase": phase(saga),
-        "status": saga.state.status.as_str(),
-        "cancellation_reason": saga.state.status.reason().map(|r| r.as_str()),
+        "status": saga.status,
+        "cancellation_reason": saga.reason().map(|r| r.as_str()),
         "created_at": saga.created_at,
         "deadline_at": saga.deadline_at,
         "quiet_seconds": seconds_since(saga.updated_at, now),
@@ -188,8 +274,72 @@ fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{Unsettled, parse_duration};
+    use saga_events::Service;
     use std::time::Duration;
+
+    /// An order with `status`, `reason` and the steps named in `done`.
+    fn saga(status: &str, reason: Option<&str>, done: &[&str]) -> Unsettled {
+        let now = chrono::Utc::now();
+        Unsettled {
+            order_id: uuid::Uuid::nil(),
+            status: status.to_owned(),
+            cancellation_reason: reason.map(str::to_owned),
+            charged: done.contains(&"charged"),
+            refunded: done.contains(&"refunded"),
+            reserved: done.contains(&"reserved"),
+            released: done.contains(&"released"),
+            shipped: done.contains(&"shipped"),
+            shipment_cancelled: done.contains(&"shipment_cancelled"),
+            created_at: now,
+            deadline_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn owing(saga: &Unsettled) -> Vec<Service> {
+        saga.awaiting()
+            .into_iter()
+            .map(|(service, _)| service)
+            .collect()
+    }
+
+    #[test]
+    fn a_saga_waits_for_its_next_step_or_every_undo_it_is_owed() {
+        assert_eq!(owing(&saga("PENDING", None, &[])), [Service::Payment]);
+        assert_eq!(
+            owing(&saga("PENDING", None, &["charged", "reserved"])),
+            [Service::Shipping]
+        );
+        assert_eq!(
+            saga(
+                "CANCELLED",
+                Some("SHIPPING_FAILED"),
+                &["charged", "refunded"]
+            )
+            .awaiting(),
+            [(Service::Inventory, "StockReleased")]
+        );
+        assert_eq!(
+            owing(&saga(
+                "CANCELLED",
+                Some("TIMED_OUT"),
+                &["charged", "reserved", "shipped"]
+            )),
+            [Service::Payment, Service::Inventory, Service::Shipping]
+        );
+        assert!(owing(&saga("CANCELLED", Some("PAYMENT_DECLINED"), &[])).is_empty());
+        assert!(
+            owing(&saga(
+                "CONFIRMED",
+                None,
+                &["charged", "reserved", "shipped"]
+            ))
+            .is_empty()
+        );
+        assert!(!saga("CANCELLED", None, &[]).is_possible());
+        assert!(!saga("PENDING", Some("TIMED_OUT"), &[]).is_possible());
+    }
 
     #[test]
     fn durations_read_as_people_write_them() -> anyhow::Result<()> {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
 use saga_events::Service;
-use saga_messaging::groups;
-use saga_messaging::reader::{PartitionReader, committed_offsets};
+use saga_messaging::inspect::groups;
+use saga_messaging::inspect::reader::{PartitionReader, committed_offsets};
 use serde_json::{Value, json};
 
 use crate::Context;

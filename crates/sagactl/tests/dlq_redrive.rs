@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_events::{EventCodec, EventMetadata, OrderConfirmed, SagaEvent, Service, TopicNames};
-use saga_messaging::reader::PartitionReader;
+use saga_messaging::inspect::reader::PartitionReader;
 use saga_messaging::{
     ConsumerSettings, ConsumerSetup, EventConsumer, Health, KafkaSettings, Outbox, OutboxRelay,
     RelaySettings, headers,

@@ -1,18 +1,21 @@
 //! Inventory's rules without I/O: reservation arithmetic, and what each event the service hears
 //! does to an order's reservation and to the stock, decided from the event, what Inventory knows
-//! of the order ([`Standing`]) and the stock of the SKUs involved.
+//! of the order ([`Standing`]) and the stock of the SKUs involved (the batch's context, locked
+//! by [`crate::store`] before anything is decided). How a batch is loaded, decided and saved is
+//! the same for every participant (`saga_participant`).
 //!
 //! - `PaymentAuthorized`: reserve every line or none, once per order; never when the order was
-//!   cancelled first or is past its deadline.
+//!   cancelled first or is past its deadline ([`saga_participant::Standing::turns_away`]).
 //! - `ShipmentFailed`: give the reserved units back.
 //! - `OrderCancelled`: the order is closed; reserved units go back.
 
 use std::collections::BTreeMap;
 
 use saga_events::{
-    CancellationReason, EventMetadata, PaymentAuthorized, SagaEvent, StockLine, StockReleased,
+    EventMetadata, PaymentAuthorized, SagaEvent, Service, StockLine, StockReleased,
     StockReservationFailed, StockReserved,
 };
+use saga_participant::{Participant, Refused};
 use serde::{Deserialize, Serialize};
 
 pub const PRODUCER: &str = "inventory";
@@ -35,30 +38,11 @@ impl Level {
 /// Units of every SKU a batch touches.
 pub type Levels = BTreeMap<String, Level>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReservationStatus {
-    Reserved,
-    Failed,
-    Released,
-}
-
-impl ReservationStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::Reserved => "RESERVED",
-            ReservationStatus::Failed => "FAILED",
-            ReservationStatus::Released => "RELEASED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            ReservationStatus::Reserved,
-            ReservationStatus::Failed,
-            ReservationStatus::Released,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+saga_events::status_enum! {
+    pub enum ReservationStatus {
+        Reserved => "RESERVED",
+        Failed => "FAILED",
+        Released => "RELEASED",
     }
 }
 
@@ -76,25 +60,16 @@ pub struct Reservation {
     pub lines: Vec<ReservedLine>,
 }
 
-/// What Inventory knows of one order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Standing {
-    pub reservation: Option<Reservation>,
-    /// Set once the order is cancelled (or found past its deadline): nothing is reserved after.
-    pub closed: Option<CancellationReason>,
-}
-
-/// An event Inventory cannot react to: it contradicts what Inventory knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused(pub String);
+/// What Inventory knows of one order: its reservation, and whether it is closed (nothing is
+/// reserved after).
+pub type Standing = saga_participant::Standing<Reservation>;
 
 /// The order's standing after the event, and what Inventory tells the saga. Stock changes are
 /// made to the `levels` the decision was given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub standing: Standing,
-    pub emit: Vec<SagaEvent>,
-}
+pub type Decision = saga_participant::Decision<Reservation>;
+
+/// What the rules make of an event: a decision, or a refusal.
+type Decided = Result<Decision, Refused>;
 
 /// Merges lines of the same SKU, so that one order asking twice for a SKU is checked against
 /// its total.
@@ -132,34 +107,40 @@ pub fn reserve(wanted: &BTreeMap<String, i64>, levels: &Levels) -> Result<Levels
     }
 }
 
-/// Decides Inventory's reaction to `event` for an order standing as `standing`, at `now_ms`,
-/// changing `levels` as stock is reserved or released.
-pub fn react(
-    standing: &Standing,
-    event: &SagaEvent,
-    levels: &mut Levels,
-    now_ms: i64,
-) -> Result<Decision, Refused> {
-    match event {
-        SagaEvent::PaymentAuthorized(paid) => Ok(reserve_for(standing, paid, levels, now_ms)),
-        SagaEvent::ShipmentFailed(_) => {
-            if standing.reservation.is_none() {
-                return Err(Refused(format!(
-                    "ShipmentFailed for order {}, which holds no reservation",
-                    event.order_id()
-                )));
+/// Inventory's rules. The stock they reserve from and release to is the batch's context.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules;
+
+impl Participant for Rules {
+    const SERVICE: Service = Service::Inventory;
+    type Step = Reservation;
+    type Context = Levels;
+
+    /// Decides Inventory's reaction to `event` for an order standing as `standing`, at `now_ms`,
+    /// changing `levels` as stock is reserved or released.
+    fn decide(
+        &self,
+        standing: &Standing,
+        event: &SagaEvent,
+        levels: &mut Levels,
+        now_ms: i64,
+    ) -> Decided {
+        match event {
+            SagaEvent::PaymentAuthorized(paid) => Ok(reserve_for(standing, paid, levels, now_ms)),
+            SagaEvent::ShipmentFailed(_) => {
+                if standing.step.is_none() {
+                    return Err(Refused(format!(
+                        "ShipmentFailed for order {}, which holds no reservation",
+                        event.order_id()
+                    )));
+                }
+                release(standing, event, levels)
             }
-            release(standing, event, levels)
+            SagaEvent::OrderCancelled(cancelled) => {
+                Ok(release(standing, event, levels)?.closing(cancelled.reason))
+            }
+            _ => Ok(Decision::unchanged(standing)),
         }
-        SagaEvent::OrderCancelled(cancelled) => {
-            let mut decision = release(standing, event, levels)?;
-            decision.standing.closed.get_or_insert(cancelled.reason);
-            Ok(decision)
-        }
-        _ => Ok(Decision {
-            standing: standing.clone(),
-            emit: Vec::new(),
-        }),
     }
 }
 
@@ -169,21 +150,8 @@ fn reserve_for(
     levels: &mut Levels,
     now_ms: i64,
 ) -> Decision {
-    let unchanged = Decision {
-        standing: standing.clone(),
-        emit: Vec::new(),
-    };
-    if standing.reservation.is_some() || standing.closed.is_some() {
-        return unchanged;
-    }
-    if paid.deadline_at.is_some_and(|deadline| now_ms >= deadline) {
-        return Decision {
-            standing: Standing {
-                reservation: None,
-                closed: Some(CancellationReason::TIMED_OUT),
-            },
-            emit: Vec::new(),
-        };
+    if let Some(turned_away) = standing.turns_away(paid.deadline_at, now_ms) {
+        return turned_away;
     }
     let wanted = merge_lines(
         paid.items
@@ -201,25 +169,18 @@ fn reserve_for(
     match reserve(&wanted, levels) {
         Ok(after) => {
             levels.extend(after);
-            Decision {
-                standing: Standing {
-                    reservation: Some(Reservation {
-                        status: ReservationStatus::Reserved,
-                        lines: lines.clone(),
-                    }),
-                    closed: None,
-                },
-                emit: vec![
-                    StockReserved {
-                        metadata,
-                        order_id: paid.order_id.clone(),
-                        items: stock_lines(&lines),
-                        shipping_address: paid.shipping_address.clone(),
-                        deadline_at: paid.deadline_at,
-                    }
-                    .into(),
-                ],
-            }
+            let reserved = Reservation {
+                status: ReservationStatus::Reserved,
+                lines: lines.clone(),
+            };
+            let told = StockReserved {
+                metadata,
+                order_id: paid.order_id.clone(),
+                items: stock_lines(&lines),
+                shipping_address: paid.shipping_address.clone(),
+                deadline_at: paid.deadline_at,
+            };
+            Decision::changed(standing, reserved, told)
         }
         Err(unavailable) => {
             let reason = unavailable
@@ -233,43 +194,25 @@ fn reserve_for(
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
-            Decision {
-                standing: Standing {
-                    reservation: Some(Reservation {
-                        status: ReservationStatus::Failed,
-                        lines,
-                    }),
-                    closed: None,
-                },
-                emit: vec![
-                    StockReservationFailed {
-                        metadata,
-                        order_id: paid.order_id.clone(),
-                        unavailable_skus: unavailable,
-                        reason,
-                    }
-                    .into(),
-                ],
-            }
+            let failed = Reservation {
+                status: ReservationStatus::Failed,
+                lines,
+            };
+            let told = StockReservationFailed {
+                metadata,
+                order_id: paid.order_id.clone(),
+                unavailable_skus: unavailable,
+                reason,
+            };
+            Decision::changed(standing, failed, told)
         }
     }
 }
 
 /// Gives reserved units back; what was never reserved, or already released, owes nothing.
-fn release(
-    standing: &Standing,
-    cause: &SagaEvent,
-    levels: &mut Levels,
-) -> Result<Decision, Refused> {
-    let Some(reservation) = standing
-        .reservation
-        .as_ref()
-        .filter(|r| r.status == ReservationStatus::Reserved)
-    else {
-        return Ok(Decision {
-            standing: standing.clone(),
-            emit: Vec::new(),
-        });
+fn release(standing: &Standing, cause: &SagaEvent, levels: &mut Levels) -> Decided {
+    let Some(reservation) = standing.in_effect(|r| r.status == ReservationStatus::Reserved) else {
+        return Ok(Decision::unchanged(standing));
     };
     for line in &reservation.lines {
         let level = levels
@@ -277,23 +220,16 @@ fn release(
             .ok_or_else(|| Refused(format!("reserved SKU {} no longer exists", line.sku)))?;
         level.reserved -= line.quantity;
     }
-    Ok(Decision {
-        standing: Standing {
-            reservation: Some(Reservation {
-                status: ReservationStatus::Released,
-                lines: reservation.lines.clone(),
-            }),
-            closed: standing.closed,
-        },
-        emit: vec![
-            StockReleased {
-                metadata: EventMetadata::caused_by(cause.metadata(), PRODUCER),
-                order_id: cause.order_id().to_owned(),
-                items: stock_lines(&reservation.lines),
-            }
-            .into(),
-        ],
-    })
+    let released = Reservation {
+        status: ReservationStatus::Released,
+        lines: reservation.lines.clone(),
+    };
+    let told = StockReleased {
+        metadata: EventMetadata::caused_by(cause.metadata(), PRODUCER),
+        order_id: cause.order_id().to_owned(),
+        items: stock_lines(&reservation.lines),
+    };
+    Ok(Decision::changed(standing, released, told))
 }
 
 fn stock_lines(lines: &[ReservedLine]) -> Vec<StockLine> {
@@ -310,11 +246,14 @@ fn stock_lines(lines: &[ReservedLine]) -> Vec<StockLine> {
 
 #[cfg(test)]
 mod tests {
-    use saga_events::{Address, EventType, OrderCancelled, ShipmentFailed};
+    use saga_events::{CancellationReason, EventType};
+    use saga_participant::scenario::{self, Stage, emitted};
 
     use super::*;
 
     const NOW: i64 = 1_800_000_000_000;
+    /// Given what Inventory knows and the stock, when an event arrives, then…
+    const INVENTORY: Stage<Rules> = Stage::new(Rules, NOW);
     const ORDER: &str = "01a2c3d4-0000-7000-8000-000000000002";
 
     fn levels(entries: &[(&str, i64, i64)]) -> Levels {
@@ -346,53 +285,26 @@ mod tests {
                     quantity: *quantity,
                 })
                 .collect(),
-            shipping_address: Address {
-                name: "A".into(),
-                line1: "1".into(),
-                city: "C".into(),
-                postal_code: "0".into(),
-                country: "GB".into(),
-            },
+            shipping_address: scenario::address("GB"),
             deadline_at,
         }
         .into()
     }
 
     fn cancelled() -> SagaEvent {
-        OrderCancelled {
-            metadata: EventMetadata::first(ORDER, "order"),
-            order_id: ORDER.into(),
-            reason: CancellationReason::TIMED_OUT,
-        }
-        .into()
+        scenario::cancelled(ORDER, CancellationReason::TIMED_OUT)
     }
 
     fn shipment_failed() -> SagaEvent {
-        ShipmentFailed {
-            metadata: EventMetadata::first(ORDER, "shipping"),
-            order_id: ORDER.into(),
-            reason: "AQ".into(),
-        }
-        .into()
-    }
-
-    /// Given what Inventory knows and the stock, when an event arrives, then…
-    fn when(standing: &Standing, stock: &mut Levels, event: SagaEvent) -> Decision {
-        react(standing, &event, stock, NOW).expect("accepted")
-    }
-
-    fn emitted(decision: &Decision) -> Vec<EventType> {
-        decision.emit.iter().map(SagaEvent::event_type).collect()
+        scenario::shipment_failed(ORDER)
     }
 
     #[test]
-    fn a_paid_order_reserves_every_line_and_carries_its_deadline_on() {
+    fn a_paid_order_reserves_every_line_and_carries_its_deadline_on() -> Result<(), Refused> {
         let mut stock = levels(&[("A", 5, 3), ("B", 1, 0)]);
-        let decision = when(
-            &Standing::default(),
-            &mut stock,
-            paid(&[("A", 2), ("B", 1)], Some(NOW + 1)),
-        );
+        let decision = INVENTORY
+            .given(Standing::default())
+            .when_with(&mut stock, paid(&[("A", 2), ("B", 1)], Some(NOW + 1)))?;
         assert_eq!(emitted(&decision), [EventType::StockReserved]);
         assert_eq!(stock["A"].reserved, 5);
         assert_eq!(stock["B"].reserved, 1);
@@ -400,18 +312,18 @@ mod tests {
             panic!("not a reservation");
         };
         assert_eq!(reserved.deadline_at, Some(NOW + 1));
+        Ok(())
     }
 
     #[test]
-    fn one_short_line_refuses_the_whole_order() {
+    fn one_short_line_refuses_the_whole_order() -> Result<(), Refused> {
         let mut stock = levels(&[("A", 5, 0), ("B", 3, 2)]);
-        let decision = when(
-            &Standing::default(),
-            &mut stock,
-            paid(&[("A", 1), ("B", 2), ("C", 1)], None),
-        );
+        let decision = INVENTORY
+            .given(Standing::default())
+            .when_with(&mut stock, paid(&[("A", 1), ("B", 2), ("C", 1)], None))?;
         assert_eq!(emitted(&decision), [EventType::StockReservationFailed]);
         assert_eq!(stock, levels(&[("A", 5, 0), ("B", 3, 2)]), "nothing held");
+        Ok(())
     }
 
     #[test]
@@ -428,47 +340,65 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_after_the_deadline_reserves_nothing() {
+    fn a_payment_after_the_deadline_reserves_nothing() -> Result<(), Refused> {
         let mut stock = levels(&[("A", 5, 0)]);
-        let decision = when(
-            &Standing::default(),
-            &mut stock,
-            paid(&[("A", 1)], Some(NOW)),
-        );
+        let decision = INVENTORY
+            .given(Standing::default())
+            .when_with(&mut stock, paid(&[("A", 1)], Some(NOW)))?;
         assert!(decision.emit.is_empty());
         assert_eq!(
             decision.standing.closed,
             Some(CancellationReason::TIMED_OUT)
         );
         assert_eq!(stock["A"].reserved, 0);
+        Ok(())
     }
 
     #[test]
-    fn a_payment_after_the_cancellation_reserves_nothing() {
+    fn a_payment_after_the_cancellation_reserves_nothing() -> Result<(), Refused> {
         let mut stock = levels(&[("A", 5, 0)]);
-        let closed = when(&Standing::default(), &mut stock, cancelled()).standing;
-        let decision = when(&closed, &mut stock, paid(&[("A", 1)], None));
+        let closed = INVENTORY
+            .given(Standing::default())
+            .when_with(&mut stock, cancelled())?
+            .standing;
+        let decision = INVENTORY
+            .given(&closed)
+            .when_with(&mut stock, paid(&[("A", 1)], None))?;
         assert!(decision.emit.is_empty());
         assert_eq!(stock["A"].reserved, 0);
+        Ok(())
     }
 
     #[test]
-    fn a_cancellation_releases_what_is_held_once() {
+    fn a_cancellation_releases_what_is_held_once() -> Result<(), Refused> {
         let mut stock = levels(&[("A", 5, 0)]);
-        let held = when(&Standing::default(), &mut stock, paid(&[("A", 2)], None)).standing;
-        let released = when(&held, &mut stock, cancelled());
+        let held = INVENTORY
+            .given(Standing::default())
+            .when_with(&mut stock, paid(&[("A", 2)], None))?
+            .standing;
+        let released = INVENTORY.given(&held).when_with(&mut stock, cancelled())?;
         assert_eq!(emitted(&released), [EventType::StockReleased]);
         assert_eq!(stock["A"].reserved, 0);
-        let again = when(&released.standing, &mut stock, cancelled());
+        let again = INVENTORY
+            .given(&released.standing)
+            .when_with(&mut stock, cancelled())?;
         assert!(again.emit.is_empty());
-        let after_failure = when(&released.standing, &mut stock, shipment_failed());
+        let after_failure = INVENTORY
+            .given(&released.standing)
+            .when_with(&mut stock, shipment_failed())?;
         assert!(after_failure.emit.is_empty(), "released twice");
         assert_eq!(stock["A"].reserved, 0);
+        Ok(())
     }
 
     #[test]
     fn a_failed_shipment_for_an_order_holding_nothing_is_refused() {
         let mut stock = levels(&[]);
-        assert!(react(&Standing::default(), &shipment_failed(), &mut stock, NOW).is_err());
+        assert!(
+            INVENTORY
+                .given(Standing::default())
+                .when_with(&mut stock, shipment_failed())
+                .is_err()
+        );
     }
 }

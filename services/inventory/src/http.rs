@@ -10,11 +10,11 @@ use axum::http::HeaderMap;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{get, put};
-use saga_runtime::validation::Violations;
+use saga_runtime::validation::{Sku, Violations};
 use saga_runtime::{ApiJson, FieldError, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 use crate::domain::{Level, MAX_ON_HAND};
 use crate::store;
@@ -111,10 +111,19 @@ pub fn router(pool: PgPool, admin: AdminToken) -> Router {
 /// Body of `PUT /stock/{sku}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetStock {
-    /// Units physically on hand, 0 to 1000000000; never below what is reserved.
-    #[schema(minimum = 0, maximum = 1000000000, example = 10)]
+    #[schema(schema_with = OnHand::schema)]
     #[serde(deserialize_with = "saga_runtime::validation::integer")]
     pub on_hand: i64,
+}
+
+saga_runtime::field_types! {
+    /// What `PUT /stock/{sku}` may set.
+    pub type OnHand = Bounded<OnHandField>(BoundedRule {
+        min: 0,
+        max: MAX_ON_HAND,
+        example: 10,
+        description: "Units physically on hand, {min} to {max}; never below what is reserved.",
+    });
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -156,12 +165,12 @@ async fn put_stock(
     ApiJson(body): ApiJson<SetStock>,
 ) -> Result<axum::Json<StockView>, Problem> {
     let mut v = Violations::new();
-    v.sku("sku", &sku);
-    v.range("on_hand", body.on_hand, 0, MAX_ON_HAND);
-    v.into_result().map_err(Problem::invalid)?;
+    let sku = v.check("sku", Sku::parse(sku));
+    let on_hand = v.check("on_hand", OnHand::parse(body.on_hand));
+    let (sku, on_hand) = v.finish(sku.zip(on_hand)).map_err(Problem::invalid)?;
     let mut conn = pool.acquire().await?;
-    match store::set_on_hand(&mut conn, &sku, body.on_hand).await? {
-        Some(level) => Ok(axum::Json(view(sku, level))),
+    match store::set_on_hand(&mut conn, &sku, *on_hand).await? {
+        Some(level) => Ok(axum::Json(view(sku.into_inner(), level))),
         None => {
             let reserved = store::level(&mut conn, &sku)
                 .await?
@@ -190,13 +199,13 @@ async fn get_stock(
     Path(sku): Path<String>,
 ) -> Result<axum::Json<StockView>, Problem> {
     let mut v = Violations::new();
-    v.sku("sku", &sku);
-    v.into_result().map_err(Problem::invalid)?;
+    let sku = v.check("sku", Sku::parse(sku));
+    let sku = v.finish(sku).map_err(Problem::invalid)?;
     let mut conn = pool.acquire().await?;
     let level = store::level(&mut conn, &sku)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no stock for SKU {sku}")))?;
-    Ok(axum::Json(view(sku, level)))
+    Ok(axum::Json(view(sku.into_inner(), level)))
 }
 
 #[cfg(test)]

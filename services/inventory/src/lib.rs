@@ -6,10 +6,10 @@
 
 pub mod domain;
 pub mod http;
-pub mod reactions;
 pub mod store;
 
 use saga_events::Service;
+use saga_participant::Reacting;
 use saga_runtime::{RuntimeError, ServiceRuntime, openapi_route};
 use utoipa::OpenApi;
 
@@ -19,8 +19,8 @@ pub const DEV_ADMIN_TOKEN: &str = "dev-inventory-admin";
 /// Runs the service until SIGTERM. `INVENTORY_ADMIN_TOKEN` (default `dev-inventory-admin`, for
 /// development only) is the bearer token `PUT /stock/{sku}` requires.
 pub async fn run() -> Result<(), RuntimeError> {
-    let runtime =
-        ServiceRuntime::start(Service::Inventory, 8083, sqlx::migrate!("./migrations")).await?;
+    let migrator = saga_participant::migrator(sqlx::migrate!("./migrations"));
+    let runtime = ServiceRuntime::start(Service::Inventory, 8083, migrator).await?;
     let admin_token = std::env::var("INVENTORY_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())
@@ -30,5 +30,5 @@ pub async fn run() -> Result<(), RuntimeError> {
         });
     let api = http::router(runtime.pool.clone(), http::AdminToken::new(admin_token))
         .merge(openapi_route(http::ApiDoc::openapi()));
-    runtime.run(api, reactions::InventoryReactions).await
+    runtime.run(api, Reacting(domain::Rules)).await
 }

@@ -1,67 +1,93 @@
-//! The Inventory service's SQL: what it knows of a batch's orders and the stock of their SKUs,
-//! each in one query, and every change a batch decided in one statement per table.
+//! The Inventory service's SQL: its reservations and the stock of their SKUs, each batch's in
+//! one query each, and every change a batch decided in one statement per table; and the stock
+//! operators set and read. What is the same for every participant (closed orders, the batch
+//! itself) is `saga_participant`'s.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 
-use saga_events::CancellationReason;
+use saga_events::SagaEvent;
+use saga_messaging::Arrival;
+use saga_participant::{Changes, Ledger, Standings, column, corrupt};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::domain::{Level, Levels, Reservation, ReservationStatus, ReservedLine, Standing};
+use crate::domain::{Level, Levels, Reservation, ReservationStatus, ReservedLine, Rules};
 
-/// A stored value this code never writes.
-fn corrupt(what: String) -> sqlx::Error {
-    sqlx::Error::Decode(what.into())
-}
+/// A reservation as [`Rules::LOAD`] reads it: the order, its status and its lines.
+pub type ReservationRow = (Uuid, String, Json<Vec<ReservedLine>>);
 
-/// One order's row of [`standings`]: its reservation's status and lines, and why it closed.
-type StandingRow = (
-    Uuid,
-    Option<String>,
-    Option<Json<Vec<ReservedLine>>>,
-    Option<String>,
-);
+impl Ledger for Rules {
+    const LOAD: &str = "SELECT order_id, status, items FROM reservations WHERE order_id = ANY($1)";
+    type Row = ReservationRow;
 
-/// What Inventory knows of each of `orders` (orders it knows nothing of are absent).
-pub async fn standings(
-    conn: &mut PgConnection,
-    orders: &[Uuid],
-) -> Result<HashMap<Uuid, Standing>, sqlx::Error> {
-    let rows: Vec<StandingRow> = sqlx::query_as(
-        "SELECT o.order_id, r.status, r.items, c.reason
-             FROM unnest($1::uuid[]) AS o(order_id)
-             LEFT JOIN reservations r ON r.order_id = o.order_id
-             LEFT JOIN closed_orders c ON c.order_id = o.order_id
-             WHERE r.order_id IS NOT NULL OR c.order_id IS NOT NULL",
-    )
-    .bind(orders)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|(order, status, items, closed)| {
-            let reservation = match (status, items) {
-                (Some(status), Some(items)) => Some(Reservation {
-                    status: ReservationStatus::parse(&status)
-                        .ok_or_else(|| corrupt(format!("reservation status {status}")))?,
-                    lines: items.0,
-                }),
-                _ => None,
-            };
-            let closed = closed
-                .map(|r| {
-                    CancellationReason::parse(&r).ok_or_else(|| corrupt(format!("reason {r}")))
-                })
-                .transpose()?;
-            Ok((
-                order,
-                Standing {
-                    reservation,
-                    closed,
-                },
-            ))
-        })
-        .collect()
+    fn read((order, status, items): ReservationRow) -> Result<(Uuid, Reservation), sqlx::Error> {
+        let status = ReservationStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("reservation status {status}")))?;
+        let lines = items.0;
+        Ok((order, Reservation { status, lines }))
+    }
+
+    /// The stock of every SKU the batch may touch, locked: what payments ask for, and what
+    /// reservations hold.
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Arrival<'_>],
+        known: &Standings<Reservation>,
+    ) -> Result<Levels, sqlx::Error> {
+        let mut skus: BTreeSet<String> = BTreeSet::new();
+        for arrival in events {
+            if let SagaEvent::PaymentAuthorized(paid) = arrival.event {
+                skus.extend(paid.items.iter().map(|line| line.sku.clone()));
+            }
+        }
+        for standing in known.values() {
+            if let Some(reservation) = &standing.step {
+                skus.extend(reservation.lines.iter().map(|line| line.sku.clone()));
+            }
+        }
+        let skus: Vec<String> = skus.into_iter().collect();
+        lock_levels(tx, &skus).await
+    }
+
+    /// Writes the reservations and stock levels a batch changed, in one statement each.
+    async fn save(&self, tx: &mut PgConnection, batch: &Changes<'_, Self>) -> sqlx::Result<()> {
+        let reservations = &batch.steps;
+        if !reservations.is_empty() {
+            sqlx::query(
+                "INSERT INTO reservations (order_id, status, items)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
+                 ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()",
+            )
+            .bind(column(reservations, |c| c.order_id))
+            .bind(column(reservations, |c| c.step.status.as_str()))
+            .bind(column(reservations, |c| Json(&c.step.lines)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let moved: Vec<(&String, &Level)> = batch
+            .decided
+            .iter()
+            .filter(|(sku, level)| batch.prepared.get(*sku) != Some(*level))
+            .collect();
+        if !moved.is_empty() {
+            sqlx::query(
+                "UPDATE stock s SET reserved = v.reserved, updated_at = now()
+                 FROM unnest($1::text[], $2::bigint[]) AS v(sku, reserved) WHERE s.sku = v.sku",
+            )
+            .bind(
+                moved
+                    .iter()
+                    .map(|(sku, _)| sku.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(moved.iter().map(|(_, l)| l.reserved).collect::<Vec<_>>())
+            .execute(tx)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Stock of `skus`, locked until the transaction ends, in SKU order: every transaction locks in
@@ -77,60 +103,6 @@ pub async fn lock_levels(conn: &mut PgConnection, skus: &[String]) -> Result<Lev
         .into_iter()
         .map(|(sku, on_hand, reserved)| (sku, Level { on_hand, reserved }))
         .collect())
-}
-
-/// Writes the standings and stock levels a batch changed.
-pub async fn save(
-    conn: &mut PgConnection,
-    changed: &[(Uuid, Standing)],
-    levels: &[(String, Level)],
-) -> Result<(), sqlx::Error> {
-    let reservations: Vec<(Uuid, &Reservation)> = changed
-        .iter()
-        .filter_map(|(order, s)| s.reservation.as_ref().map(|r| (*order, r)))
-        .collect();
-    if !reservations.is_empty() {
-        sqlx::query(
-            "INSERT INTO reservations (order_id, status, items)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
-             ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()",
-        )
-        .bind(reservations.iter().map(|(o, _)| *o).collect::<Vec<_>>())
-        .bind(
-            reservations
-                .iter()
-                .map(|(_, r)| r.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            reservations
-                .iter()
-                .map(|(_, r)| Json(&r.lines))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !levels.is_empty() {
-        sqlx::query(
-            "UPDATE stock s SET reserved = v.reserved, updated_at = now()
-             FROM unnest($1::text[], $2::bigint[]) AS v(sku, reserved) WHERE s.sku = v.sku",
-        )
-        .bind(
-            levels
-                .iter()
-                .map(|(sku, _)| sku.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(levels.iter().map(|(_, l)| l.reserved).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    }
-    let closed: Vec<(Uuid, CancellationReason)> = changed
-        .iter()
-        .filter_map(|(order, s)| s.closed.map(|r| (*order, r)))
-        .collect();
-    saga_runtime::closed_orders::record(conn, &closed).await
 }
 
 /// Sets on hand unless that would drop below what is reserved; None if it would.

@@ -115,9 +115,8 @@ async fn time_out_due(pool: &PgPool, outbox: &Outbox) -> Result<usize, HandlerEr
         events.extend(decision.emit);
     }
     store::save_states(&mut tx, &changed).await?;
-    outbox.append(&mut tx, &events).await?;
-    tx.commit().await?;
-    outbox.committed();
+    let written = outbox.append(&mut tx, &events).await?;
+    outbox.commit(tx, written).await?;
     if !changed.is_empty() {
         metrics::counter!("saga_orders_timed_out_total").increment(changed.len() as u64);
         info!(

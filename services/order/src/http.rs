@@ -15,7 +15,7 @@ use uuid::Uuid;
 use saga_events::causal_order;
 
 use crate::domain::PRODUCER;
-use crate::placing::{self, PlaceOrder};
+use crate::placing::{self, Email, PlaceOrder};
 use crate::store::{self, OrderView};
 use crate::timeline::{self, TimelineEntry};
 
@@ -73,10 +73,10 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 async fn place_order(
     State(app): State<AppState>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<PlaceOrder>,
+    ApiJson(body): ApiJson<placing::unchecked::PlaceOrder>,
 ) -> Result<Response, Problem> {
     let key = idempotency_key(&headers)?;
-    let total_cents = placing::validate(&request).map_err(Problem::invalid)?;
+    let (request, total_cents) = placing::validate(body).map_err(Problem::invalid)?;
     let order_id = Uuid::now_v7();
     let deadline_at = chrono::Utc::now()
         + chrono::Duration::from_std(app.deadline).unwrap_or(chrono::Duration::MAX);
@@ -100,9 +100,8 @@ async fn place_order(
         tx.rollback().await?;
         return replay(&app, key, &request).await;
     }
-    app.outbox.append(&mut tx, &[placed.into()]).await?;
-    tx.commit().await?;
-    app.outbox.committed();
+    let written = app.outbox.append(&mut tx, &[placed.into()]).await?;
+    app.outbox.commit(tx, written).await?;
 
     let view = OrderView::placed(order_id, request, total_cents, &stored);
     Ok(created(view, false))
@@ -159,31 +158,31 @@ fn order_placed(
     OrderPlaced {
         metadata: EventMetadata::first(&order_id, PRODUCER),
         order_id,
-        customer_id: request.customer_id.clone(),
+        customer_id: request.customer_id.to_string(),
         items: request
             .items
             .iter()
             .map(|item| OrderLine {
-                sku: item.sku.clone(),
-                // Validated to 1..=10000 and 0..=100000000: both fit.
-                quantity: i32::try_from(item.quantity).unwrap_or(i32::MAX),
-                unit_price_cents: item.unit_price_cents,
+                sku: item.sku.to_string(),
+                // A Quantity is at most MAX_QUANTITY: it fits.
+                quantity: i32::try_from(*item.quantity).unwrap_or(i32::MAX),
+                unit_price_cents: *item.unit_price_cents,
             })
             .collect(),
         total: Money {
             amount_minor: total_cents,
-            currency: request.currency.clone(),
+            currency: request.currency.to_string(),
         },
-        payment_method: request.payment_method.clone(),
+        payment_method: request.payment_method.to_string(),
         shipping_address: Address {
-            name: address.name.clone(),
-            line1: address.line1.clone(),
-            city: address.city.clone(),
-            postal_code: address.postal_code.clone(),
-            country: address.country.clone(),
+            name: address.name.to_string(),
+            line1: address.line1.to_string(),
+            city: address.city.to_string(),
+            postal_code: address.postal_code.to_string(),
+            country: address.country.to_string(),
         },
         deadline_at: Some(deadline_at.timestamp_millis()),
-        customer_email: request.customer_email.clone(),
+        customer_email: request.customer_email.as_ref().map(Email::to_string),
     }
 }
 

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{OrderState, OrderStatus, Steps};
-use crate::placing::{OrderItem, PlaceOrder, ShippingAddress};
+use crate::placing::{Email, OrderItem, PlaceOrder, ShippingAddress};
 
 /// An order as `GET /orders/{id}` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -49,13 +49,13 @@ impl OrderView {
             cancellation_reason: None,
             compensation: None,
             deadline_at: placed.deadline_at,
-            customer_id: request.customer_id,
-            items: request.items,
-            currency: request.currency,
+            customer_id: request.customer_id.into_inner(),
+            items: request.items.into_inner(),
+            currency: request.currency.into_inner(),
             total_cents,
-            payment_method: request.payment_method,
+            payment_method: request.payment_method.into_inner(),
             shipping_address: request.shipping_address,
-            customer_email: request.customer_email,
+            customer_email: request.customer_email.map(Email::into_inner),
             created_at: placed.created_at,
             updated_at: placed.created_at,
         }
@@ -126,15 +126,15 @@ pub async fn insert_order(
          RETURNING created_at, deadline_at",
     )
     .bind(order_id)
-    .bind(&order.customer_id)
-    .bind(&order.currency)
+    .bind(order.customer_id.as_str())
+    .bind(order.currency.as_str())
     .bind(total_cents)
-    .bind(&order.payment_method)
+    .bind(order.payment_method.as_str())
     .bind(Json(&order.items))
     .bind(Json(&order.shipping_address))
     .bind(deadline_at)
     .bind(placed_event_id)
-    .bind(&order.customer_email)
+    .bind(order.customer_email.as_deref().map(String::as_str))
     .fetch_one(conn)
     .await?;
     Ok(Placed {
@@ -369,53 +369,4 @@ pub async fn unfinished(conn: &mut PgConnection) -> Result<(i64, f64, i64), sqlx
     )
     .fetch_one(conn)
     .await
-}
-
-/// A saga that has not ended: a pending order, or a cancelled one still owed a compensation.
-#[derive(Debug)]
-pub struct Unsettled {
-    pub order_id: Uuid,
-    pub state: OrderState,
-    pub created_at: DateTime<Utc>,
-    pub deadline_at: DateTime<Utc>,
-    /// When its saga last moved.
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(sqlx::FromRow)]
-struct UnsettledRow {
-    created_at: DateTime<Utc>,
-    deadline_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    #[sqlx(flatten)]
-    state: StateRow,
-}
-
-/// Unsettled sagas whose last move is at least `quiet_seconds` old, oldest first (what
-/// `sagactl stuck` lists).
-pub async fn unsettled(
-    conn: &mut PgConnection,
-    quiet_seconds: f64,
-) -> Result<Vec<Unsettled>, sqlx::Error> {
-    let rows: Vec<UnsettledRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT created_at, deadline_at, updated_at, {STATE_COLUMNS} FROM orders
-         WHERE (status = 'PENDING' OR compensation = 'PENDING')
-           AND updated_at <= now() - make_interval(secs => $1)
-         ORDER BY created_at"
-    )))
-    .bind(quiet_seconds)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            let (order_id, state) = row.state.into_state()?;
-            Ok(Unsettled {
-                order_id,
-                state,
-                created_at: row.created_at,
-                deadline_at: row.deadline_at,
-                updated_at: row.updated_at,
-            })
-        })
-        .collect()
 }

@@ -1,15 +1,19 @@
 //! Payment's rules without I/O: what each event the service hears does to an order's payment,
-//! decided from the event and what Payment already knows of that order ([`Standing`]).
+//! decided from the event and what Payment already knows of that order ([`Standing`]). How a
+//! batch of events is loaded, decided and saved is the same for every participant
+//! (`saga_participant`); only these rules, and the SQL in [`crate::store`], are Payment's.
 //!
 //! - `OrderPlaced`: authorize or decline, once per order; never when the order was cancelled
-//!   first, or is past its deadline (a reply that comes too late is not acted on).
+//!   first, or is past its deadline (a reply that comes too late is not acted on:
+//!   [`saga_participant::Standing::turns_away`]).
 //! - `StockReservationFailed`, `ShipmentFailed`: refund what is held.
 //! - `OrderCancelled`: the order is closed; what is held is refunded.
 
 use saga_events::{
     CancellationReason, EventMetadata, OrderLine, OrderPlaced, PaymentAuthorized, PaymentDeclined,
-    PaymentRefunded, SagaEvent, StockLine,
+    PaymentRefunded, SagaEvent, Service, StockLine,
 };
+use saga_participant::{Participant, Refused};
 use uuid::Uuid;
 
 pub const PRODUCER: &str = "payment";
@@ -17,30 +21,11 @@ pub const PRODUCER: &str = "payment";
 /// The token that is always declined, so that the declined path can be driven from outside.
 pub const DECLINED_TOKEN: &str = "tok_decline";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentStatus {
-    Authorized,
-    Declined,
-    Refunded,
-}
-
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Authorized => "AUTHORIZED",
-            PaymentStatus::Declined => "DECLINED",
-            PaymentStatus::Refunded => "REFUNDED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            PaymentStatus::Authorized,
-            PaymentStatus::Declined,
-            PaymentStatus::Refunded,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+saga_events::status_enum! {
+    pub enum PaymentStatus {
+        Authorized => "AUTHORIZED",
+        Declined => "DECLINED",
+        Refunded => "REFUNDED",
     }
 }
 
@@ -58,62 +43,43 @@ pub struct Payment {
     pub receipt_email: Option<String>,
 }
 
-/// What Payment knows of one order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Standing {
-    pub payment: Option<Payment>,
-    /// Set once the order is cancelled (or found past its deadline): no charge from then on.
-    pub closed: Option<CancellationReason>,
-}
+/// What Payment knows of one order: its payment, and whether it is closed (no charge from then
+/// on).
+pub type Standing = saga_participant::Standing<Payment>;
 
-/// The service's configuration the rules depend on.
+/// The order's standing after the event, and what Payment tells the saga.
+pub type Decision = saga_participant::Decision<Payment>;
+
+/// What the rules make of an event: a decision, or a refusal.
+type Decided = Result<Decision, Refused>;
+
+/// Payment's rules, with the service's configuration they depend on.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
     /// Orders above this amount (minor units) are declined.
     pub amount_limit_cents: i64,
 }
 
-/// An event Payment cannot react to: it contradicts what Payment knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused(pub String);
+impl Participant for Rules {
+    const SERVICE: Service = Service::Payment;
+    type Step = Payment;
+    type Context = ();
 
-/// The order's standing after the event, and what Payment tells the saga.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub standing: Standing,
-    pub emit: Vec<SagaEvent>,
-}
-
-impl Decision {
-    fn unchanged(standing: &Standing) -> Self {
-        Self {
-            standing: standing.clone(),
-            emit: Vec::new(),
+    /// Decides Payment's reaction to `event` for an order standing as `standing`, at `now_ms`.
+    fn decide(&self, standing: &Standing, event: &SagaEvent, _: &mut (), now_ms: i64) -> Decided {
+        match event {
+            SagaEvent::OrderPlaced(placed) => Ok(charge(standing, placed, *self, now_ms)),
+            SagaEvent::StockReservationFailed(_) => {
+                refund_owed(standing, event, CancellationReason::OUT_OF_STOCK)
+            }
+            SagaEvent::ShipmentFailed(_) => {
+                refund_owed(standing, event, CancellationReason::SHIPPING_FAILED)
+            }
+            SagaEvent::OrderCancelled(cancelled) => {
+                Ok(refund(standing, event, cancelled.reason).closing(cancelled.reason))
+            }
+            _ => Ok(Decision::unchanged(standing)),
         }
-    }
-}
-
-/// Decides Payment's reaction to `event` for an order standing as `standing`, at `now_ms`.
-pub fn react(
-    standing: &Standing,
-    event: &SagaEvent,
-    rules: Rules,
-    now_ms: i64,
-) -> Result<Decision, Refused> {
-    match event {
-        SagaEvent::OrderPlaced(placed) => Ok(charge(standing, placed, rules, now_ms)),
-        SagaEvent::StockReservationFailed(_) => {
-            refund_owed(standing, event, CancellationReason::OUT_OF_STOCK)
-        }
-        SagaEvent::ShipmentFailed(_) => {
-            refund_owed(standing, event, CancellationReason::SHIPPING_FAILED)
-        }
-        SagaEvent::OrderCancelled(cancelled) => {
-            let mut decision = refund(standing, event, cancelled.reason);
-            decision.standing.closed.get_or_insert(cancelled.reason);
-            Ok(decision)
-        }
-        _ => Ok(Decision::unchanged(standing)),
     }
 }
 
@@ -136,25 +102,9 @@ pub fn decline_reason(payment_method: &str, amount_cents: i64, limit_cents: i64)
 }
 
 fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) -> Decision {
-    if standing.payment.is_some() {
-        // One payment per order, whatever was delivered twice.
-        return Decision::unchanged(standing);
-    }
-    if standing.closed.is_some() {
-        return Decision::unchanged(standing);
-    }
-    if placed
-        .deadline_at
-        .is_some_and(|deadline| now_ms >= deadline)
-    {
-        // Too late: Order cancels the saga at its deadline, and nothing may be charged after.
-        return Decision {
-            standing: Standing {
-                payment: None,
-                closed: Some(CancellationReason::TIMED_OUT),
-            },
-            emit: Vec::new(),
-        };
+    // One payment per order, none for a closed one, and nothing charged past the deadline.
+    if let Some(turned_away) = standing.turns_away(placed.deadline_at, now_ms) {
+        return turned_away;
     }
     let declined = decline_reason(
         &placed.payment_method,
@@ -197,22 +147,12 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
         }
         .into(),
     };
-    Decision {
-        standing: Standing {
-            payment: Some(payment),
-            closed: standing.closed,
-        },
-        emit: vec![told],
-    }
+    Decision::changed(standing, payment, told)
 }
 
 /// A refund a failed step asks for: the order must have a payment.
-fn refund_owed(
-    standing: &Standing,
-    cause: &SagaEvent,
-    reason: CancellationReason,
-) -> Result<Decision, Refused> {
-    if standing.payment.is_none() {
+fn refund_owed(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) -> Decided {
+    if standing.step.is_none() {
         return Err(Refused(format!(
             "{} for order {}, which has no payment",
             cause.event_type(),
@@ -241,11 +181,7 @@ fn stock_lines(items: &[OrderLine]) -> Vec<StockLine> {
 /// Refunds held money; a declined or already refunded payment owes nothing, so a repeated
 /// compensation changes nothing.
 fn refund(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) -> Decision {
-    let Some(payment) = standing
-        .payment
-        .as_ref()
-        .filter(|p| p.status == PaymentStatus::Authorized)
-    else {
+    let Some(payment) = standing.in_effect(|p| p.status == PaymentStatus::Authorized) else {
         return Decision::unchanged(standing);
     };
     let refunded = Payment {
@@ -253,30 +189,21 @@ fn refund(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) ->
         refund_reason: Some(reason),
         ..payment.clone()
     };
-    Decision {
-        standing: Standing {
-            payment: Some(refunded),
-            closed: standing.closed,
-        },
-        emit: vec![
-            PaymentRefunded {
-                metadata: EventMetadata::caused_by(cause.metadata(), PRODUCER),
-                order_id: cause.order_id().to_owned(),
-                payment_id: payment.payment_id.to_string(),
-                amount_cents: payment.amount_cents,
-                currency: payment.currency.clone(),
-                reason,
-            }
-            .into(),
-        ],
-    }
+    let told = PaymentRefunded {
+        metadata: EventMetadata::caused_by(cause.metadata(), PRODUCER),
+        order_id: cause.order_id().to_owned(),
+        payment_id: payment.payment_id.to_string(),
+        amount_cents: payment.amount_cents,
+        currency: payment.currency.clone(),
+        reason,
+    };
+    Decision::changed(standing, refunded, told)
 }
 
 #[cfg(test)]
 mod tests {
-    use saga_events::{
-        Address, EventType, Money, OrderCancelled, ShipmentFailed, StockReservationFailed,
-    };
+    use saga_events::{EventType, Money, StockReservationFailed};
+    use saga_participant::scenario::{self, Stage, emitted};
 
     use super::*;
 
@@ -284,6 +211,8 @@ mod tests {
         amount_limit_cents: 10_000,
     };
     const NOW: i64 = 1_800_000_000_000;
+    /// Given what Payment knows, when an event arrives, then…
+    const PAYMENT: Stage<Rules> = Stage::new(RULES, NOW);
     const ORDER: &str = "01a2c3d4-0000-7000-8000-000000000001";
 
     fn placed(method: &str, total: i64, deadline_at: Option<i64>) -> SagaEvent {
@@ -301,13 +230,7 @@ mod tests {
                 currency: "EUR".into(),
             },
             payment_method: method.into(),
-            shipping_address: Address {
-                name: "A".into(),
-                line1: "1".into(),
-                city: "C".into(),
-                postal_code: "0".into(),
-                country: "GB".into(),
-            },
+            shipping_address: scenario::address("GB"),
             deadline_at,
             customer_email: None,
         }
@@ -315,12 +238,7 @@ mod tests {
     }
 
     fn cancelled(reason: CancellationReason) -> SagaEvent {
-        OrderCancelled {
-            metadata: EventMetadata::first(ORDER, "order"),
-            order_id: ORDER.into(),
-            reason,
-        }
-        .into()
+        scenario::cancelled(ORDER, reason)
     }
 
     fn out_of_stock() -> SagaEvent {
@@ -333,48 +251,24 @@ mod tests {
         .into()
     }
 
-    /// Given what Payment knows, when an event arrives, then…
-    struct Scenario {
-        standing: Standing,
-    }
-
-    fn given(standing: Standing) -> Scenario {
-        Scenario { standing }
-    }
-
     fn nothing_yet() -> Standing {
         Standing::default()
     }
 
     fn authorized() -> Standing {
-        when_all(nothing_yet(), &[placed("tok_visa", 5_000, None)])
-    }
-
-    fn when_all(standing: Standing, events: &[SagaEvent]) -> Standing {
-        events.iter().fold(standing, |standing, event| {
-            react(&standing, event, RULES, NOW)
-                .expect("accepted")
-                .standing
-        })
-    }
-
-    impl Scenario {
-        fn when(self, event: SagaEvent) -> Result<Decision, Refused> {
-            react(&self.standing, &event, RULES, NOW)
-        }
-    }
-
-    fn emitted(decision: &Decision) -> Vec<EventType> {
-        decision.emit.iter().map(SagaEvent::event_type).collect()
+        PAYMENT.when_all(nothing_yet(), &[placed("tok_visa", 5_000, None)])
     }
 
     fn status(decision: &Decision) -> Option<PaymentStatus> {
-        decision.standing.payment.as_ref().map(|p| p.status)
+        decision.standing.step.as_ref().map(|p| p.status)
     }
 
     #[test]
     fn a_placed_order_is_authorized_and_carries_its_deadline_on() -> Result<(), Refused> {
-        let decision = given(nothing_yet()).when(placed("tok_visa", 5_000, Some(NOW + 30_000)))?;
+        let decision =
+            PAYMENT
+                .given(nothing_yet())
+                .when(placed("tok_visa", 5_000, Some(NOW + 30_000)))?;
         assert_eq!(status(&decision), Some(PaymentStatus::Authorized));
         assert_eq!(emitted(&decision), [EventType::PaymentAuthorized]);
         let SagaEvent::PaymentAuthorized(authorized) = &decision.emit[0] else {
@@ -391,15 +285,17 @@ mod tests {
             panic!("not an OrderPlaced");
         };
         v3.customer_email = Some("ada@example.org".into());
-        let decision = given(nothing_yet()).when(v3.into())?;
-        let payment = decision.standing.payment.expect("a payment");
+        let decision = PAYMENT.given(nothing_yet()).when(v3.into())?;
+        let payment = decision.standing.step.expect("a payment");
         assert_eq!(payment.receipt_email.as_deref(), Some("ada@example.org"));
 
         // What a v1 or v2 writer sent reads as no e-mail: the payment goes through without one.
-        let decision = given(nothing_yet()).when(placed("tok_visa", 5_000, None))?;
+        let decision = PAYMENT
+            .given(nothing_yet())
+            .when(placed("tok_visa", 5_000, None))?;
         assert_eq!(status(&decision), Some(PaymentStatus::Authorized));
         assert_eq!(
-            decision.standing.payment.expect("a payment").receipt_email,
+            decision.standing.step.expect("a payment").receipt_email,
             None
         );
         Ok(())
@@ -415,7 +311,7 @@ mod tests {
             quantity: 3,
             unit_price_cents: 0,
         });
-        let decision = given(nothing_yet()).when(order.into())?;
+        let decision = PAYMENT.given(nothing_yet()).when(order.into())?;
         let SagaEvent::PaymentAuthorized(authorized) = &decision.emit[0] else {
             panic!("not an authorization");
         };
@@ -432,7 +328,9 @@ mod tests {
     #[test]
     fn declined_tokens_and_amounts_over_the_limit_are_declined() -> Result<(), Refused> {
         for (method, total) in [("tok_decline", 100), ("tok_visa", 10_001), ("cash", 1)] {
-            let decision = given(nothing_yet()).when(placed(method, total, None))?;
+            let decision = PAYMENT
+                .given(nothing_yet())
+                .when(placed(method, total, None))?;
             assert_eq!(status(&decision), Some(PaymentStatus::Declined), "{method}");
             assert_eq!(emitted(&decision), [EventType::PaymentDeclined]);
         }
@@ -442,7 +340,9 @@ mod tests {
     #[test]
     fn an_order_placed_again_is_not_charged_twice() -> Result<(), Refused> {
         let before = authorized();
-        let decision = given(before.clone()).when(placed("tok_visa", 5_000, None))?;
+        let decision = PAYMENT
+            .given(before.clone())
+            .when(placed("tok_visa", 5_000, None))?;
         assert!(decision.emit.is_empty());
         assert_eq!(decision.standing, before);
         Ok(())
@@ -450,8 +350,11 @@ mod tests {
 
     #[test]
     fn an_order_placed_after_its_deadline_is_never_charged() -> Result<(), Refused> {
-        let decision = given(nothing_yet()).when(placed("tok_visa", 5_000, Some(NOW - 1)))?;
-        assert_eq!(decision.standing.payment, None);
+        let decision =
+            PAYMENT
+                .given(nothing_yet())
+                .when(placed("tok_visa", 5_000, Some(NOW - 1)))?;
+        assert_eq!(decision.standing.step, None);
         assert_eq!(
             decision.standing.closed,
             Some(CancellationReason::TIMED_OUT)
@@ -462,16 +365,20 @@ mod tests {
 
     #[test]
     fn an_order_placed_after_its_cancellation_is_never_charged() -> Result<(), Refused> {
-        let closed = when_all(nothing_yet(), &[cancelled(CancellationReason::TIMED_OUT)]);
-        let decision = given(closed).when(placed("tok_visa", 5_000, None))?;
-        assert_eq!(decision.standing.payment, None);
+        let closed = PAYMENT.when_all(nothing_yet(), &[cancelled(CancellationReason::TIMED_OUT)]);
+        let decision = PAYMENT
+            .given(closed)
+            .when(placed("tok_visa", 5_000, None))?;
+        assert_eq!(decision.standing.step, None);
         assert!(decision.emit.is_empty());
         Ok(())
     }
 
     #[test]
     fn a_timed_out_order_is_refunded_and_closed() -> Result<(), Refused> {
-        let decision = given(authorized()).when(cancelled(CancellationReason::TIMED_OUT))?;
+        let decision = PAYMENT
+            .given(authorized())
+            .when(cancelled(CancellationReason::TIMED_OUT))?;
         assert_eq!(status(&decision), Some(PaymentStatus::Refunded));
         assert_eq!(
             decision.standing.closed,
@@ -483,13 +390,13 @@ mod tests {
 
     #[test]
     fn held_money_is_refunded_once_whoever_asks() -> Result<(), Refused> {
-        let refunded = when_all(authorized(), &[out_of_stock()]);
+        let refunded = PAYMENT.when_all(authorized(), &[out_of_stock()]);
         assert_eq!(
-            refunded.payment.as_ref().map(|p| p.status),
+            refunded.step.as_ref().map(|p| p.status),
             Some(PaymentStatus::Refunded)
         );
         for again in [out_of_stock(), cancelled(CancellationReason::OUT_OF_STOCK)] {
-            let decision = given(refunded.clone()).when(again)?;
+            let decision = PAYMENT.given(refunded.clone()).when(again)?;
             assert!(decision.emit.is_empty(), "refunded twice");
         }
         Ok(())
@@ -497,8 +404,10 @@ mod tests {
 
     #[test]
     fn a_declined_payment_owes_no_refund() -> Result<(), Refused> {
-        let declined = when_all(nothing_yet(), &[placed("tok_decline", 100, None)]);
-        let decision = given(declined).when(cancelled(CancellationReason::PAYMENT_DECLINED))?;
+        let declined = PAYMENT.when_all(nothing_yet(), &[placed("tok_decline", 100, None)]);
+        let decision = PAYMENT
+            .given(declined)
+            .when(cancelled(CancellationReason::PAYMENT_DECLINED))?;
         assert_eq!(status(&decision), Some(PaymentStatus::Declined));
         assert!(decision.emit.is_empty());
         Ok(())
@@ -506,14 +415,8 @@ mod tests {
 
     #[test]
     fn a_failed_step_for_an_order_without_payment_is_refused() {
-        let shipment_failed: SagaEvent = ShipmentFailed {
-            metadata: EventMetadata::first(ORDER, "shipping"),
-            order_id: ORDER.into(),
-            reason: "AQ".into(),
-        }
-        .into();
-        for event in [out_of_stock(), shipment_failed] {
-            assert!(given(nothing_yet()).when(event).is_err());
+        for event in [out_of_stock(), scenario::shipment_failed(ORDER)] {
+            assert!(PAYMENT.given(nothing_yet()).when(event).is_err());
         }
     }
 }

@@ -6,10 +6,10 @@
 
 pub mod domain;
 pub mod http;
-pub mod reactions;
 pub mod store;
 
 use saga_events::Service;
+use saga_participant::Reacting;
 use saga_runtime::{RuntimeError, ServiceRuntime, env_parse, openapi_route};
 use utoipa::OpenApi;
 
@@ -19,10 +19,8 @@ pub async fn run() -> Result<(), RuntimeError> {
     let rules = domain::Rules {
         amount_limit_cents: env_parse("PAYMENT_AMOUNT_LIMIT_CENTS", 1_000_000)?,
     };
-    let runtime =
-        ServiceRuntime::start(Service::Payment, 8082, sqlx::migrate!("./migrations")).await?;
+    let migrator = saga_participant::migrator(sqlx::migrate!("./migrations"));
+    let runtime = ServiceRuntime::start(Service::Payment, 8082, migrator).await?;
     let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
-    runtime
-        .run(api, reactions::PaymentReactions { rules })
-        .await
+    runtime.run(api, Reacting(rules)).await
 }

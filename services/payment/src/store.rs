@@ -1,16 +1,16 @@
-//! The Payment service's SQL: what it knows of a batch's orders in one query, and every change
-//! a batch decided in one statement per table.
-
-use std::collections::HashMap;
+//! The Payment service's SQL: its payments, each batch's in one query, and every change a batch
+//! decided in one statement. What is the same for every participant (closed orders, the batch
+//! itself) is `saga_participant`'s.
 
 use chrono::{DateTime, Utc};
 use saga_events::CancellationReason;
+use saga_participant::{Changes, Ledger, column, corrupt};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{Payment, PaymentStatus, Standing};
+use crate::domain::{Payment, PaymentStatus, Rules};
 
 /// A payment as `GET /payments/{order_id}` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -29,102 +29,59 @@ pub struct PaymentView {
     pub updated_at: DateTime<Utc>,
 }
 
-pub async fn find(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<Option<PaymentView>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT order_id, payment_id, status, amount_cents, currency, decline_reason, refund_reason,
-                receipt_email, created_at, updated_at
-         FROM payments WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(conn)
-    .await
-}
+/// The payment of the order `$1`, as `GET /payments/{order_id}` shows it.
+pub const FIND: &str =
+    "SELECT order_id, payment_id, status, amount_cents, currency, decline_reason, refund_reason,
+            receipt_email, created_at, updated_at
+     FROM payments WHERE order_id = $1";
 
-#[derive(sqlx::FromRow)]
-struct StandingRow {
+/// A payment as [`Rules::LOAD`] reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct PaymentRow {
     order_id: Uuid,
-    payment_id: Option<Uuid>,
-    status: Option<String>,
-    amount_cents: Option<i64>,
-    currency: Option<String>,
-    payment_method: Option<String>,
+    payment_id: Uuid,
+    status: String,
+    amount_cents: i64,
+    currency: String,
+    payment_method: String,
     decline_reason: Option<String>,
     refund_reason: Option<String>,
     receipt_email: Option<String>,
-    closed: Option<String>,
 }
 
-/// A stored value this code never writes.
-fn corrupt(what: String) -> sqlx::Error {
-    sqlx::Error::Decode(what.into())
-}
+impl Ledger for Rules {
+    const LOAD: &str =
+        "SELECT order_id, payment_id, status, amount_cents, currency, payment_method,
+                decline_reason, refund_reason, receipt_email
+         FROM payments WHERE order_id = ANY($1)";
+    type Row = PaymentRow;
 
-impl StandingRow {
-    fn into_standing(self) -> Result<Standing, sqlx::Error> {
-        let reason = |text: Option<String>| -> Result<Option<CancellationReason>, sqlx::Error> {
-            text.map(|t| {
-                CancellationReason::parse(&t).ok_or_else(|| corrupt(format!("reason {t}")))
-            })
-            .transpose()
+    fn read(row: PaymentRow) -> Result<(Uuid, Payment), sqlx::Error> {
+        let status = PaymentStatus::parse(&row.status)
+            .ok_or_else(|| corrupt(format!("payment status {}", row.status)))?;
+        let refund_reason = row
+            .refund_reason
+            .map(|r| CancellationReason::parse(&r).ok_or_else(|| corrupt(format!("reason {r}"))))
+            .transpose()?;
+        let payment = Payment {
+            payment_id: row.payment_id,
+            status,
+            amount_cents: row.amount_cents,
+            currency: row.currency,
+            payment_method: row.payment_method,
+            decline_reason: row.decline_reason,
+            refund_reason,
+            receipt_email: row.receipt_email,
         };
-        let payment = match (self.payment_id, self.status) {
-            (Some(payment_id), Some(status)) => Some(Payment {
-                payment_id,
-                status: PaymentStatus::parse(&status)
-                    .ok_or_else(|| corrupt(format!("payment status {status}")))?,
-                amount_cents: self.amount_cents.unwrap_or(0),
-                currency: self.currency.unwrap_or_default(),
-                payment_method: self.payment_method.unwrap_or_default(),
-                decline_reason: self.decline_reason,
-                refund_reason: reason(self.refund_reason)?,
-                receipt_email: self.receipt_email,
-            }),
-            _ => None,
-        };
-        Ok(Standing {
-            payment,
-            closed: reason(self.closed)?,
-        })
+        Ok((row.order_id, payment))
     }
-}
 
-/// What Payment knows of each of `orders` (orders it knows nothing of are absent).
-pub async fn standings(
-    conn: &mut PgConnection,
-    orders: &[Uuid],
-) -> Result<HashMap<Uuid, Standing>, sqlx::Error> {
-    let rows: Vec<StandingRow> = sqlx::query_as(
-        "SELECT o.order_id, p.payment_id, p.status, p.amount_cents, p.currency, p.payment_method,
-                p.decline_reason, p.refund_reason, p.receipt_email, c.reason AS closed
-         FROM unnest($1::uuid[]) AS o(order_id)
-         LEFT JOIN payments p ON p.order_id = o.order_id
-         LEFT JOIN closed_orders c ON c.order_id = o.order_id
-         WHERE p.order_id IS NOT NULL OR c.order_id IS NOT NULL",
-    )
-    .bind(orders)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| Ok((row.order_id, row.into_standing()?)))
-        .collect()
-}
-
-/// Writes the standings a batch changed.
-pub async fn save(
-    conn: &mut PgConnection,
-    changed: &[(Uuid, Standing)],
-) -> Result<(), sqlx::Error> {
-    let payments: Vec<(Uuid, &Payment)> = changed
-        .iter()
-        .filter_map(|(order, s)| s.payment.as_ref().map(|p| (*order, p)))
-        .collect();
-    if !payments.is_empty() {
-        let column = |f: fn(&Payment) -> Option<String>| {
-            payments.iter().map(|(_, p)| f(p)).collect::<Vec<_>>()
-        };
+    /// Writes the payments a batch changed, in one statement.
+    async fn save(&self, tx: &mut PgConnection, batch: &Changes<'_, Self>) -> sqlx::Result<()> {
+        let payments = &batch.steps;
+        if payments.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO payments (order_id, payment_id, status, amount_cents, currency,
                                    payment_method, decline_reason, refund_reason, receipt_email)
@@ -134,31 +91,19 @@ pub async fn save(
                  SET status = EXCLUDED.status, refund_reason = EXCLUDED.refund_reason,
                      updated_at = now()",
         )
-        .bind(payments.iter().map(|(o, _)| *o).collect::<Vec<_>>())
-        .bind(
-            payments
-                .iter()
-                .map(|(_, p)| p.payment_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(|p| Some(p.status.as_str().to_owned())))
-        .bind(
-            payments
-                .iter()
-                .map(|(_, p)| p.amount_cents)
-                .collect::<Vec<_>>(),
-        )
-        .bind(column(|p| Some(p.currency.clone())))
-        .bind(column(|p| Some(p.payment_method.clone())))
-        .bind(column(|p| p.decline_reason.clone()))
-        .bind(column(|p| p.refund_reason.map(|r| r.as_str().to_owned())))
-        .bind(column(|p| p.receipt_email.clone()))
-        .execute(&mut *conn)
+        .bind(column(payments, |c| c.order_id))
+        .bind(column(payments, |c| c.step.payment_id))
+        .bind(column(payments, |c| c.step.status.as_str()))
+        .bind(column(payments, |c| c.step.amount_cents))
+        .bind(column(payments, |c| c.step.currency.as_str()))
+        .bind(column(payments, |c| c.step.payment_method.as_str()))
+        .bind(column(payments, |c| c.step.decline_reason.as_deref()))
+        .bind(column(payments, |c| {
+            c.step.refund_reason.map(|r| r.as_str())
+        }))
+        .bind(column(payments, |c| c.step.receipt_email.as_deref()))
+        .execute(tx)
         .await?;
+        Ok(())
     }
-    let closed: Vec<(Uuid, CancellationReason)> = changed
-        .iter()
-        .filter_map(|(order, s)| s.closed.map(|r| (*order, r)))
-        .collect();
-    saga_runtime::closed_orders::record(conn, &closed).await
 }

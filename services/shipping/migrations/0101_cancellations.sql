@@ -4,10 +4,3 @@ ALTER TABLE shipments ADD CONSTRAINT shipments_status_check
     CHECK (status IN ('SCHEDULED', 'FAILED', 'CANCELLED'));
 ALTER TABLE shipments ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now();
 
--- Orders Shipping will not ship any more: cancelled (OrderCancelled), or found past their
--- deadline when their StockReserved arrived.
-CREATE TABLE closed_orders (
-    order_id  UUID        PRIMARY KEY,
-    reason    TEXT        NOT NULL,
-    closed_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);

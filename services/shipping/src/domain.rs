@@ -1,17 +1,21 @@
 //! Shipping's rules without I/O: which destinations are served, and what each event the service
 //! hears does to an order's shipment, decided from the event and what Shipping knows of the
-//! order ([`Standing`]).
+//! order ([`Standing`]). How a batch of events is loaded, decided and saved is the same for
+//! every participant (`saga_participant`); only these rules, and the SQL in [`crate::store`],
+//! are Shipping's.
 //!
 //! - `StockReserved`: schedule a shipment, or fail one to a destination not served, once per
-//!   order; never when the order was cancelled first or is past its deadline.
+//!   order; never when the order was cancelled first or is past its deadline
+//!   ([`saga_participant::Standing::turns_away`]).
 //! - `OrderCancelled`: the order is closed; a scheduled shipment is called off.
 
 use std::collections::BTreeSet;
 
 use saga_events::{
-    CancellationReason, EventMetadata, SagaEvent, ShipmentCancelled, ShipmentFailed,
-    ShipmentScheduled, StockReserved,
+    Address, CancellationReason, EventMetadata, SagaEvent, Service, ShipmentCancelled,
+    ShipmentFailed, ShipmentScheduled, StockLine, StockReserved,
 };
+use saga_participant::{Participant, Refused};
 use uuid::Uuid;
 
 pub const PRODUCER: &str = "shipping";
@@ -47,97 +51,70 @@ impl Destinations {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShipmentStatus {
-    Scheduled,
-    Failed,
-    Cancelled,
+/// Shipping's rules, with the destinations it serves.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub destinations: Destinations,
 }
 
-impl ShipmentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShipmentStatus::Scheduled => "SCHEDULED",
-            ShipmentStatus::Failed => "FAILED",
-            ShipmentStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            ShipmentStatus::Scheduled,
-            ShipmentStatus::Failed,
-            ShipmentStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+saga_events::status_enum! {
+    pub enum ShipmentStatus {
+        Scheduled => "SCHEDULED",
+        Failed => "FAILED",
+        Cancelled => "CANCELLED",
     }
 }
 
-/// An order's shipment (what it carries and where to stay with the reservation that asked).
+/// An order's shipment: where it goes and what it carries, as the reservation that asked for
+/// it said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shipment {
     pub shipment_id: Uuid,
     pub status: ShipmentStatus,
     pub country: String,
+    pub address: Address,
+    pub items: Vec<StockLine>,
     pub failure_reason: Option<String>,
 }
 
-/// What Shipping knows of one order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Standing {
-    pub shipment: Option<Shipment>,
-    /// Set once the order is cancelled (or found past its deadline): nothing is scheduled after.
-    pub closed: Option<CancellationReason>,
-}
+/// What Shipping knows of one order: its shipment, and whether it is closed (nothing is
+/// scheduled after).
+pub type Standing = saga_participant::Standing<Shipment>;
 
 /// The order's standing after the event, and what Shipping tells the saga.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub standing: Standing,
-    pub emit: Vec<SagaEvent>,
-}
+pub type Decision = saga_participant::Decision<Shipment>;
 
-/// Decides Shipping's reaction to `event` for an order standing as `standing`, at `now_ms`.
-pub fn react(
-    standing: &Standing,
-    event: &SagaEvent,
-    destinations: &Destinations,
-    now_ms: i64,
-) -> Decision {
-    let unchanged = Decision {
-        standing: standing.clone(),
-        emit: Vec::new(),
-    };
-    match event {
-        SagaEvent::StockReserved(reserved) => {
-            if standing.shipment.is_some() || standing.closed.is_some() {
-                return unchanged;
+/// What the rules make of an event: a decision, or a refusal.
+type Decided = Result<Decision, Refused>;
+
+impl Participant for Rules {
+    const SERVICE: Service = Service::Shipping;
+    type Step = Shipment;
+    type Context = ();
+
+    /// Decides Shipping's reaction to `event` for an order standing as `standing`, at `now_ms`:
+    /// nothing Shipping hears contradicts what it knows, so it refuses nothing.
+    fn decide(&self, standing: &Standing, event: &SagaEvent, _: &mut (), now_ms: i64) -> Decided {
+        Ok(match event {
+            SagaEvent::StockReserved(reserved) => {
+                match standing.turns_away(reserved.deadline_at, now_ms) {
+                    Some(turned_away) => turned_away,
+                    None => schedule(standing, reserved, &self.destinations),
+                }
             }
-            if reserved
-                .deadline_at
-                .is_some_and(|deadline| now_ms >= deadline)
-            {
-                return Decision {
-                    standing: Standing {
-                        shipment: None,
-                        closed: Some(CancellationReason::TIMED_OUT),
-                    },
-                    emit: Vec::new(),
-                };
+            SagaEvent::OrderCancelled(cancelled) => {
+                call_off(standing, event, cancelled.reason).closing(cancelled.reason)
             }
-            schedule(reserved, destinations)
-        }
-        SagaEvent::OrderCancelled(cancelled) => {
-            let mut decision = call_off(standing, event, cancelled.reason);
-            decision.standing.closed.get_or_insert(cancelled.reason);
-            decision
-        }
-        _ => unchanged,
+            _ => Decision::unchanged(standing),
+        })
     }
 }
 
-fn schedule(reserved: &StockReserved, destinations: &Destinations) -> Decision {
+fn schedule(
+    standing: &Standing,
+    reserved: &StockReserved,
+    destinations: &Destinations,
+) -> Decision {
     let shipment_id = Uuid::now_v7();
     let country = &reserved.shipping_address.country;
     let refusal = destinations.refusal(country);
@@ -164,55 +141,39 @@ fn schedule(reserved: &StockReserved, destinations: &Destinations) -> Decision {
             .into(),
         ),
     };
-    Decision {
-        standing: Standing {
-            shipment: Some(Shipment {
-                shipment_id,
-                status,
-                country: country.clone(),
-                failure_reason: refusal,
-            }),
-            closed: None,
-        },
-        emit: vec![told],
-    }
+    let shipment = Shipment {
+        shipment_id,
+        status,
+        country: country.clone(),
+        address: reserved.shipping_address.clone(),
+        items: reserved.items.clone(),
+        failure_reason: refusal,
+    };
+    Decision::changed(standing, shipment, told)
 }
 
 /// Calls a scheduled shipment off; anything else has nothing to undo.
 fn call_off(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) -> Decision {
-    let Some(shipment) = standing
-        .shipment
-        .as_ref()
-        .filter(|s| s.status == ShipmentStatus::Scheduled)
-    else {
-        return Decision {
-            standing: standing.clone(),
-            emit: Vec::new(),
-        };
+    let Some(shipment) = standing.in_effect(|s| s.status == ShipmentStatus::Scheduled) else {
+        return Decision::unchanged(standing);
     };
-    Decision {
-        standing: Standing {
-            shipment: Some(Shipment {
-                status: ShipmentStatus::Cancelled,
-                ..shipment.clone()
-            }),
-            closed: standing.closed,
-        },
-        emit: vec![
-            ShipmentCancelled {
-                metadata: EventMetadata::caused_by(cause.metadata(), PRODUCER),
-                order_id: cause.order_id().to_owned(),
-                shipment_id: shipment.shipment_id.to_string(),
-                reason,
-            }
-            .into(),
-        ],
-    }
+    let cancelled = Shipment {
+        status: ShipmentStatus::Cancelled,
+        ..shipment.clone()
+    };
+    let told = ShipmentCancelled {
+        metadata: EventMetadata::caused_by(cause.metadata(), PRODUCER),
+        order_id: cause.order_id().to_owned(),
+        shipment_id: shipment.shipment_id.to_string(),
+        reason,
+    };
+    Decision::changed(standing, cancelled, told)
 }
 
 #[cfg(test)]
 mod tests {
-    use saga_events::{Address, EventType, OrderCancelled, StockLine};
+    use saga_events::EventType;
+    use saga_participant::scenario::{self, Stage, emitted};
 
     use super::*;
 
@@ -227,81 +188,95 @@ mod tests {
                 sku: "MUG".into(),
                 quantity: 1,
             }],
-            shipping_address: Address {
-                name: "A".into(),
-                line1: "1".into(),
-                city: "C".into(),
-                postal_code: "0".into(),
-                country: country.into(),
-            },
+            shipping_address: scenario::address(country),
             deadline_at,
         }
         .into()
     }
 
     fn cancelled() -> SagaEvent {
-        OrderCancelled {
-            metadata: EventMetadata::first(ORDER, "order"),
-            order_id: ORDER.into(),
-            reason: CancellationReason::TIMED_OUT,
-        }
-        .into()
+        scenario::cancelled(ORDER, CancellationReason::TIMED_OUT)
     }
 
     /// Given what Shipping knows, when an event arrives, then…
-    fn when(standing: &Standing, event: SagaEvent) -> Decision {
+    fn shipping() -> Stage<Rules> {
         let destinations = Destinations::parse("GB,DE").expect("valid");
-        react(standing, &event, &destinations, NOW)
-    }
-
-    fn emitted(decision: &Decision) -> Vec<EventType> {
-        decision.emit.iter().map(SagaEvent::event_type).collect()
+        Stage::new(Rules { destinations }, NOW)
     }
 
     fn status(decision: &Decision) -> Option<ShipmentStatus> {
-        decision.standing.shipment.as_ref().map(|s| s.status)
+        decision.standing.step.as_ref().map(|s| s.status)
     }
 
     #[test]
-    fn a_reserved_order_to_a_served_country_is_scheduled_once() {
-        let scheduled = when(&Standing::default(), reserved("GB", None));
+    fn a_reserved_order_to_a_served_country_is_scheduled_once() -> Result<(), Refused> {
+        let scheduled = shipping()
+            .given(Standing::default())
+            .when(reserved("GB", None))?;
         assert_eq!(status(&scheduled), Some(ShipmentStatus::Scheduled));
         assert_eq!(emitted(&scheduled), [EventType::ShipmentScheduled]);
-        let again = when(&scheduled.standing, reserved("GB", None));
+        let again = shipping()
+            .given(&scheduled.standing)
+            .when(reserved("GB", None))?;
         assert!(again.emit.is_empty());
+        Ok(())
     }
 
     #[test]
-    fn an_unserved_country_fails_the_shipment() {
-        let failed = when(&Standing::default(), reserved("AQ", None));
+    fn an_unserved_country_fails_the_shipment() -> Result<(), Refused> {
+        let failed = shipping()
+            .given(Standing::default())
+            .when(reserved("AQ", None))?;
         assert_eq!(status(&failed), Some(ShipmentStatus::Failed));
         assert_eq!(emitted(&failed), [EventType::ShipmentFailed]);
+        Ok(())
     }
 
     #[test]
-    fn a_reservation_after_the_deadline_or_the_cancellation_schedules_nothing() {
-        let late = when(&Standing::default(), reserved("GB", Some(NOW)));
-        assert_eq!(late.standing.shipment, None);
+    fn a_reservation_after_the_deadline_or_the_cancellation_schedules_nothing()
+    -> Result<(), Refused> {
+        let late = shipping()
+            .given(Standing::default())
+            .when(reserved("GB", Some(NOW)))?;
+        assert_eq!(late.standing.step, None);
         assert_eq!(late.standing.closed, Some(CancellationReason::TIMED_OUT));
-        let closed = when(&Standing::default(), cancelled()).standing;
-        let after = when(&closed, reserved("GB", None));
-        assert_eq!(after.standing.shipment, None);
+        let closed = shipping()
+            .given(Standing::default())
+            .when(cancelled())?
+            .standing;
+        let after = shipping().given(&closed).when(reserved("GB", None))?;
+        assert_eq!(after.standing.step, None);
         assert!(after.emit.is_empty());
+        Ok(())
     }
 
     #[test]
-    fn a_cancellation_calls_a_scheduled_shipment_off_once() {
-        let scheduled = when(&Standing::default(), reserved("GB", None)).standing;
-        let called_off = when(&scheduled, cancelled());
+    fn a_cancellation_calls_a_scheduled_shipment_off_once() -> Result<(), Refused> {
+        let scheduled = shipping()
+            .given(Standing::default())
+            .when(reserved("GB", None))?
+            .standing;
+        let called_off = shipping().given(&scheduled).when(cancelled())?;
         assert_eq!(status(&called_off), Some(ShipmentStatus::Cancelled));
         assert_eq!(emitted(&called_off), [EventType::ShipmentCancelled]);
-        assert!(when(&called_off.standing, cancelled()).emit.is_empty());
+        assert!(
+            shipping()
+                .given(&called_off.standing)
+                .when(cancelled())?
+                .emit
+                .is_empty()
+        );
+        Ok(())
     }
 
     #[test]
-    fn a_failed_shipment_has_nothing_to_call_off() {
-        let failed = when(&Standing::default(), reserved("AQ", None)).standing;
-        assert!(when(&failed, cancelled()).emit.is_empty());
+    fn a_failed_shipment_has_nothing_to_call_off() -> Result<(), Refused> {
+        let failed = shipping()
+            .given(Standing::default())
+            .when(reserved("AQ", None))?
+            .standing;
+        assert!(shipping().given(&failed).when(cancelled())?.emit.is_empty());
+        Ok(())
     }
 
     #[test]

@@ -6,10 +6,10 @@
 
 pub mod domain;
 pub mod http;
-pub mod reactions;
 pub mod store;
 
 use saga_events::Service;
+use saga_participant::Reacting;
 use saga_runtime::{RuntimeError, ServiceRuntime, openapi_route};
 use utoipa::OpenApi;
 
@@ -22,10 +22,10 @@ pub async fn run() -> Result<(), RuntimeError> {
         .unwrap_or_else(|| domain::DEFAULT_COUNTRIES.to_owned());
     let destinations = domain::Destinations::parse(&countries)
         .map_err(|e| RuntimeError::Config(format!("SHIPPING_COUNTRIES: {e}")))?;
-    let runtime =
-        ServiceRuntime::start(Service::Shipping, 8084, sqlx::migrate!("./migrations")).await?;
+    let migrator = saga_participant::migrator(sqlx::migrate!("./migrations"));
+    let runtime = ServiceRuntime::start(Service::Shipping, 8084, migrator).await?;
     let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
     runtime
-        .run(api, reactions::ShippingReactions { destinations })
+        .run(api, Reacting(domain::Rules { destinations }))
         .await
 }

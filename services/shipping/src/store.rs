@@ -1,17 +1,17 @@
-//! The Shipping service's SQL: what it knows of a batch's orders in one query, and every change
-//! a batch decided in one statement per kind of change.
-
-use std::collections::HashMap;
+//! The Shipping service's SQL: its shipments, each batch's in one query, and every change a
+//! batch decided in one statement per kind of change. What is the same for every participant
+//! (closed orders, the batch itself) is `saga_participant`'s.
 
 use chrono::{DateTime, Utc};
-use saga_events::{CancellationReason, StockReserved};
+use saga_events::{Address, StockLine};
+use saga_participant::{Change, Changes, Ledger, column, corrupt};
 use serde::Serialize;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{Shipment, ShipmentStatus, Standing};
+use crate::domain::{Rules, Shipment, ShipmentStatus};
 
 /// A shipment as `GET /shipments/{order_id}` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -26,148 +26,84 @@ pub struct ShipmentView {
     pub updated_at: DateTime<Utc>,
 }
 
-pub async fn find(
-    conn: &mut PgConnection,
+/// The shipment of the order `$1`, as `GET /shipments/{order_id}` shows it.
+pub const FIND: &str =
+    "SELECT order_id, shipment_id, status, country, failure_reason, created_at, updated_at
+     FROM shipments WHERE order_id = $1";
+
+/// A shipment as [`Rules::LOAD`] reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ShipmentRow {
     order_id: Uuid,
-) -> Result<Option<ShipmentView>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT order_id, shipment_id, status, country, failure_reason, created_at, updated_at
-         FROM shipments WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(conn)
-    .await
+    shipment_id: Uuid,
+    status: String,
+    country: String,
+    address: Json<Address>,
+    items: Json<Vec<StockLine>>,
+    failure_reason: Option<String>,
 }
 
-/// A stored value this code never writes.
-fn corrupt(what: String) -> sqlx::Error {
-    sqlx::Error::Decode(what.into())
-}
+impl Ledger for Rules {
+    const LOAD: &str =
+        "SELECT order_id, shipment_id, status, country, address, items, failure_reason
+         FROM shipments WHERE order_id = ANY($1)";
+    type Row = ShipmentRow;
 
-type StandingRow = (
-    Uuid,
-    Option<Uuid>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-/// What Shipping knows of each of `orders` (orders it knows nothing of are absent).
-pub async fn standings(
-    conn: &mut PgConnection,
-    orders: &[Uuid],
-) -> Result<HashMap<Uuid, Standing>, sqlx::Error> {
-    let rows: Vec<StandingRow> = sqlx::query_as(
-        "SELECT o.order_id, s.shipment_id, s.status, s.country, s.failure_reason, c.reason
-         FROM unnest($1::uuid[]) AS o(order_id)
-         LEFT JOIN shipments s ON s.order_id = o.order_id
-         LEFT JOIN closed_orders c ON c.order_id = o.order_id
-         WHERE s.order_id IS NOT NULL OR c.order_id IS NOT NULL",
-    )
-    .bind(orders)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(
-            |(order, shipment_id, status, country, failure_reason, closed)| {
-                let shipment = match (shipment_id, status) {
-                    (Some(shipment_id), Some(status)) => Some(Shipment {
-                        shipment_id,
-                        status: ShipmentStatus::parse(&status)
-                            .ok_or_else(|| corrupt(format!("shipment status {status}")))?,
-                        country: country.unwrap_or_default(),
-                        failure_reason,
-                    }),
-                    _ => None,
-                };
-                let closed = closed
-                    .map(|r| {
-                        CancellationReason::parse(&r).ok_or_else(|| corrupt(format!("reason {r}")))
-                    })
-                    .transpose()?;
-                Ok((order, Standing { shipment, closed }))
-            },
-        )
-        .collect()
-}
-
-/// What a batch decided, ready to write.
-#[derive(Debug, Default)]
-pub struct Changes<'a> {
-    /// New shipments, with the reservation that asked for each.
-    pub created: Vec<(Uuid, Shipment, &'a StockReserved)>,
-    /// Shipments whose status moved.
-    pub moved: Vec<(Uuid, ShipmentStatus)>,
-    pub closed: Vec<(Uuid, CancellationReason)>,
-}
-
-pub async fn save(conn: &mut PgConnection, changes: &Changes<'_>) -> Result<(), sqlx::Error> {
-    if !changes.created.is_empty() {
-        let created = &changes.created;
-        sqlx::query(
-            "INSERT INTO shipments (order_id, shipment_id, status, country, address, items,
-                                    failure_reason)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[],
-                                  $6::jsonb[], $7::text[])
-             ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(created.iter().map(|(o, _, _)| *o).collect::<Vec<_>>())
-        .bind(
-            created
-                .iter()
-                .map(|(_, s, _)| s.shipment_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            created
-                .iter()
-                .map(|(_, s, _)| s.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            created
-                .iter()
-                .map(|(_, s, _)| s.country.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            created
-                .iter()
-                .map(|(_, _, r)| Json(&r.shipping_address))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            created
-                .iter()
-                .map(|(_, _, r)| Json(&r.items))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            created
-                .iter()
-                .map(|(_, s, _)| s.failure_reason.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *conn)
-        .await?;
+    fn read(row: ShipmentRow) -> Result<(Uuid, Shipment), sqlx::Error> {
+        let status = ShipmentStatus::parse(&row.status)
+            .ok_or_else(|| corrupt(format!("shipment status {}", row.status)))?;
+        let shipment = Shipment {
+            shipment_id: row.shipment_id,
+            status,
+            country: row.country,
+            address: row.address.0,
+            items: row.items.0,
+            failure_reason: row.failure_reason,
+        };
+        Ok((row.order_id, shipment))
     }
-    if !changes.moved.is_empty() {
-        sqlx::query(
-            "UPDATE shipments s SET status = v.status, updated_at = now()
-             FROM unnest($1::uuid[], $2::text[]) AS v(order_id, status)
-             WHERE s.order_id = v.order_id",
-        )
-        .bind(changes.moved.iter().map(|(o, _)| *o).collect::<Vec<_>>())
-        .bind(
-            changes
-                .moved
-                .iter()
-                .map(|(_, s)| s.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *conn)
-        .await?;
+
+    /// Inserts the shipments a batch created and moves the status of those it changed, in one
+    /// statement each.
+    async fn save(&self, tx: &mut PgConnection, batch: &Changes<'_, Self>) -> sqlx::Result<()> {
+        let created: Vec<Change<'_, Shipment>> = (batch.steps.iter().copied())
+            .filter(|c| c.loaded.is_none())
+            .collect();
+        let moved: Vec<Change<'_, Shipment>> = (batch.steps.iter().copied())
+            .filter(|c| {
+                c.loaded
+                    .is_some_and(|before| before.status != c.step.status)
+            })
+            .collect();
+        if !created.is_empty() {
+            sqlx::query(
+                "INSERT INTO shipments (order_id, shipment_id, status, country, address, items,
+                                        failure_reason)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[],
+                                      $6::jsonb[], $7::text[])
+                 ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(column(&created, |c| c.order_id))
+            .bind(column(&created, |c| c.step.shipment_id))
+            .bind(column(&created, |c| c.step.status.as_str()))
+            .bind(column(&created, |c| c.step.country.as_str()))
+            .bind(column(&created, |c| Json(&c.step.address)))
+            .bind(column(&created, |c| Json(&c.step.items)))
+            .bind(column(&created, |c| c.step.failure_reason.as_deref()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !moved.is_empty() {
+            sqlx::query(
+                "UPDATE shipments s SET status = v.status, updated_at = now()
+                 FROM unnest($1::uuid[], $2::text[]) AS v(order_id, status)
+                 WHERE s.order_id = v.order_id",
+            )
+            .bind(column(&moved, |c| c.order_id))
+            .bind(column(&moved, |c| c.step.status.as_str()))
+            .execute(tx)
+            .await?;
+        }
+        Ok(())
     }
-    saga_runtime::closed_orders::record(conn, &changes.closed).await
 }

@@ -8,6 +8,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use saga_events::*;
+pub use saga_testkit::isolated::unique_prefix;
 
 pub fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -16,11 +17,6 @@ pub fn bootstrap() -> String {
 pub fn registry_url() -> String {
     std::env::var("SCHEMA_REGISTRY_URL")
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
-}
-
-/// A topic prefix no other test run uses, so runs never see each other's events or subjects.
-pub fn unique_prefix(test: &str) -> String {
-    format!("it-{test}-{}.", uuid::Uuid::new_v4().simple())
 }
 
 /// Creates `<prefix><service>.events` for all four services (the broker refuses auto-creation).

@@ -12,55 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
 use super::Reactions;
-use super::handling::{Handler, Position};
+use super::control::LaneControl;
+use super::handler::{Handler, Position};
 use super::poll::{Routed, Router, SagaConsumer, TopicPartition};
-
-/// What a lane's handling may ask about its situation.
-pub(super) struct LaneControl<'a> {
-    router: &'a Router,
-    lane: usize,
-    shutdown: &'a CancellationToken,
-}
-
-impl LaneControl<'_> {
-    /// Completes when the lane should look up from a wait: shutdown, or a revocation.
-    pub async fn interrupted(&self) {
-        tokio::select! {
-            _ = self.shutdown.cancelled() => {}
-            _ = self.router.wake[self.lane].notified() => {}
-        }
-    }
-
-    pub fn shutting_down(&self) -> bool {
-        self.shutdown.is_cancelled()
-    }
-
-    /// Whether the record may still be handled here (its partition was not revoked).
-    pub fn is_current(&self, routed: &Routed) -> bool {
-        self.router.is_current(&routed.delivery, routed.epoch)
-    }
-}
-
-/// The partitions of a batch whose handling stopped at a record that was not handled (revoked
-/// while it waited, or interrupted): nothing later of such a partition may be handled in that
-/// batch, or it would run ahead of a record the next owner still has to handle.
-#[derive(Debug, Default)]
-pub(super) struct Abandoned(HashSet<(String, i32)>);
-
-impl Abandoned {
-    pub fn abandon(&mut self, routed: &Routed) {
-        self.abandon_partition((routed.delivery.topic.clone(), routed.delivery.partition));
-    }
-
-    pub fn abandon_partition(&mut self, partition: (String, i32)) {
-        self.0.insert(partition);
-    }
-
-    pub fn contains(&self, routed: &Routed) -> bool {
-        self.0
-            .contains(&(routed.delivery.topic.clone(), routed.delivery.partition))
-    }
-}
 
 pub(super) async fn run<R: Reactions>(
     handler: Arc<Handler<R>>,
@@ -70,7 +24,6 @@ pub(super) async fn run<R: Reactions>(
     mut receiver: mpsc::Receiver<Routed>,
     shutdown: CancellationToken,
 ) {
-    let batch_size = handler.batch_size();
     let retry_lane = router.is_retry_lane(lane);
     // When the last batch ended: a lane that is kept busy waits a moment after it before the
     // next, so that its batches grow with the load; an idle lane starts at once.
@@ -86,39 +39,15 @@ pub(super) async fn run<R: Reactions>(
                 None => break,
             },
         };
-        let mut batch = vec![first];
-        take_ready(&mut receiver, &mut batch, batch_size);
-        let busy_linger = handler.busy_linger();
-        if let Some(ended) = last_batch_ended
-            && !retry_lane
-            && ended.elapsed() < busy_linger
-        {
-            gather(
-                &mut receiver,
-                &mut batch,
-                batch_size,
-                ended + busy_linger,
-                &shutdown,
-                |_| false,
-            )
-            .await;
-        }
-        let linger = handler.linger();
-        if !retry_lane && !linger.is_zero() && !batch.iter().any(|r| handler.is_urgent(&r.delivery))
-        {
-            // Nothing here that the saga waits on: gather more for one transaction, until
-            // something urgent arrives.
-            let until = tokio::time::Instant::now() + linger;
-            gather(
-                &mut receiver,
-                &mut batch,
-                batch_size,
-                until,
-                &shutdown,
-                |routed| handler.is_urgent(&routed.delivery),
-            )
-            .await;
-        }
+        let mut batch = collect(
+            &handler,
+            &mut receiver,
+            first,
+            retry_lane,
+            last_batch_ended,
+            &shutdown,
+        )
+        .await;
         let _busy = router.busy[lane].lock().await;
         if shutdown.is_cancelled() {
             break;
@@ -154,6 +83,52 @@ pub(super) async fn run<R: Reactions>(
             shutdown.is_cancelled(),
         );
     }
+}
+
+/// A batch: `first` and whatever else is ready. A busy event lane lets records gather a moment
+/// after its last batch, and one holding nothing urgent lingers for more.
+async fn collect<R: Reactions>(
+    handler: &Handler<R>,
+    receiver: &mut mpsc::Receiver<Routed>,
+    first: Routed,
+    retry_lane: bool,
+    last_batch_ended: Option<tokio::time::Instant>,
+    shutdown: &CancellationToken,
+) -> Vec<Routed> {
+    let batch_size = handler.batch_size();
+    let mut batch = vec![first];
+    take_ready(receiver, &mut batch, batch_size);
+    let busy_linger = handler.busy_linger();
+    if let Some(ended) = last_batch_ended
+        && !retry_lane
+        && ended.elapsed() < busy_linger
+    {
+        gather(
+            receiver,
+            &mut batch,
+            batch_size,
+            ended + busy_linger,
+            shutdown,
+            |_| false,
+        )
+        .await;
+    }
+    let linger = handler.linger();
+    if !retry_lane && !linger.is_zero() && !batch.iter().any(|r| handler.is_urgent(&r.delivery)) {
+        // Nothing here that the saga waits on: gather more for one transaction, until
+        // something urgent arrives.
+        let until = tokio::time::Instant::now() + linger;
+        gather(
+            receiver,
+            &mut batch,
+            batch_size,
+            until,
+            shutdown,
+            |routed| handler.is_urgent(&routed.delivery),
+        )
+        .await;
+    }
+    batch
 }
 
 /// After a batch: stores, per partition, the offset up to which every record was handled (under

@@ -6,7 +6,7 @@
 //! librdkafka commits stored offsets every second, on revocation and at shutdown: a crash
 //! anywhere means redelivery, never loss.
 //!
-//! The pieces, each in its own module:
+//! The pieces, each in its own module, in the order a record meets them:
 //! - [`poll`]: one thread owns the Kafka consumer. It polls, routes each record to the lane that
 //!   owns its partition, pauses a partition whose lane is full (the others keep flowing), and on
 //!   revocation waits for the lanes to finish what they hold of the revoked partitions before
@@ -14,22 +14,34 @@
 //! - [`lane`]: a lane is a task that handles the records of the partitions assigned to it. It
 //!   takes everything that is ready (up to a batch size) and hands it over as one batch, so a busy
 //!   service pays for one transaction per batch, not per message. Each partition belongs to one
-//!   lane, so its records are handled in order.
-//! - [`handling`]: what happens to a batch, in one transaction: per-order locks taken in a fixed
-//!   order, one query for where every event stands (handled before? its order parked?), the
-//!   reactions, one insert for the inbox, one for the outbox. A message whose reaction fails is
-//!   parked for its order and scheduled on `<service>.retry`; the batch is replayed without it.
+//!   lane, so its records are handled in order. [`control`] is what handling may ask of its lane.
+//! - [`batch`]: a batch of event records, in one transaction, in four stages: [`read`] (what
+//!   each record is), [`plan`] (pure: apply, skip, park or dead-letter, from what the inbox
+//!   says), [`react`] (the service's reactions), [`bookkeeping`] (parked rows, inbox and outbox
+//!   in one statement). A message whose reaction fails is parked for its order and scheduled on
+//!   `<service>.retry`; the batch is replayed without it.
 //! - [`retry`]: records from `<service>.retry`: one more attempt at a parked message, and, when it
 //!   succeeds, the release of the order's messages that waited behind it.
+//! - Shared by both: [`failure`] (the retry or dead-letter record of a failed attempt) and
+//!   [`persist`] (infrastructure failures waited out in place). [`handler`] holds what they all
+//!   share.
 //!
 //! Failures: only infrastructure failures (database, broker, registry away) are retried in place,
 //! with backoff; the partition waits and, after [`ConsumerSettings::stuck_after`], is named on
 //! `/readyz`. Anything about one record ends, after retries, in `<service>.dlq` with its raw
 //! bytes, so no record can stop a partition.
 
-mod handling;
+mod batch;
+mod bookkeeping;
+mod control;
+mod failure;
+mod handler;
 mod lane;
+mod persist;
+mod plan;
 mod poll;
+mod react;
+mod read;
 mod retry;
 
 use std::future::Future;
@@ -202,7 +214,7 @@ fn rebuild_backoff() -> crate::Backoff {
 
 /// Consumes a service's topics and applies its [`Reactions`].
 pub struct EventConsumer<R> {
-    handler: Arc<handling::Handler<R>>,
+    handler: Arc<handler::Handler<R>>,
     setup: ConsumerSetup,
 }
 
@@ -219,7 +231,7 @@ impl<R> std::fmt::Debug for EventConsumer<R> {
 impl<R: Reactions> EventConsumer<R> {
     pub fn new(setup: ConsumerSetup, reactions: R) -> Self {
         Self {
-            handler: Arc::new(handling::Handler::new(&setup, reactions)),
+            handler: Arc::new(handler::Handler::new(&setup, reactions)),
             setup,
         }
     }

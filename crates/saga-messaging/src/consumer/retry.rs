@@ -16,14 +16,18 @@ use sqlx::{Connection, PgConnection};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::handling::{Attempt, FailedAttempt, Handler, Item, Outcome, Position, Read};
-use super::lane::{Abandoned, LaneControl};
+use super::control::{Abandoned, LaneControl};
+use super::failure::FailedAttempt;
+use super::handler::{Handler, Outcome, Position};
+use super::persist::Attempt;
 use super::poll::Routed;
+use super::read::{Item, Read};
 use super::{Arrival, Reactions};
 use crate::delivery::Delivery;
 use crate::error::{FailureKind, HandlerError};
 use crate::headers;
 use crate::inbox;
+use crate::outbox::Written;
 use crate::parking::{self, Parked, ParkedStatus};
 use crate::trace;
 
@@ -61,14 +65,8 @@ impl<R: Reactions> Handler<R> {
             let position = (delivery.topic.clone(), delivery.partition, delivery.offset);
             match settled {
                 Some(Retry::Settled(outcome)) => {
-                    metrics::counter!(
-                        "saga_events_consumed_total",
-                        "service" => self.service.name(),
-                        "topic" => delivery.topic.clone(),
-                        "event_type" => delivery.headers.get(headers::EVENT_TYPE).unwrap_or("unknown").to_owned(),
-                        "outcome" => outcome.label()
-                    )
-                    .increment(1);
+                    let event_type = delivery.headers.get(headers::EVENT_TYPE);
+                    self.count(&delivery.topic, event_type.unwrap_or("unknown"), outcome);
                     handled.push(position);
                 }
                 Some(Retry::FirstDelivery) => {
@@ -203,27 +201,25 @@ impl<R: Reactions> Handler<R> {
                 return Ok(Retry::Settled(Outcome::StaleRetry));
             }
             parking::remove(&mut tx, parked.id).await?;
-            self.release_waiting(&mut tx, order).await?;
-            tx.commit().await?;
-            self.outbox.committed();
+            let written = self.release_waiting(&mut tx, order).await?;
+            self.outbox.commit(tx, written).await?;
             warn!(record = %parked.source, skipped_by = who, "a dead letter was given up for good; its order moves on");
             return Ok(Retry::Settled(Outcome::Skipped));
         }
         let attempts = parked.attempts.max(0) + 1;
-        let outcome = match self.attempt(&mut tx, &parked).await? {
-            Ok(()) => {
+        let (outcome, written) = match self.attempt(&mut tx, &parked).await? {
+            Ok(applied) => {
                 parking::remove(&mut tx, parked.id).await?;
-                self.release_waiting(&mut tx, order).await?;
+                let released = self.release_waiting(&mut tx, order).await?;
                 info!(record = %parked.source, attempt = attempts, redriven, "succeeded on retry");
-                Outcome::AppliedOnRetry
+                (Outcome::AppliedOnRetry, applied.and(released))
             }
             Err((kind, reason)) => {
                 self.fail_parked(&mut tx, &parked, attempts, kind, &reason)
                     .await?
             }
         };
-        tx.commit().await?;
-        self.outbox.committed();
+        self.outbox.commit(tx, written).await?;
         Ok(Retry::Settled(outcome))
     }
 
@@ -257,7 +253,7 @@ impl<R: Reactions> Handler<R> {
         &self,
         tx: &mut PgConnection,
         parked: &Parked,
-    ) -> Result<Result<(), (FailureKind, String)>, HandlerError> {
+    ) -> Result<Result<Written, (FailureKind, String)>, HandlerError> {
         let (event, event_id, order_id, written_as) = match self.read(&parked.source).await? {
             Read::Event {
                 event,
@@ -266,7 +262,7 @@ impl<R: Reactions> Handler<R> {
                 written_as,
             } => (event, event_id, order, written_as),
             // Ignored now: the service no longer reacts to it.
-            Read::Ignored(_) => return Ok(Ok(())),
+            Read::Ignored(_) => return Ok(Ok(Written::nothing())),
             Read::Poison { kind, reason, .. } => return Ok(Err((kind, reason))),
         };
         let process = trace::process_span(
@@ -278,9 +274,9 @@ impl<R: Reactions> Handler<R> {
         let transaction = trace::transaction_span(&process, 1);
         let context = trace::context_or(&transaction, &parked.source.headers);
         let mut savepoint = tx.begin().await?;
-        let applied: Result<(), HandlerError> = async {
+        let applied: Result<Written, HandlerError> = async {
             if inbox::contains(&mut savepoint, event_id).await? {
-                return Ok(());
+                return Ok(Written::nothing());
             }
             let arrival = Arrival {
                 event: &event,
@@ -295,19 +291,17 @@ impl<R: Reactions> Handler<R> {
                 .into_iter()
                 .flatten()
                 .collect();
-            inbox::record(
-                &mut savepoint,
-                &[inbox::Entry {
-                    event_id,
-                    event_type: event.event_type().name(),
-                    topic: parked.source.topic.clone(),
-                    partition: parked.source.partition,
-                    offset: parked.source.offset,
-                }],
-            )
-            .await?;
-            self.outbox.insert(&mut savepoint, &records).await?;
-            Ok(())
+            let handled = inbox::Entry {
+                event_id,
+                event_type: event.event_type().name(),
+                topic: parked.source.topic.clone(),
+                partition: parked.source.partition,
+                offset: parked.source.offset,
+            };
+            Ok(self
+                .outbox
+                .write(&mut savepoint, &records, &[handled])
+                .await?)
         }
         .await;
         trace::processed(
@@ -319,9 +313,9 @@ impl<R: Reactions> Handler<R> {
             },
         );
         match applied {
-            Ok(()) => {
+            Ok(written) => {
                 savepoint.commit().await?;
-                Ok(Ok(()))
+                Ok(Ok(written))
             }
             Err(error) if error.is_transient() => Err(error),
             Err(error) => {
@@ -338,24 +332,26 @@ impl<R: Reactions> Handler<R> {
         &self,
         tx: &mut PgConnection,
         order: Uuid,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Written, HandlerError> {
+        let mut written = Written::nothing();
         if parking::has_head(tx, order).await? {
             warn!(%order, "the order still has a parked head; its waiting messages stay behind it");
-            return Ok(());
+            return Ok(written);
         }
         while let Some(waiting) = parking::next_waiting(tx, order).await? {
             match self.attempt(tx, &waiting).await? {
-                Ok(()) => {
+                Ok(applied) => {
+                    written = written.and(applied);
                     parking::remove(tx, waiting.id).await?;
                     info!(record = %waiting.source, "released a waiting message");
                 }
                 Err((kind, reason)) => {
-                    self.fail_parked(tx, &waiting, 1, kind, &reason).await?;
-                    return Ok(());
+                    let (_, failed) = self.fail_parked(tx, &waiting, 1, kind, &reason).await?;
+                    return Ok(written.and(failed));
                 }
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Records a failed attempt at a parked message and writes its next record: another retry,
@@ -367,7 +363,7 @@ impl<R: Reactions> Handler<R> {
         attempts: i32,
         kind: FailureKind,
         reason: &str,
-    ) -> Result<Outcome, HandlerError> {
+    ) -> Result<(Outcome, Written), HandlerError> {
         let kind = if kind == FailureKind::Transient {
             FailureKind::Permanent
         } else {
@@ -390,8 +386,8 @@ impl<R: Reactions> Handler<R> {
             last,
             hopeless: false,
         });
-        self.outbox.insert(tx, &[record]).await?;
-        Ok(outcome)
+        let written = self.outbox.write(tx, &[record], &[]).await?;
+        Ok((outcome, written))
     }
 
     /// A retry record that cannot be handled at all: its parked row (if any) is marked dead and
@@ -408,9 +404,8 @@ impl<R: Reactions> Handler<R> {
         if let Some(id) = parked_id {
             parking::mark_dead(&mut tx, id, reason).await?;
         }
-        self.outbox.insert(&mut tx, &[record]).await?;
-        tx.commit().await?;
-        self.outbox.committed();
+        let written = self.outbox.write(&mut tx, &[record], &[]).await?;
+        self.outbox.commit(tx, written).await?;
         Ok(())
     }
 }

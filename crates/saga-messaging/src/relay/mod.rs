@@ -28,30 +28,28 @@
 //! A producer that fails for good (librdkafka's fatal errors, such as a producer id the broker
 //! fenced) is replaced by a new one before the relay starts over.
 
+mod publish;
 mod recovery;
 mod refusal;
+
+pub use publish::produce_without_deleting;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use thiserror::Error;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::headers::{self, Headers};
-use crate::inbox;
-use crate::kafka::{KafkaSettings, partition_for};
-use crate::outbox::{self, NOTIFY_CHANNEL, RelayWake, Unpublished};
-use crate::trace;
+use crate::kafka::KafkaSettings;
+use crate::outbox::{self, NOTIFY_CHANNEL, RelayWake};
 
 /// Advisory lock key of the relay: each service has its own database, so one key suffices.
 pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
@@ -83,13 +81,6 @@ pub struct RelaySettings {
     pub recovery_margin: Duration,
     /// Postgres advisory lock that elects the active relay of a database.
     pub lock_key: i64,
-    /// Inbox entries older than this are deleted. It must exceed the topics' retention: an inbox
-    /// entry has to outlive every copy of its event that could still be delivered.
-    pub retention: Duration,
-    /// How often the active relay deletes what is past retention.
-    pub cleanup_interval: Duration,
-    /// Rows deleted per statement, so that no cleanup transaction grows large.
-    pub cleanup_batch: i64,
     /// How long rows for a topic that does not exist are retried before they are moved aside
     /// as refused (`OUTBOX_MISSING_TOPIC_GRACE_SECONDS`, default 60).
     pub missing_topic_grace: Duration,
@@ -111,10 +102,6 @@ impl Default for RelaySettings {
             standby_interval: Duration::from_secs(1),
             recovery_margin: Duration::from_secs(60),
             lock_key: RELAY_LOCK_KEY,
-            // Topics keep 7 days; one more day of margin.
-            retention: Duration::from_secs(8 * 24 * 3600),
-            cleanup_interval: Duration::from_secs(60),
-            cleanup_batch: 1000,
             missing_topic_grace: Duration::from_secs(
                 std::env::var("OUTBOX_MISSING_TOPIC_GRACE_SECONDS")
                     .ok()
@@ -141,7 +128,7 @@ pub enum RelayError {
 }
 
 /// How long a stopping relay waits for the broker to acknowledge what it already sent.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+pub(super) const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// Publishes a service's outbox.
 #[derive(Clone)]
@@ -373,8 +360,6 @@ impl OutboxRelay {
 
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
-        // The elected relay is also the database's one cleaner.
-        let mut cleaned: Option<Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -382,10 +367,6 @@ impl OutboxRelay {
             let published = self.publish_batch(&mut session, shutdown).await?;
             if published as i64 >= self.settings.batch_size {
                 continue;
-            }
-            if cleaned.is_none_or(|at| at.elapsed() >= self.settings.cleanup_interval) {
-                self.clean_up_with(&mut session).await?;
-                cleaned = Some(Instant::now());
             }
             tokio::select! {
                 _ = self.wake.woken() => {}
@@ -415,257 +396,4 @@ impl OutboxRelay {
         self.set_status(RelayStatus::Stopped);
         Ok(())
     }
-
-    /// Deletes inbox entries past retention, a bounded batch per statement. `SKIP LOCKED` means
-    /// a row some transaction is using is simply left for the next round: cleanup never waits
-    /// on, nor blocks, the hot path. Returns the rows deleted.
-    pub async fn clean_up(&self) -> Result<u64, RelayError> {
-        let mut conn = self.pool.acquire().await?;
-        self.clean_up_with(&mut conn).await
-    }
-
-    async fn clean_up_with(&self, conn: &mut PgConnection) -> Result<u64, RelayError> {
-        let horizon = self.settings.retention.as_secs();
-        let batch = self.settings.cleanup_batch;
-        let mut deleted = 0;
-        loop {
-            let rows = inbox::delete_older_than(conn, horizon, batch).await?;
-            deleted += rows;
-            if rows < batch as u64 {
-                break;
-            }
-        }
-        if deleted > 0 {
-            info!(
-                rows = deleted,
-                "deleted outbox and inbox rows past retention"
-            );
-        }
-        metrics::counter!("saga_retention_deleted_rows_total").increment(deleted);
-        Ok(deleted)
-    }
-
-    async fn partition_count(&self, topic: &str) -> Result<i32, RelayError> {
-        if let Some(count) = self
-            .partitions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(topic)
-        {
-            return Ok(*count);
-        }
-        let producer = self.producer();
-        let name = topic.to_owned();
-        let count = tokio::task::spawn_blocking(move || -> Result<i32, RelayError> {
-            let metadata = producer
-                .client()
-                .fetch_metadata(Some(&name), Duration::from_secs(10))?;
-            let Some(topic) = metadata.topics().first() else {
-                return Err(RelayError::NoPartitions(name));
-            };
-            if let Some(error) = topic.error() {
-                return Err(KafkaError::MetadataFetch(error.into()).into());
-            }
-            Ok(i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX))
-        })
-        .await??;
-        if count == 0 {
-            return Err(RelayError::Kafka(KafkaError::MetadataFetch(
-                RDKafkaErrorCode::UnknownTopicOrPartition,
-            )));
-        }
-        self.partitions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(topic.to_owned(), count);
-        self.missing.found(topic);
-        Ok(count)
-    }
-
-    /// The partition a row's record goes to.
-    async fn partition_of(&self, topic: &str, key: Option<&[u8]>) -> Result<i32, RelayError> {
-        Ok(partition_for(
-            key.unwrap_or_default(),
-            self.partition_count(topic).await?,
-        ))
-    }
-
-    /// Hands one row to the producer, on the partition its key maps to, with its row id, inside
-    /// a producer span whose context the record carries onward.
-    async fn enqueue(
-        &self,
-        producer: &FutureProducer,
-        row: &Unpublished,
-        scope: &str,
-    ) -> Result<Sending, RelayError> {
-        let partition = self
-            .partition_of(&row.topic, row.message_key.as_deref())
-            .await?;
-        let mut record_headers = Headers::decode(&row.headers).unwrap_or_else(|error| {
-            // Never expected (the relay's own encoding), but the row must still go out.
-            error!(row = row.id, %error, "stored headers are unreadable; publishing them raw");
-            let mut raw = Headers::new();
-            raw.insert("saga-stored-headers", row.headers.clone());
-            raw
-        });
-        let span = trace::publish_span(
-            &row.topic,
-            partition,
-            row.message_key.as_deref(),
-            &record_headers,
-        );
-        let context = trace::context_or(&span, &record_headers);
-        for name in [trace::TRACEPARENT_HEADER, trace::TRACESTATE_HEADER] {
-            match context.get(name) {
-                Some(value) => record_headers.insert(name, value),
-                None => record_headers.remove(name),
-            }
-        }
-        record_headers.insert(headers::OUTBOX_ID, format!("{scope}/{}", row.id));
-        let mut record = FutureRecord::to(&row.topic)
-            .partition(partition)
-            .payload(&row.payload)
-            .headers(record_headers.to_kafka());
-        if let Some(key) = &row.message_key {
-            record = record.key(key);
-        }
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(error, _)| RelayError::Kafka(error))?;
-        Ok(Sending {
-            delivery,
-            span,
-            since: Instant::now(),
-        })
-    }
-
-    /// Publishes up to one batch; returns how many rows it published. Shutdown stops the wait
-    /// for acknowledgements after [`SHUTDOWN_DRAIN`]: rows not acknowledged stay for the next
-    /// relay.
-    async fn publish_batch(
-        &self,
-        session: &mut PgConnection,
-        shutdown: &CancellationToken,
-    ) -> Result<usize, RelayError> {
-        let rows = outbox::unpublished(session, self.settings.batch_size).await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let scope = self.scope(session).await?;
-        let producer = self.producer();
-        let mut sending = Vec::with_capacity(rows.len());
-        let mut refused = Vec::new();
-        let mut failure = None;
-        for row in &rows {
-            match self.enqueue(&producer, row, &scope).await {
-                Ok(sent) => sending.push((row, sent)),
-                Err(error) => match self.refused(&row.topic, &error) {
-                    Some(reason) => refused.push((row, reason)),
-                    None => {
-                        // Queue full or a failed producer: settle what is queued, then start
-                        // over from the database.
-                        failure = Some(error);
-                        break;
-                    }
-                },
-            }
-        }
-        let (sent_rows, sent): (Vec<_>, Vec<_>) = sending.into_iter().unzip();
-        let (deliveries, spans): (Vec<_>, Vec<_>) = sent
-            .into_iter()
-            .map(|s| (s.delivery, (s.span, s.since)))
-            .unzip();
-        let results = tokio::select! {
-            results = join_all(deliveries) => results,
-            _ = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(SHUTDOWN_DRAIN).await;
-            } => return Err(RelayError::Interrupted),
-        };
-        let mut delivered = Vec::with_capacity(results.len());
-        for ((row, result), (span, since)) in sent_rows.into_iter().zip(results).zip(spans) {
-            let error = match result {
-                Ok(Ok(delivery)) => {
-                    trace::published_at(&span, delivery.offset);
-                    metrics::histogram!("saga_relay_publish_seconds", "topic" => row.topic.clone())
-                        .record(since.elapsed().as_secs_f64());
-                    metrics::histogram!("saga_outbox_delay_seconds", "topic" => row.topic.clone())
-                        .record(row.age_seconds + since.elapsed().as_secs_f64());
-                    delivered.push(row.id);
-                    continue;
-                }
-                Ok(Err((error, _))) => RelayError::Kafka(error),
-                Err(_canceled) => RelayError::Kafka(KafkaError::Canceled),
-            };
-            match self.refused(&row.topic, &error) {
-                Some(reason) => refused.push((row, reason)),
-                None => {
-                    failure.get_or_insert(error);
-                }
-            }
-        }
-        // Every acknowledged row is on its partition, so deleting it is always right; a row
-        // that failed stays, and the recovery that follows the failure looks at what is really
-        // on the broker.
-        outbox::mark_published(session, &delivered).await?;
-        metrics::counter!("saga_events_published_total").increment(delivered.len() as u64);
-        self.move_aside(session, &refused).await?;
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(delivered.len() + refused.len()),
-        }
-    }
-
-    /// Moves rows refused for good into `outbox_refused`, so that the relay goes on without
-    /// them.
-    async fn move_aside(
-        &self,
-        session: &mut PgConnection,
-        refused: &[(&Unpublished, String)],
-    ) -> Result<(), RelayError> {
-        if refused.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<(i64, String)> = refused
-            .iter()
-            .map(|(row, why)| (row.id, why.clone()))
-            .collect();
-        outbox::refuse(session, &rows).await?;
-        for (row, reason) in refused {
-            error!(row = row.id, topic = %row.topic, %reason, "the broker refused an outbox row for good; moved it to outbox_refused (see `sagactl outbox`)");
-            metrics::counter!("saga_outbox_refused_total", "topic" => row.topic.clone())
-                .increment(1);
-        }
-        Ok(())
-    }
-}
-
-/// A record handed to the producer, waiting for the broker's acknowledgement.
-struct Sending {
-    delivery: DeliveryFuture,
-    /// The record's producer span: it ends when the acknowledgement (or failure) is in.
-    span: tracing::Span,
-    since: Instant,
-}
-
-/// Produces every row and waits for the broker's acks, but never deletes them: what a relay that
-/// dies between the ack and the delete leaves behind. Only for crash-safety tests.
-#[doc(hidden)]
-pub async fn produce_without_deleting(relay: &OutboxRelay) -> Result<usize, RelayError> {
-    let mut session = relay.pool.acquire().await?;
-    let rows = outbox::unpublished(&mut session, relay.settings.batch_size).await?;
-    let scope = relay.scope(&mut session).await?;
-    let producer = relay.producer();
-    let mut deliveries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        deliveries.push(relay.enqueue(&producer, row, &scope).await?.delivery);
-    }
-    for delivery in join_all(deliveries).await {
-        match delivery {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(error.into()),
-            Err(_) => return Err(KafkaError::Canceled.into()),
-        }
-    }
-    Ok(rows.len())
 }

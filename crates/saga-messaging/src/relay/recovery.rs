@@ -19,8 +19,8 @@ use tracing::info;
 
 use super::{OutboxRelay, RelayError};
 use crate::headers;
+use crate::inspect::reader::{PartitionReader, Start};
 use crate::outbox;
-use crate::reader::{PartitionReader, Start};
 
 impl OutboxRelay {
     /// Deletes the rows already on the broker; returns how many.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use saga_events::{EventCodec, EventMetadata, EventType, OrderConfirmed, SagaEvent, TopicNames};
 use saga_messaging::Delivery;
 use saga_messaging::KafkaSettings;
-use saga_messaging::reader::PartitionReader;
+use saga_messaging::inspect::reader::PartitionReader;
 use saga_testkit::isolated;
 use sqlx::PgPool;
 

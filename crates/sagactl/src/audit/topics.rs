@@ -7,7 +7,7 @@ use saga_events::{Service, TopicNames};
 use saga_messaging::Delivery as RawRecord;
 use saga_messaging::KafkaSettings;
 use saga_messaging::headers;
-use saga_messaging::reader::PartitionReader;
+use saga_messaging::inspect::reader::PartitionReader;
 
 /// The events a service emits at most once per order: a second distinct one is a double effect.
 const ONCE: [&str; 6] = [

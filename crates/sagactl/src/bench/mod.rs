@@ -107,7 +107,7 @@ async fn counters(context: &Context, databases: &Databases) -> anyhow::Result<Co
     let kafka = context.kafka.clone();
     let topics = context.topics.clone();
     let records = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(Service, i64)>> {
-        let reader = saga_messaging::reader::PartitionReader::new(&kafka)?;
+        let reader = saga_messaging::inspect::reader::PartitionReader::new(&kafka)?;
         let mut records = Vec::new();
         for service in Service::ALL {
             let topic = topics.events(service);

@@ -1,0 +1,165 @@
+//! How a participant reacts to a batch of events. The consumer's batches are its hot path, so a
+//! batch runs a fixed few statements whatever its size: what the participant knows of the
+//! batch's orders (its own rows, then which of them are closed: two indexed queries), the
+//! batch's context if it has one (Inventory locks its stock), then each reaction decided in
+//! memory by the participant's rules against the latest standing of its order, and every change
+//! written at the end (one statement per table written to, none for a table left alone).
+
+use std::collections::HashMap;
+
+use saga_events::{CancellationReason, EventType, SagaEvent};
+use saga_messaging::{Arrival, HandlerError, Reactions, Refusal};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::closed_orders;
+use crate::participant::{Change, Changes, Ledger, Standings};
+use crate::standing::Standing;
+
+/// A participant as the consumer's [`Reactions`]: what a service hands
+/// `saga_runtime::ServiceRuntime::run`.
+#[derive(Debug, Clone)]
+pub struct Reacting<P>(pub P);
+
+impl<P: Ledger> Reactions for Reacting<P> {
+    fn wants(&self, event_type: EventType) -> bool {
+        P::SERVICE.reacts_to(event_type)
+    }
+
+    async fn react(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Arrival<'_>],
+    ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
+        let participant = &self.0;
+        let orders: Vec<Uuid> = events.iter().map(|a| a.order_id).collect();
+        let known = standings::<P>(tx, &orders).await?;
+        let prepared = participant.prepare(tx, events, &known).await?;
+        let mut context = prepared.clone();
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut current: Standings<P::Step> = HashMap::new();
+        let mut emitted = Vec::with_capacity(events.len());
+        for (index, arrival) in events.iter().enumerate() {
+            let order = arrival.order_id;
+            let standing = current
+                .get(&order)
+                .or_else(|| known.get(&order))
+                .cloned()
+                .unwrap_or_default();
+            let decision = participant
+                .decide(&standing, arrival.event, &mut context, now)
+                .map_err(|refused| Refusal::at(index, HandlerError::rejected(refused.0)))?;
+            if decision.standing != standing {
+                current.insert(order, decision.standing);
+            }
+            emitted.push(decision.emit);
+        }
+        let changes = Changes {
+            steps: changed_steps(&known, &current),
+            prepared,
+            decided: context,
+        };
+        participant.save(tx, &changes).await?;
+        closed_orders::record(tx, &newly_closed(&known, &current)).await?;
+        Ok(emitted)
+    }
+}
+
+/// What the participant knows of each of `orders`: its own rows, and which orders are closed.
+async fn standings<P: Ledger>(
+    tx: &mut PgConnection,
+    orders: &[Uuid],
+) -> Result<Standings<P::Step>, sqlx::Error> {
+    let rows: Vec<P::Row> = sqlx::query_as(P::LOAD)
+        .bind(orders)
+        .fetch_all(&mut *tx)
+        .await?;
+    let closed = closed_orders::load(tx, orders).await?;
+    let mut known = Standings::with_capacity(rows.len() + closed.len());
+    for row in rows {
+        let (order, step) = P::read(row)?;
+        let standing = Standing {
+            step: Some(step),
+            closed: None,
+        };
+        known.insert(order, standing);
+    }
+    for (order, reason) in closed {
+        known.entry(order).or_default().closed = Some(reason);
+    }
+    Ok(known)
+}
+
+/// The steps of the orders whose standing the batch changed, beside the step each had before.
+fn changed_steps<'a, S>(known: &'a Standings<S>, current: &'a Standings<S>) -> Vec<Change<'a, S>> {
+    current
+        .iter()
+        .filter_map(|(order, standing)| {
+            Some(Change {
+                order_id: *order,
+                loaded: known.get(order).and_then(|k| k.step.as_ref()),
+                step: standing.step.as_ref()?,
+            })
+        })
+        .collect()
+}
+
+/// The orders the batch closed (an order closed before keeps its row, and its first reason).
+fn newly_closed<S>(
+    known: &Standings<S>,
+    current: &Standings<S>,
+) -> Vec<(Uuid, CancellationReason)> {
+    current
+        .iter()
+        .filter(|(order, _)| known.get(order).is_none_or(|k| k.closed.is_none()))
+        .filter_map(|(order, standing)| standing.closed.map(|reason| (*order, reason)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDER: Uuid = Uuid::from_u128(1);
+    const OTHER: Uuid = Uuid::from_u128(2);
+
+    fn standing(step: Option<u8>, closed: Option<CancellationReason>) -> Standing<u8> {
+        Standing { step, closed }
+    }
+
+    #[test]
+    fn the_ledger_gets_every_changed_step_beside_the_step_it_loaded() {
+        let known = Standings::from([(ORDER, standing(Some(1), None))]);
+        let current = Standings::from([
+            (ORDER, standing(Some(2), None)),
+            (OTHER, standing(None, Some(CancellationReason::TIMED_OUT))),
+        ]);
+        let steps = changed_steps(&known, &current);
+        assert_eq!(
+            steps.len(),
+            1,
+            "an order closed without a step has none to write"
+        );
+        assert_eq!(steps[0].order_id, ORDER);
+        assert_eq!((steps[0].loaded, steps[0].step), (Some(&1), &2));
+    }
+
+    #[test]
+    fn only_orders_the_batch_closed_are_recorded() {
+        let known = Standings::from([(ORDER, standing(None, Some(CancellationReason::TIMED_OUT)))]);
+        let current = Standings::from([
+            (
+                ORDER,
+                standing(Some(1), Some(CancellationReason::TIMED_OUT)),
+            ),
+            (
+                OTHER,
+                standing(None, Some(CancellationReason::OUT_OF_STOCK)),
+            ),
+        ]);
+        assert_eq!(
+            newly_closed(&known, &current),
+            [(OTHER, CancellationReason::OUT_OF_STOCK)]
+        );
+    }
+}
