@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Schemathesis against the four services' OpenAPI documents, on the stack `make up` started: every
+# Schemathesis against the services' OpenAPI documents (the four and the read side's), on the stack `make up` started: every
 # check (no server errors; status codes, content types, headers and bodies as documented; data
 # the schema forbids rejected, data it allows accepted; auth enforced), the stateful phase linking
 # POST /orders to what reads it, deterministic generation and a bounded number of examples.
@@ -30,7 +30,7 @@ fi
 # The one rule a schema cannot state (a reused Idempotency-Key): see tools/schemathesis/hooks.py.
 export PYTHONPATH=tools/schemathesis SCHEMATHESIS_HOOKS=hooks
 status=0
-for target in order:8080 payment:8082 inventory:8083 shipping:8084; do
+for target in order:8080 payment:8082 inventory:8083 shipping:8084 history:8085; do
   service=${target%%:*} port=${target##*:}
   echo "==> $service (http://127.0.0.1:$port/openapi.json)"
   curl -fs "http://127.0.0.1:$port/docs/" | grep -qi swagger ||

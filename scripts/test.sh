@@ -86,6 +86,11 @@ tee -a "$log" <"$isolated_log"
 alone_tests=()
 for name in "${alone[@]}"; do alone_tests+=(--test "$name"); done
 cargo test -p saga-e2e --no-fail-fast "${features[@]}" "${alone_tests[@]}" 2>&1 | tee -a "$log" || status=$?
+# After everything above (sagas, faults, poison, adversarial input): the read side rebuilt from
+# offset 0 must equal the live one, table by table, at one checkpoint vector.
+printf '\n==> %s\n' "the read side rebuilt from the topics and checked equal to the live one"
+deploy/local/stack.sh up >/dev/null
+target/debug/sagactl history rebuild || status=1
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      END { printf "\ntests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
 exit "$status"

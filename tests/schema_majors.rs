@@ -2,7 +2,8 @@
 //! `currency` and `total_cents`) and major 2 (`saga.order.v2.OrderPlaced`, `total: Money`) side by
 //! side on `order.events`, as during a rollout (`ORDER_PLACED_MAJOR=1`) and after it. Every saga
 //! path ends alike for both; the timeline and `sagactl tail` say which major each record came
-//! as; and a major-1 dead letter redriven after the switch to major 2 completes its saga.
+//! as; the read side folds both alike; and a major-1 dead letter redriven after the switch to
+//! major 2 completes its saga.
 
 use std::time::Duration;
 
@@ -176,6 +177,23 @@ async fn a_topic_holding_both_majors_runs_every_saga_path_alike() -> anyhow::Res
                 "{}",
                 path.name
             );
+            // The read side folds a major-1 OrderPlaced like a major-2 one.
+            let history = api
+                .wait_history(order_id, path.status, SAGA_DEADLINE)
+                .await?;
+            assert_eq!(history["total_cents"], 3_000, "{} as {record}", path.name);
+            assert_eq!(history["currency"], "EUR", "{} as {record}", path.name);
+            assert_eq!(
+                history["cancellation_reason"].as_str(),
+                path.reason,
+                "{} as {record}: {history}",
+                path.name
+            );
+            let placed = history["events"]
+                .as_array()
+                .and_then(|events| events.iter().find(|e| e["event_type"] == "OrderPlaced"))
+                .with_context(|| format!("no OrderPlaced in {history}"))?;
+            assert_eq!(placed["written_as"], record, "{}", path.name);
         }
     }
     assert_audit_clean("sagas of both majors of OrderPlaced")?;

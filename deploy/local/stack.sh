@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The native local stack: Apache Kafka (KRaft, single node), Apicurio Registry (Confluent-compatible
-# API) and PostgreSQL, the four services, and Jaeger and Prometheus to watch them (see
-# observability.sh), all on 127.0.0.1, without a Docker engine.
+# API) and PostgreSQL, the four services and the read side (history), and Jaeger and Prometheus to
+# watch them (see observability.sh), all on 127.0.0.1, without a Docker engine.
 #
 #   stack.sh up | down | status | logs | clean | scale <service> <replicas>
 #
@@ -22,7 +22,9 @@ ORDER_PORT=${ORDER_PORT:-8080}
 PAYMENT_PORT=${PAYMENT_PORT:-8082}
 INVENTORY_PORT=${INVENTORY_PORT:-8083}
 SHIPPING_PORT=${SHIPPING_PORT:-8084}
-SERVICES=(order payment inventory shipping)
+HISTORY_PORT=${HISTORY_PORT:-8085}
+# The four saga services, then the read side that projects their events.
+SERVICES=(order payment inventory shipping history)
 # Replicas per service, e.g. `payment=3,inventory=2` (see replica_count).
 REPLICAS=${REPLICAS:-}
 # `cargo build` profile of the service binaries; release unless told otherwise.
@@ -40,9 +42,9 @@ REGISTRY_COMPATIBILITY=FULL_TRANSITIVE
 # One database and one login role per service, plus the registry's, plus saga_test where the
 # messaging crate's integration tests make a schema each. Each role can open only the database of
 # the same name (pg_hba `sameuser`).
-DATABASES=(orders payments inventory shipping registry saga_test)
+DATABASES=(orders payments inventory shipping history registry saga_test)
 # The services' own databases, each with an owner and a runtime role (deploy/postgres/service-roles.sql).
-SERVICE_DATABASES=(orders payments inventory shipping)
+SERVICE_DATABASES=(orders payments inventory shipping history)
 
 KAFKA_DIR=$STATE/kafka
 REGISTRY_DIR=$STATE/registry
@@ -397,7 +399,7 @@ registry_wait() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# The four services, built from this checkout
+# The services, built from this checkout
 
 SERVICES_DIR=$STATE/services
 
@@ -407,6 +409,7 @@ service_port() {
     payment) echo "$PAYMENT_PORT" ;;
     inventory) echo "$INVENTORY_PORT" ;;
     shipping) echo "$SHIPPING_PORT" ;;
+    history) echo "$HISTORY_PORT" ;;
   esac
 }
 
@@ -416,6 +419,7 @@ service_database() {
     payment) echo payments ;;
     inventory) echo inventory ;;
     shipping) echo shipping ;;
+    history) echo history ;;
   esac
 }
 
@@ -534,7 +538,7 @@ services_up() {
 # above it (each finishes its in-flight transactions and commits before it exits).
 cmd_scale() {
   local name=${1:-} count=${2:-}
-  case "$name" in order | payment | inventory | shipping) ;; *) die "usage: $0 scale order|payment|inventory|shipping <replicas>" ;; esac
+  case "$name" in order | payment | inventory | shipping | history) ;; *) die "usage: $0 scale order|payment|inventory|shipping|history <replicas>" ;; esac
   [[ "$count" =~ ^[1-9]$ ]] || die "scale: $count is not a count from 1 to $MAX_REPLICAS"
   mkdir -p "$SERVICES_DIR" "$LOGS"
   local number started=()
@@ -569,6 +573,7 @@ Stack is up:
   Payment API      http://127.0.0.1:$PAYMENT_PORT   (GET /payments/{order_id})
   Inventory API    http://127.0.0.1:$INVENTORY_PORT   (PUT/GET /stock/{sku}; PUT needs Authorization: Bearer \$INVENTORY_ADMIN_TOKEN, default dev-inventory-admin)
   Shipping API     http://127.0.0.1:$SHIPPING_PORT   (GET /shipments/{order_id})
+  History API      http://127.0.0.1:$HISTORY_PORT   (GET /history/orders, /history/orders/{id}?as_of=, /history/stats?as_of=)
                    each also serves /healthz, /readyz, /metrics, /openapi.json and /docs (Swagger UI)
 EOF
   local replicas
@@ -658,7 +663,7 @@ cmd_status() {
 cmd_logs() {
   local log
   for log in "$PG_LOG" "$LOGS"/kafka.log "$LOGS"/registry.log "$LOGS"/order*.log \
-    "$LOGS"/payment*.log "$LOGS"/inventory*.log "$LOGS"/shipping*.log "$LOGS"/jaeger.log \
+    "$LOGS"/payment*.log "$LOGS"/inventory*.log "$LOGS"/shipping*.log "$LOGS"/history*.log "$LOGS"/jaeger.log \
     "$LOGS"/prometheus.log; do
     [ -f "$log" ] || continue
     printf '\n===== %s =====\n' "$log"
@@ -676,7 +681,7 @@ cmd_kill() {
       ;;
     kafka) pid_file=$KAFKA_DIR/kafka.pid ;;
     registry) pid_file=$REGISTRY_DIR/registry.pid ;;
-    order | payment | inventory | shipping | order-[2-9] | payment-[2-9] | inventory-[2-9] | shipping-[2-9])
+    order | payment | inventory | shipping | history | order-[2-9] | payment-[2-9] | inventory-[2-9] | shipping-[2-9] | history-[2-9])
       pid_file=$SERVICES_DIR/$1.pid
       ;;
     *) die "usage: $0 kill postgres|kafka|registry|<service>[-<replica>]" ;;
@@ -727,7 +732,7 @@ case "${1:-}" in
     ;;
   stop)
     case "${2:-}" in
-      order | payment | inventory | shipping | order-[2-9] | payment-[2-9] | inventory-[2-9] | shipping-[2-9])
+      order | payment | inventory | shipping | history | order-[2-9] | payment-[2-9] | inventory-[2-9] | shipping-[2-9] | history-[2-9])
         stop_pid "$2" "$SERVICES_DIR/$2.pid" 40
         prometheus_targets
         ;;

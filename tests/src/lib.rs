@@ -162,6 +162,8 @@ pub struct Api {
     pub payment: String,
     pub inventory: String,
     pub shipping: String,
+    /// The read side.
+    pub history: String,
 }
 
 fn service_url(var: &str, port: u16) -> String {
@@ -179,6 +181,7 @@ impl Api {
             payment: service_url("PAYMENT_URL", 8082),
             inventory: service_url("INVENTORY_URL", 8083),
             shipping: service_url("SHIPPING_URL", 8084),
+            history: service_url("HISTORY_URL", 8085),
         })
     }
 
@@ -253,6 +256,39 @@ impl Api {
             .as_str()
             .map(str::to_owned)
             .with_context(|| format!("no order_id in {text}"))
+    }
+
+    /// The read side's `GET /history/orders/{order_id}` with `query` (e.g. `as_of=…`): the status
+    /// and the body (a problem document unless 200).
+    pub async fn history_order(&self, order_id: &str, query: &str) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}/history/orders/{order_id}?{query}", self.history);
+        let response = self.http.get(&url).send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, body))
+    }
+
+    /// Waits until the read side shows the order with `status` (and, once cancelled, its
+    /// compensation COMPLETED) and returns it.
+    pub async fn wait_history(
+        &self,
+        order_id: &str,
+        status: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<Value> {
+        wait_for(
+            &format!("the read side to show order {order_id} {status}"),
+            deadline,
+            || async {
+                let (code, body) = self.history_order(order_id, "").await?;
+                let done = code == 200
+                    && body["status"] == status
+                    && (status != "CANCELLED" || body["compensation"] == "COMPLETED");
+                Ok((done.then(|| body.clone()), format!("{code} {body}")))
+            },
+        )
+        .await
     }
 
     /// Waits until the order is CONFIRMED or CANCELLED and returns it.

@@ -363,6 +363,16 @@ macro_rules! saga_events {
                 json.unwrap_or(serde_json::Value::Null)
             }
 
+            /// The event [`SagaEvent::to_json`] wrote, read back as its type.
+            pub fn from_json(
+                event_type: EventType,
+                json: serde_json::Value,
+            ) -> Result<SagaEvent, serde_json::Error> {
+                Ok(match event_type {
+                    $(EventType::$event => SagaEvent::$event(serde_json::from_value(json)?),)+
+                })
+            }
+
             pub(crate) fn to_avro_value(&self) -> Result<Value, apache_avro::Error> {
                 match self {
                     $(SagaEvent::$event(e) => apache_avro::to_value(e),)+

@@ -61,6 +61,28 @@ pub struct Steps {
     pub shipment_cancelled: bool,
 }
 
+crate::status_enum! {
+    /// Where a cancelled order's compensation stands.
+    pub enum Compensation {
+        /// A step taken is not undone yet (or not reported undone).
+        Pending => "PENDING",
+        /// Everything the order's history requires is undone.
+        Completed => "COMPLETED",
+    }
+}
+
+/// `None` while the order is pending or once it is confirmed; for a cancelled order, whether
+/// every compensation its history requires has been reported.
+pub fn compensation(status: OrderStatus, steps: Steps) -> Option<Compensation> {
+    matches!(status, OrderStatus::Cancelled(_)).then(|| {
+        if awaiting(status, steps).is_empty() {
+            Compensation::Completed
+        } else {
+            Compensation::Pending
+        }
+    })
+}
+
 /// A report the saga waits for, and the service that owes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Awaited {

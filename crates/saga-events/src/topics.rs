@@ -103,6 +103,11 @@ impl TopicNames {
         format!("{}{}.dlq", self.prefix, service.name())
     }
 
+    /// `<prefix>history.dlq`: records the read side's projector cannot use.
+    pub fn history_dlq(&self) -> String {
+        format!("{}history.dlq", self.prefix)
+    }
+
     /// Every topic the saga uses, in a stable order.
     pub fn all(&self) -> Vec<String> {
         Service::ALL

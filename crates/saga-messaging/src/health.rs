@@ -22,6 +22,8 @@ struct State {
     in_place: usize,
     /// Why the consumer was last replaced by a new one, and how often it was.
     rebuilds: Vec<String>,
+    /// What a reader still has to read before its answers are worth serving.
+    catching_up: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +107,12 @@ impl Health {
         self.state().rebuilds.clone()
     }
 
+    /// A reader (the read side's projector) has `behind` left to read before it holds what was
+    /// there when it started; `None` once it does.
+    pub fn catching_up(&self, behind: Option<String>) {
+        self.state().catching_up = behind;
+    }
+
     /// Why the service should not be considered ready, if anything.
     pub fn problems(&self) -> Vec<String> {
         let state = self.state();
@@ -113,6 +121,9 @@ impl Health {
             problems.push("the consumer has not joined its group yet".to_owned());
         } else if !state.consumer_fetching {
             problems.push("the consumer is not fetching its partitions yet".to_owned());
+        }
+        if let Some(behind) = &state.catching_up {
+            problems.push(format!("catching up: {behind}"));
         }
         for (what, stuck) in &state.stuck {
             problems.push(format!(

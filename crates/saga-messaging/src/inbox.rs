@@ -99,9 +99,12 @@ pub async fn contains(conn: &mut PgConnection, event_id: Uuid) -> Result<bool, s
 /// How long inbox entries are kept, and how they are deleted after.
 #[derive(Debug, Clone)]
 pub struct Retention {
-    /// Entries older than this are deleted. It must exceed the topics' retention: an entry has
-    /// to outlive every copy of its event that could still be delivered (`RETENTION_HOURS`,
-    /// default 192: topics keep 7 days, and one more day of margin).
+    /// Entries older than this are deleted (`RETENTION_HOURS`, default 192). An entry has to
+    /// outlive every copy of its event that can arrive on its own: a redelivery after a crash
+    /// or a rebalance (seconds), a relay's republish (minutes), a retry record (the retry topics
+    /// keep 7 days; one more day of margin). The event topics keep every record for the read
+    /// side, so a consumer group reset further back than this would meet events the inbox has
+    /// forgotten: never reset a service's group past the window.
     pub keep: Duration,
     /// How often the consumer deletes what is past `keep`.
     pub every: Duration,

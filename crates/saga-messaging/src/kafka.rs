@@ -131,6 +131,24 @@ impl KafkaSettings {
         config
     }
 
+    /// The read side's projector: it reads every partition of the event topics by explicit
+    /// assignment and keeps its positions in its own database, committed with the rows they
+    /// cover, so it never commits offsets to the broker.
+    pub fn projector_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            // As the services' consumers: an idle fetch waits at most 500 ms, a record is
+            // fetched as soon as it is there, and at most 16 MiB are prefetched.
+            .set("fetch.wait.max.ms", "500")
+            .set("queued.max.messages.kbytes", "16384");
+        config
+    }
+
     /// A client that only asks for metadata: what `/readyz` uses to see the broker.
     pub fn probe_config(&self) -> ClientConfig {
         let mut config = self.base();

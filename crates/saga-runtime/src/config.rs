@@ -11,7 +11,7 @@ use crate::RuntimeError;
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// `DATABASE_URL`, default `postgres://<db>:<db>@127.0.0.1:5432/<db>` for the service's own
-    /// database (`orders`, `payments`, `inventory`, `shipping`).
+    /// database (`orders`, `payments`, `inventory`, `shipping`; `history` for the read side).
     pub database_url: String,
     /// `MIGRATION_DATABASE_URL`, default unset: the migrations run as `DATABASE_URL`'s role.
     /// Set, the migrations run as this (owner) role, and the service itself connects with a role
@@ -43,8 +43,8 @@ pub struct ServiceConfig {
     /// The outbox relay's defaults (batch size, lingers; `RELAY_BUSY_LINGER_MS`,
     /// `OUTBOX_MISSING_TOPIC_GRACE_SECONDS`).
     pub relay: RelaySettings,
-    /// `RETENTION_HOURS` (default 192: the topics' 7 days plus one): how long inbox entries are
-    /// kept; the consumer deletes older ones every minute.
+    /// `RETENTION_HOURS` (default 192: the retry topics' 7 days plus one): how long inbox entries
+    /// are kept; the consumer deletes older ones every minute.
     pub inbox_retention: Retention,
 }
 
@@ -60,7 +60,12 @@ pub fn database_name(service: Service) -> &'static str {
 
 impl ServiceConfig {
     pub fn from_env(service: Service, default_port: u16) -> Result<Self, RuntimeError> {
-        let db = database_name(service);
+        Self::for_database(database_name(service), default_port)
+    }
+
+    /// The configuration of a deployable that owns database `db` (and a role of that name) and
+    /// listens on `default_port` unless told otherwise: the read side's.
+    pub fn for_database(db: &str, default_port: u16) -> Result<Self, RuntimeError> {
         let pg_port = env_parse("PGPORT", 5432u16)?;
         Ok(Self {
             database_url: env_or(

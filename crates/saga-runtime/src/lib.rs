@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 pub use config::{ServiceConfig, env_parse};
 pub use contract::openapi_route;
 pub use http::Readiness;
-pub use problem::{ApiJson, FieldError, Problem, path_uuid};
+pub use problem::{ApiJson, ApiQuery, FieldError, Problem, path_uuid};
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -64,8 +64,106 @@ pub struct ServiceRuntime {
     /// What the consumer and relay report about themselves (`/readyz`), and what a scanner
     /// beside them may ask (is a reply being retried in place?).
     pub health: Health,
+    process: Process,
+}
+
+/// What every deployable installs first: its logs and trace export, and the recorder behind its
+/// `/metrics`.
+#[derive(Debug)]
+pub struct Process {
     metrics: PrometheusHandle,
     _tracing: telemetry::TracingGuard,
+}
+
+impl Process {
+    /// Installs the process-wide tracing subscriber and metrics recorder; once per process.
+    pub fn install(name: &'static str) -> Result<Self, RuntimeError> {
+        let tracing = telemetry::init(name);
+        let metrics = PrometheusBuilder::new()
+            // Fixed buckets: histograms Prometheus can aggregate, at a fixed cost per sample.
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 300.0,
+            ])
+            .map_err(|e| RuntimeError::Metrics(e.to_string()))?
+            .install_recorder()
+            .map_err(|e| RuntimeError::Metrics(e.to_string()))?;
+        Ok(Self {
+            metrics,
+            _tracing: tracing,
+        })
+    }
+
+    /// Cancels `shutdown` on SIGTERM or SIGINT, and drains the metrics recorder's buffers every
+    /// few seconds (without a scrape nothing would, and a process nobody scrapes would grow
+    /// without bound).
+    pub fn watch(&self, shutdown: CancellationToken) {
+        tokio::spawn(wait_for_signal(shutdown));
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+    }
+
+    /// Serves `api` with /healthz, /readyz (`readiness`) and /metrics on `addr` until `shutdown`
+    /// is cancelled.
+    pub async fn serve(
+        &self,
+        api: Router,
+        readiness: Readiness,
+        addr: &str,
+        shutdown: CancellationToken,
+    ) -> Result<(), std::io::Error> {
+        let app = http::service_router(api, readiness, self.metrics.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        info!(%addr, "listening");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+}
+
+/// A pool on `config`'s database, after applying the outbox/inbox migrations and `migrator`
+/// (as the migration role, when one is configured), waiting for Postgres while it starts.
+pub async fn connect(
+    config: &ServiceConfig,
+    migrator: sqlx::migrate::Migrator,
+) -> Result<PgPool, RuntimeError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database_pool_size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&config.database_url)?;
+    let started = Instant::now();
+    let mut migrator = migrator;
+    let migration_pool = match &config.migration_database_url {
+        Some(url) => PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(url)?,
+        None => pool.clone(),
+    };
+    let mut backoff = startup_backoff();
+    loop {
+        match saga_messaging::migrate(&migration_pool, &mut migrator).await {
+            Ok(()) => break,
+            Err(sqlx::migrate::MigrateError::Execute(error))
+                if saga_messaging::error::is_transient_db_error(&error)
+                    && started.elapsed() < STARTUP_PATIENCE =>
+            {
+                warn!(%error, "database not reachable yet");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if config.migration_database_url.is_some() {
+        migration_pool.close().await;
+    }
+    Ok(pool)
 }
 
 /// How long startup waits for Postgres and the registry before giving up.
@@ -80,48 +178,10 @@ impl ServiceRuntime {
         default_port: u16,
         migrator: sqlx::migrate::Migrator,
     ) -> Result<Self, RuntimeError> {
-        let tracing_guard = telemetry::init(service.name());
+        let process = Process::install(service.name())?;
         let config = ServiceConfig::from_env(service, default_port)?;
-        let metrics = PrometheusBuilder::new()
-            // Fixed buckets: histograms Prometheus can aggregate, at a fixed cost per sample.
-            .set_buckets(&[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0, 60.0, 300.0,
-            ])
-            .map_err(|e| RuntimeError::Metrics(e.to_string()))?
-            .install_recorder()
-            .map_err(|e| RuntimeError::Metrics(e.to_string()))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.database_pool_size)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy(&config.database_url)?;
-
         let started = Instant::now();
-        let mut migrator = migrator;
-        let migration_pool = match &config.migration_database_url {
-            Some(url) => PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_lazy(url)?,
-            None => pool.clone(),
-        };
-        let mut backoff = startup_backoff();
-        loop {
-            match saga_messaging::migrate(&migration_pool, &mut migrator).await {
-                Ok(()) => break,
-                Err(sqlx::migrate::MigrateError::Execute(error))
-                    if saga_messaging::error::is_transient_db_error(&error)
-                        && started.elapsed() < STARTUP_PATIENCE =>
-                {
-                    warn!(%error, "database not reachable yet");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        if config.migration_database_url.is_some() {
-            migration_pool.close().await;
-        }
+        let pool = connect(&config, migrator).await?;
         let topics = TopicNames::new(config.topic_prefix.clone());
         let codec = EventCodec::new(&config.registry_url, topics.clone())?;
         let mut backoff = startup_backoff();
@@ -148,8 +208,7 @@ impl ServiceRuntime {
             pool,
             config,
             health: Health::new(),
-            metrics,
-            _tracing: tracing_guard,
+            process,
         })
     }
 
@@ -167,17 +226,7 @@ impl ServiceRuntime {
         let subscriptions = self.service.consumes();
         let shutdown = self.shutdown.clone();
         let relay_shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
-        // Samples are buffered until drained; without a scrape nothing would drain them, and a
-        // service nobody scrapes would grow without bound.
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                metrics.run_upkeep();
-            }
-        });
+        self.process.watch(shutdown.clone());
         let health = self.health.clone();
 
         let relay = self.relay.clone();
@@ -208,11 +257,10 @@ impl ServiceRuntime {
         ));
 
         let readiness = Readiness::new(self.pool.clone(), &self.kafka, health)?;
-        let app = http::service_router(api, readiness, self.metrics.clone());
-        let listener = tokio::net::TcpListener::bind(&self.config.http_addr).await?;
-        info!(service = self.service.name(), addr = %self.config.http_addr, "listening");
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        info!(service = self.service.name(), "serving");
+        let server = self
+            .process
+            .serve(api, readiness, &self.config.http_addr, shutdown.clone())
             .await;
         shutdown.cancel();
 

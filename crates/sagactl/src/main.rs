@@ -5,6 +5,8 @@
 //!                                                   members and the partitions each owns
 //! sagactl tail order.events --from-beginning       records decoded from Avro into JSON
 //! sagactl saga <order_id>                          one order's events across all topics
+//! sagactl replay <order_id>                        its records in fold order, the state after each
+//! sagactl history rebuild                          the read side rebuilt, checked equal, switched
 //! sagactl stuck --older-than 10s                   sagas not ended: what each waits for, parked messages
 //! sagactl bench --orders 1000 --concurrency 32     throughput and latency of whole sagas
 //! sagactl schemas check                            the compatibility gate of every event's versions
@@ -14,7 +16,9 @@
 use clap::{Parser, Subcommand};
 use saga_events::{EventCodec, TopicNames};
 use saga_messaging::KafkaSettings;
-use sagactl::{Context, audit, bench, dlq, outbox, saga, schemas, stuck, tail, topics};
+use sagactl::{
+    Context, audit, bench, dlq, history, outbox, replay, saga, schemas, stuck, tail, topics,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,6 +83,15 @@ enum Command {
         /// The order id.
         order_id: String,
     },
+    /// Root cause: one order's records across the topics (partition, offset, record and event
+    /// time, trace id) in the order the read side folds them, and its state after each.
+    Replay {
+        /// The order id.
+        order_id: String,
+    },
+    /// The read side: rebuild it from the topics, checked equal to the live one.
+    #[command(subcommand)]
+    History(history::HistoryCommand),
 }
 
 #[tokio::main]
@@ -95,6 +108,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Topics(args) => topics::run(&context, args).await,
         Command::Tail(args) => tail::run(&context, args).await,
         Command::Saga { order_id } => saga::run(&context, &order_id).await,
+        Command::Replay { order_id } => replay::run(&context, &order_id).await,
+        Command::History(command) => {
+            if !history::run(&context, command).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Bench(args) => bench::run(&context, args).await,
         Command::Stuck(args) => stuck::run(&context, args).await,
         Command::Dlq(command) => dlq::run(&context, command).await,

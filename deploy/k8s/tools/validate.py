@@ -16,9 +16,9 @@ For every overlay (a file of `kubectl kustomize` output) it checks:
 3. Hand-written schemas (deploy/k8s/schemas/) for what a CRD leaves free-form: the metadata of
    KEDA kafka triggers and the parameters of their TriggerAuthentication.
 4. The saga's own rules: KafkaTopics equal deploy/topics.conf, replication per overlay, ACLs,
-   KEDA triggers per consumed topic, the services' Deployments (probes, security context, ports,
-   grace period), every Secret/ConfigMap reference resolvable, dev-only secret values, and
-   NetworkPolicies that select existing pods.
+   KEDA triggers per consumed topic, the Deployments of the services and of the read side
+   (probes, security context, ports, grace period), every Secret/ConfigMap reference resolvable,
+   dev-only secret values, and NetworkPolicies that select existing pods.
 
 Then it runs negative controls: deliberately broken copies of rendered resources that each check
 must reject, so a validator that silently accepts everything cannot pass.
@@ -58,20 +58,27 @@ SERVICES = OrderedDict(
 )
 for _svc, _d in SERVICES.items():
     _d["writes"] = [f"{_svc}.events", f"{_svc}.retry", f"{_svc}.dlq"]
+# The read side (services/history): it reads every partition of the event topics by explicit
+# assignment under a group id it never joins, so KEDA has no group lag to scale it on, and extra
+# replicas read the same records again. It writes only its own dead letters, never an event topic.
+READ_SIDE = OrderedDict(
+    history=dict(port=8085, db="history", group="history-projector",
+                 reads=[f"{s}.events" for s in SERVICES], writes=["history.dlq"]),
+)
 
 IMAGE = "ghcr.io/saga-example/order-saga"
 # What each overlay must look like.
 # (Upper bounds of replica counts come from the partitions, not from here.)
 EXPECT = {
     "dev": dict(topic_replicas=1, min_isr=1, pg_instances=1, service_replicas=(1, 1),
-                min_replicas=1),
+                min_replicas=1, read_side_replicas=(1, 1)),
     "prod": dict(topic_replicas=3, min_isr=2, pg_instances=3, service_replicas=(2, None),
-                 min_replicas=2),
+                 min_replicas=2, read_side_replicas=(1, None)),
 }
 # Secrets that neither overlays/prod nor an operator creates: the platform team does (see
 # overlays/prod/kustomization.yaml). Everything else must resolve inside the render.
 PROVIDED_BY_PLATFORM = {"orders-db-runtime", "payments-db-runtime", "inventory-db-runtime",
-                        "shipping-db-runtime", "inventory-admin"}
+                        "shipping-db-runtime", "history-db-runtime", "inventory-admin"}
 
 
 class Failure(Exception):
@@ -476,8 +483,9 @@ def acl_set(user):
 
 def check_users(overlay, docs, topics):
     users = {u["metadata"]["name"]: u for u in by_kind(docs, "KafkaUser")}
-    for svc, d in SERVICES.items():
+    for svc, d in list(SERVICES.items()) + list(READ_SIDE.items()):
         name = f"{svc}-service"
+        group = d.get("group", name)
         user = users.get(name)
         if user is None:
             raise Failure(f"[{overlay}] no KafkaUser {name}")
@@ -500,8 +508,8 @@ def check_users(overlay, docs, topics):
             if t not in topics:
                 fail(overlay, user, f"ACL names topic {t}, which no KafkaTopic declares")
         groups = {n for t, n, _, op in acls if t == "group" and op == "Read"}
-        if groups != {name, "saga-reader"}:
-            fail(overlay, user, f"may use groups {sorted(groups)}, must use {name} and "
+        if groups != {group, "saga-reader"}:
+            fail(overlay, user, f"may use groups {sorted(groups)}, must use {group} and "
                                 f"saga-reader")
         if ("cluster", "", "literal", "IdempotentWrite") not in acls:
             fail(overlay, user, "idempotent producers need IdempotentWrite on the cluster")
@@ -521,6 +529,11 @@ def check_users(overlay, docs, topics):
 
 def check_scaledobjects(overlay, docs, partitions, expect):
     sos = {s["spec"]["scaleTargetRef"]["name"]: s for s in by_kind(docs, "ScaledObject")}
+    for svc in READ_SIDE:
+        if f"{svc}-service" in sos:
+            fail(overlay, sos[f"{svc}-service"], f"{svc}-service must not autoscale: its projector "
+                                                 f"has no group lag, and every replica reads "
+                                                 f"every record")
     for svc, d in SERVICES.items():
         name = f"{svc}-service"
         so = sos.get(name)
@@ -556,8 +569,9 @@ def check_services(overlay, docs, expect, partitions):
     services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
     configmaps = {c["metadata"]["name"]: c for c in by_kind(docs, "ConfigMap")}
     pdbs = by_kind(docs, "PodDisruptionBudget")
-    for svc, d in SERVICES.items():
+    for svc, d in list(SERVICES.items()) + list(READ_SIDE.items()):
         name = f"{svc}-service"
+        read_side = svc in READ_SIDE
         dep = deployments.get(name)
         if dep is None:
             raise Failure(f"[{overlay}] no Deployment {name}")
@@ -615,10 +629,11 @@ def check_services(overlay, docs, expect, partitions):
         need(res.get("requests", {}).get("cpu") and res.get("requests", {}).get("memory")
              and res.get("limits", {}).get("memory"), "requests (cpu, memory) and a memory limit")
         replicas = dep["spec"].get("replicas", 1)
-        need(replicas <= max(partitions[t] for t in d["reads"]),
+        # Every replica of the read side reads every partition: the partitions bound nothing.
+        need(read_side or replicas <= max(partitions[t] for t in d["reads"]),
              f"replicas {replicas}: more than the partitions of any topic it reads")
         if expect:
-            lo, hi = expect["service_replicas"]
+            lo, hi = expect["read_side_replicas" if read_side else "service_replicas"]
             need(lo <= replicas and (hi is None or replicas <= hi),
                  f"replicas {replicas} outside {lo}..{hi or 'partitions'} for {overlay}")
         selector = dep["spec"]["selector"]["matchLabels"]
@@ -635,7 +650,7 @@ def check_services(overlay, docs, expect, partitions):
             if c["spec"]["instances"] != expect["pg_instances"]:
                 fail(overlay, c, f"instances {c['spec']['instances']}, expected "
                                  f"{expect['pg_instances']} in {overlay}")
-    return len(SERVICES)
+    return len(SERVICES) + len(READ_SIDE)
 
 
 def check_references(overlay, docs):
@@ -766,7 +781,7 @@ def check_network_policies(overlay, docs):
                and not np["spec"].get("ingress") and not np["spec"].get("egress")
                for np in policies):
         raise Failure(f"[{overlay}] no default-deny NetworkPolicy")
-    for svc, d in SERVICES.items():
+    for svc, d in list(SERVICES.items()) + list(READ_SIDE.items()):
         labels = next(lbl for n, lbl in pods if n == f"Deployment {svc}-service")
         rules = [r for np in policies if selector_matches(np["spec"]["podSelector"], labels)
                  and np["spec"]["podSelector"] for r in np["spec"].get("ingress", [])
@@ -830,6 +845,12 @@ def _rename(mapping, old, new):
     mapping[new] = mapping.pop(old)
 
 
+def _retarget(scaled_object, deployment):
+    scaled_object["metadata"]["name"] = deployment
+    scaled_object["spec"]["scaleTargetRef"]["name"] = deployment
+    return scaled_object
+
+
 NEGATIVE_CONTROLS = [
     ("Deployment: unknown field livenessProbe.httpGet.paht", "'paht' was unexpected",
      lambda d: _containers(d, "order-service")[0]["livenessProbe"]["httpGet"].update(paht="/x")),
@@ -877,6 +898,12 @@ NEGATIVE_CONTROLS = [
     ("Deployment order-service: terminationGracePeriodSeconds 30", "terminationGracePeriodSeconds",
      lambda d: _first(d, "Deployment", "order-service")["spec"]["template"]["spec"].update(
          terminationGracePeriodSeconds=30)),
+    ("KafkaUser history-service: Write on order.events (the read side writes no event topic)",
+     "must write exactly",
+     lambda d: next(a for a in _first(d, "KafkaUser", "history-service")["spec"]["authorization"][
+         "acls"] if a["resource"].get("name") == "order.events")["operations"].append("Write")),
+    ("ScaledObject for history-service (lag autoscaling of the read side)", "must not autoscale",
+     lambda d: d.append(_retarget(copy.deepcopy(_first(d, "ScaledObject")), "history-service"))),
 ]
 
 

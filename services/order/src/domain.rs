@@ -6,20 +6,10 @@
 //! what was done and undone: every step taken (charged, reserved, shipped) must be compensated
 //! (refunded, released, called off) before the cancellation's compensation is complete.
 
-pub use saga_events::progress::{self, Awaited, OrderStatus, StatusName, Steps};
+pub use saga_events::progress::{self, Awaited, Compensation, OrderStatus, StatusName, Steps};
 use saga_events::{CancellationReason, EventMetadata, OrderCancelled, OrderConfirmed, SagaEvent};
 
 pub const PRODUCER: &str = "order";
-
-saga_events::status_enum! {
-    /// Where a cancelled order's compensation stands.
-    pub enum Compensation {
-        /// A step taken is not undone yet (or not reported undone).
-        Pending => "PENDING",
-        /// Everything the order's history requires is undone.
-        Completed => "COMPLETED",
-    }
-}
 
 /// An order's saga as Order knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +29,7 @@ impl OrderState {
     /// `None` while the order is pending or once it is confirmed; for a cancelled order,
     /// whether every compensation its history requires has been reported.
     pub fn compensation(&self) -> Option<Compensation> {
-        matches!(self.status, OrderStatus::Cancelled(_)).then(|| {
-            if self.awaiting().is_empty() {
-                Compensation::Completed
-            } else {
-                Compensation::Pending
-            }
-        })
+        progress::compensation(self.status, self.steps)
     }
 
     /// What the saga waits for: the next step of a pending order, or every undo a cancelled

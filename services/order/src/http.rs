@@ -64,7 +64,10 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     request_body = PlaceOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: the same key and body return the same order", pattern = r"^[\x21-\x7e]{1,255}$", max_length = 255)),
     responses(
-        (status = 201, description = "Order accepted, saga started", body = OrderView),
+        (status = 201, description = "Order accepted, saga started", body = OrderView, headers(
+            ("Location" = String, description = "The order's URL"),
+            ("Saga-Event-Id" = String, description = "The id of the order's OrderPlaced: pass it as `min_event` to the read side (GET /history/orders/{order_id}) to read your write")
+        )),
         (status = 400, description = "Body is not JSON", body = Problem),
         (status = 422, description = "Body breaks a rule, or the key was used with another body", body = Problem),
         (status = 503, description = "A dependency is unavailable", body = Problem)
@@ -104,7 +107,7 @@ async fn place_order(
     app.outbox.commit(tx, written).await?;
 
     let view = OrderView::placed(order_id, request, total_cents, &stored);
-    Ok(created(view, false))
+    Ok(created(view, placed_event_id, false))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -142,9 +145,12 @@ async fn replay(app: &AppState, key: &str, request: &PlaceOrder) -> Result<Respo
             ),
         ));
     }
+    let placed_event_id = store::placed_event_id(&mut conn, order_id)
+        .await?
+        .ok_or_else(|| Problem::internal(&format!("order {order_id} vanished")))?;
     drop(conn);
     let view = load(app, order_id).await?;
-    Ok(created(view, true))
+    Ok(created(view, placed_event_id, true))
 }
 
 fn order_placed(
@@ -186,11 +192,18 @@ fn order_placed(
     }
 }
 
-fn created(view: OrderView, replayed: bool) -> Response {
+/// The header that carries the id of the order's `OrderPlaced`: what a read of the read side
+/// can wait for (`min_event`) to see its own write.
+const SAGA_EVENT_ID: &str = "saga-event-id";
+
+fn created(view: OrderView, placed_event_id: Uuid, replayed: bool) -> Response {
     let location = format!("/orders/{}", view.order_id);
     let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
+    }
+    if let Ok(event_id) = HeaderValue::from_str(&placed_event_id.to_string()) {
+        response.headers_mut().insert(SAGA_EVENT_ID, event_id);
     }
     if replayed {
         response

@@ -370,3 +370,14 @@ pub async fn unfinished(conn: &mut PgConnection) -> Result<(i64, f64, i64), sqlx
     .fetch_one(conn)
     .await
 }
+
+/// The id of the order's `OrderPlaced`, if the order exists.
+pub async fn placed_event_id(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT placed_event_id FROM orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(conn)
+        .await
+}

@@ -1,0 +1,517 @@
+//! The read side's API: one order's history as of any moment, orders by customer, status and
+//! time, and the whole system as of a moment. Reads may wait for the projection to reach a write
+//! (`wait_ms`, `min_event`); what it has not reached in time is a problem answer saying how far
+//! behind it is, never a stale body.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use chrono::{DateTime, SecondsFormat, Utc};
+use saga_events::progress::StatusName;
+use saga_history::{OrderHistory, in_fold_order};
+use saga_runtime::{ApiQuery, Problem, path_uuid};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::progress::Progress;
+use crate::queries::{self, Filter, Logged, Summary};
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub progress: Progress,
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "History service",
+        description = "The read side: every saga event in a log, orders as of any moment, and queries across orders."
+    ),
+    paths(get_order, list_orders, get_stats),
+    components(schemas(
+        OrderDetail,
+        EventRef,
+        PaymentDetail,
+        StockDetail,
+        StockItem,
+        ShipmentDetail,
+        OrderPage,
+        OrderSummary,
+        SystemStats,
+        MoneyTotals,
+        Problem
+    ))
+)]
+pub struct ApiDoc;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/history/orders", get(list_orders))
+        .route("/history/orders/{order_id}", get(get_order))
+        .route("/history/stats", get(get_stats))
+        .with_state(state)
+}
+
+/// Longest a read may wait for the projection.
+const MAX_WAIT_MS: u64 = 10_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderQuery {
+    /// RFC 3339: the order as it stood then (folded from the events that had occurred by then).
+    #[param(format = DateTime)]
+    as_of: Option<String>,
+    /// 0 to 10000: how long to wait for the projection to hold the order (and `min_event`).
+    /// Without `min_event`, an order still missing once the projection has caught up with the
+    /// topics is a 404 before the time is up; to read your own write, pass `min_event`.
+    #[param(minimum = 0, maximum = 10000)]
+    wait_ms: Option<u64>,
+    /// An event id (such as `POST /orders`' `Saga-Event-Id`) the answer must include.
+    min_event: Option<String>,
+}
+
+/// One order as its events tell it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderDetail {
+    order_id: Uuid,
+    /// PENDING, CONFIRMED or CANCELLED.
+    status: &'static str,
+    cancellation_reason: Option<&'static str>,
+    /// For a cancelled order: PENDING until every step it took is reported undone, then COMPLETED.
+    compensation: Option<&'static str>,
+    customer_id: String,
+    currency: String,
+    total_cents: i64,
+    placed_at: DateTime<Utc>,
+    payment: Option<PaymentDetail>,
+    stock: Option<StockDetail>,
+    shipment: Option<ShipmentDetail>,
+    /// Its distinct events, in the order the fold applied them (causes first).
+    events: Vec<EventRef>,
+    /// The moment this state is as of.
+    as_of: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventRef {
+    event_id: String,
+    event_type: &'static str,
+    producer: String,
+    occurred_at: DateTime<Utc>,
+    /// When its record was written to the topic.
+    recorded_at: Option<DateTime<Utc>>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    trace_id: Option<String>,
+    /// The record its writer wrote, e.g. `saga.order.OrderPlaced` (major 1, upcast) or
+    /// `saga.order.v2.OrderPlaced`.
+    written_as: String,
+}
+
+/// The payment as Payment last told it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentDetail {
+    /// AUTHORIZED, DECLINED or REFUNDED.
+    status: &'static str,
+    amount_cents: i64,
+    reason: Option<String>,
+}
+
+/// The stock as Inventory last told it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockDetail {
+    /// RESERVED, FAILED or RELEASED.
+    status: &'static str,
+    items: Vec<StockItem>,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockItem {
+    sku: String,
+    quantity: i32,
+}
+
+/// The shipment as Shipping last told it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShipmentDetail {
+    /// SCHEDULED, FAILED or CANCELLED.
+    status: &'static str,
+    shipment_id: Option<String>,
+    reason: Option<String>,
+}
+
+/// One order's history: its state now, or `as_of` a moment. With `wait_ms`, waits for the read
+/// side to hold the order (and the event `min_event`).
+#[utoipa::path(
+    get,
+    path = "/history/orders/{order_id}",
+    params(("order_id" = String, Path, format = Uuid), OrderQuery),
+    responses(
+        (status = 200, body = OrderDetail),
+        (status = 400, description = "A parameter is malformed", body = Problem),
+        (status = 404, description = "No such order (or not placed by `as_of`)", body = Problem),
+        (status = 503, description = "The projection has not reached the order (or `min_event`) within `wait_ms`; the detail says how far behind it is", body = Problem)
+    )
+)]
+async fn get_order(
+    State(app): State<AppState>,
+    Path(order_id): Path<String>,
+    ApiQuery(query): ApiQuery<OrderQuery>,
+) -> Result<Json<OrderDetail>, Problem> {
+    let order = path_uuid(&order_id, "order")?;
+    let as_of = query
+        .as_of
+        .as_deref()
+        .map(|t| moment("as_of", t))
+        .transpose()?;
+    let wait = match query.wait_ms {
+        Some(ms) if ms > MAX_WAIT_MS => {
+            return Err(bad_request(format!("wait_ms must be 0 to {MAX_WAIT_MS}")));
+        }
+        Some(ms) => Some(Duration::from_millis(ms)),
+        None => None,
+    };
+    let min_event = query
+        .min_event
+        .as_deref()
+        .map(|e| e.replace('\0', "\u{FFFD}"));
+    let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
+    let mut changes = app.progress.subscribe();
+    let arrived = app.progress.fetches();
+    loop {
+        changes.mark_unchanged();
+        // Noted before the query: if the projection had already caught up with the topics as
+        // they were after this read arrived, what the query finds is all there is.
+        let settled = app.progress.fetches() > arrived && app.progress.behind().records == 0;
+        let log = queries::order_log(&app.pool, order, as_of).await?;
+        let holds_min_event = match &min_event {
+            None => true,
+            Some(event) => queries::holds_event(&app.pool, order, event).await?,
+        };
+        let history = saga_history::fold(log.iter().map(|l| &l.event));
+        if history.status().is_some() && holds_min_event {
+            return Ok(Json(detail(order, &history, &log, as_of)));
+        }
+        if wait.is_none() || (settled && min_event.is_none()) {
+            return Err(not_found(order, as_of));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let what = match &min_event {
+                Some(event) => format!("event {event} of order {order}"),
+                None => format!("order {order}"),
+            };
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not Projected Yet",
+                format!(
+                    "the read side has not projected {what} within {} ms: it is {}; retry, or wait longer",
+                    wait.unwrap_or_default().as_millis(),
+                    app.progress.behind()
+                ),
+            ));
+        }
+        // Look again after the next batch or watermark fetch, or at the deadline.
+        let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+    }
+}
+
+fn not_found(order: Uuid, as_of: Option<DateTime<Utc>>) -> Problem {
+    match as_of {
+        Some(at) => Problem::not_found(format!(
+            "order {order} had not been placed by {}",
+            rfc3339(at)
+        )),
+        None => Problem::not_found(format!("no order {order}")),
+    }
+}
+
+fn detail(
+    order: Uuid,
+    history: &OrderHistory,
+    log: &[Logged],
+    as_of: Option<DateTime<Utc>>,
+) -> OrderDetail {
+    let status = history.status();
+    let placement = history
+        .placement
+        .clone()
+        .unwrap_or_else(|| saga_history::Placement {
+            customer_id: String::new(),
+            currency: String::new(),
+            total_cents: 0,
+            placed_at_ms: 0,
+        });
+    let events = in_fold_order(log.iter().map(|l| &l.event))
+        .into_iter()
+        .filter_map(|event| {
+            let id = &event.metadata().event_id;
+            let first = log.iter().find(|l| &l.event.metadata().event_id == id)?;
+            Some(EventRef {
+                event_id: id.clone(),
+                event_type: event.event_type().name(),
+                producer: event.metadata().producer.clone(),
+                occurred_at: first.occurred_at,
+                recorded_at: first.recorded_at,
+                topic: first.topic.clone(),
+                partition: first.partition,
+                offset: first.offset,
+                trace_id: first.trace_id.clone(),
+                written_as: first.written_as.clone(),
+            })
+        })
+        .collect();
+    OrderDetail {
+        order_id: order,
+        status: status.map_or(StatusName::Pending.as_str(), |s| s.as_str()),
+        cancellation_reason: status.and_then(|s| s.reason()).map(|r| r.as_str()),
+        compensation: history.compensation().map(|c| c.as_str()),
+        customer_id: placement.customer_id,
+        currency: placement.currency,
+        total_cents: placement.total_cents,
+        placed_at: saga_history::projection::store::millis(placement.placed_at_ms),
+        payment: history.payment.as_ref().map(|p| PaymentDetail {
+            status: p.status.as_str(),
+            amount_cents: p.amount_cents,
+            reason: p.reason.clone(),
+        }),
+        stock: history.stock.as_ref().map(|s| StockDetail {
+            status: s.status.as_str(),
+            items: s
+                .items
+                .iter()
+                .map(|(sku, quantity)| StockItem {
+                    sku: sku.clone(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            reason: s.reason.clone(),
+        }),
+        shipment: history.shipment.as_ref().map(|s| ShipmentDetail {
+            status: s.status.as_str(),
+            shipment_id: s.shipment_id.clone(),
+            reason: s.reason.clone(),
+        }),
+        events,
+        as_of: as_of.unwrap_or_else(Utc::now),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    customer_id: Option<String>,
+    /// PENDING, CONFIRMED or CANCELLED.
+    status: Option<String>,
+    /// RFC 3339: orders placed at or after.
+    #[param(format = DateTime)]
+    placed_from: Option<String>,
+    /// RFC 3339: orders placed before.
+    #[param(format = DateTime)]
+    placed_to: Option<String>,
+    /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    orders: Vec<OrderSummary>,
+    /// Pass as `after` for the next page; null on the last one.
+    next: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderSummary {
+    order_id: Uuid,
+    customer_id: String,
+    status: String,
+    cancellation_reason: Option<String>,
+    compensation: Option<String>,
+    currency: String,
+    total_cents: i64,
+    placed_at: DateTime<Utc>,
+    last_event_at: DateTime<Utc>,
+    events: i32,
+}
+
+impl From<Summary> for OrderSummary {
+    fn from(s: Summary) -> Self {
+        Self {
+            order_id: s.order_id,
+            customer_id: s.customer_id,
+            status: s.status,
+            cancellation_reason: s.cancellation_reason,
+            compensation: s.compensation,
+            currency: s.currency,
+            total_cents: s.total_cents,
+            placed_at: s.placed_at,
+            last_event_at: s.last_event_at,
+            events: s.events,
+        }
+    }
+}
+
+/// Orders by customer, status and placement time, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/history/orders",
+    params(ListQuery),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, description = "A parameter is malformed", body = Problem)
+    )
+)]
+async fn list_orders(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<OrderPage>, Problem> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(bad_request("limit must be 1 to 500"));
+    }
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(
+            StatusName::parse(text)
+                .ok_or_else(|| bad_request("status must be PENDING, CONFIRMED or CANCELLED"))?
+                .as_str(),
+        ),
+    };
+    let filter = Filter {
+        customer_id: query.customer_id.map(|c| c.replace('\0', "\u{FFFD}")),
+        status,
+        placed_from: query
+            .placed_from
+            .as_deref()
+            .map(|t| moment("placed_from", t))
+            .transpose()?,
+        placed_to: query
+            .placed_to
+            .as_deref()
+            .map(|t| moment("placed_to", t))
+            .transpose()?,
+        after: query.after.as_deref().map(cursor).transpose()?,
+        limit: limit + 1,
+    };
+    let mut rows = queries::orders(&app.pool, &filter).await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more
+        .then(|| rows.last())
+        .flatten()
+        .map(|last| format!("{}_{}", last.placed_at.timestamp_micros(), last.order_id));
+    Ok(Json(OrderPage {
+        orders: rows.into_iter().map(OrderSummary::from).collect(),
+        next,
+    }))
+}
+
+fn cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
+    let invalid = || bad_request("after must be the `next` of a previous page");
+    let (micros, order) = text.split_once('_').ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    let at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    let order = Uuid::parse_str(order).map_err(|_| invalid())?;
+    Ok((at, order))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// RFC 3339; default now.
+    #[param(format = DateTime)]
+    as_of: Option<String>,
+}
+
+/// The whole system as of a moment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SystemStats {
+    as_of: DateTime<Utc>,
+    /// Orders placed by then.
+    orders: i64,
+    /// Orders per status then.
+    by_status: BTreeMap<String, i64>,
+    /// Cancelled orders per reason then.
+    by_cancellation_reason: BTreeMap<String, i64>,
+    /// Money authorized and refunded by then, per currency.
+    money: Vec<MoneyTotals>,
+    /// Units held by orders then (reserved and not released), per SKU.
+    held_units: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MoneyTotals {
+    currency: String,
+    authorized_cents: i64,
+    refunded_cents: i64,
+}
+
+/// The whole system as of a moment: orders per status and cancellation reason, money authorized
+/// and refunded, units held per SKU.
+#[utoipa::path(
+    get,
+    path = "/history/stats",
+    params(StatsQuery),
+    responses(
+        (status = 200, body = SystemStats),
+        (status = 400, description = "A parameter is malformed", body = Problem)
+    )
+)]
+async fn get_stats(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<StatsQuery>,
+) -> Result<Json<SystemStats>, Problem> {
+    let as_of = match query.as_of.as_deref() {
+        Some(text) => moment("as_of", text)?,
+        None => Utc::now(),
+    };
+    let stats = queries::stats(&app.pool, as_of).await?;
+    let mut by_status: BTreeMap<String, i64> = StatusName::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    by_status.extend(stats.by_status);
+    Ok(Json(SystemStats {
+        as_of,
+        orders: stats.orders,
+        by_status,
+        by_cancellation_reason: stats.by_cancellation_reason,
+        money: stats
+            .money
+            .into_iter()
+            .map(|(currency, (authorized, refunded))| MoneyTotals {
+                currency,
+                authorized_cents: authorized,
+                refunded_cents: refunded,
+            })
+            .collect(),
+        held_units: stats.held_units,
+    }))
+}
+
+fn moment(name: &str, text: &str) -> Result<DateTime<Utc>, Problem> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| bad_request(format!("{name} must be an RFC 3339 time: {e}")))
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn bad_request(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "Bad Request", detail)
+}

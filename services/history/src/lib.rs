@@ -1,0 +1,107 @@
+//! History: the read side. It projects the four event topics, from offset 0, into an event log
+//! and views in its own database, and answers what the write side cannot: one order's history
+//! as of any moment, orders across customers, statuses and time, and the whole system as of a
+//! moment. It never writes an event topic; the topics, which keep every record, are its source
+//! of truth, and everything it holds can be rebuilt from them.
+//!
+//! A library, so that its parts are tested without the stack; `main.rs` only runs it.
+
+pub mod http;
+pub mod progress;
+pub mod projector;
+pub mod queries;
+
+use std::time::Duration;
+
+use saga_events::{EventCodec, TopicNames};
+use saga_history::projection::{Projection, generation};
+use saga_messaging::{Health, Outbox, OutboxRelay};
+use saga_runtime::{Process, Readiness, RuntimeError, ServiceConfig, env_parse, openapi_route};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use utoipa::OpenApi;
+
+use crate::progress::Progress;
+use crate::projector::{Projector, ProjectorError};
+
+/// The database (and role) the read side owns.
+pub const DATABASE: &str = "history";
+/// Its HTTP port unless `HTTP_ADDR` says otherwise.
+pub const PORT: u16 = 8085;
+
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    #[error("starting")]
+    Runtime(#[from] RuntimeError),
+    #[error("projecting")]
+    Projector(#[from] ProjectorError),
+    #[error("schema registry")]
+    Codec(#[from] saga_events::CodecError),
+    #[error("kafka")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("http server")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the read side until SIGTERM. Configured as the services are (`DATABASE_URL`, default the
+/// `history` database; `HTTP_ADDR`, default `127.0.0.1:8085`; `KAFKA_*`, `SCHEMA_REGISTRY_URL`,
+/// `TOPIC_PREFIX`), plus `PROJECTOR_BATCH_SIZE` (default 500: most records per transaction).
+pub async fn run() -> Result<(), HistoryError> {
+    let process = Process::install("history")?;
+    let config = ServiceConfig::for_database(DATABASE, PORT)?;
+    let batch_size = env_parse("PROJECTOR_BATCH_SIZE", 500usize)?;
+    let pool = saga_runtime::connect(&config, generation::migrator()).await?;
+    let topics = TopicNames::new(config.topic_prefix.clone());
+    let codec = EventCodec::new(&config.registry_url, topics.clone())?;
+    let relay = OutboxRelay::new(pool.clone(), &config.kafka, config.relay.clone())?;
+    let shutdown = CancellationToken::new();
+    process.watch(shutdown.clone());
+    let health = Health::new();
+    let progress = Progress::new();
+
+    // The relay publishes the projector's dead letters; it stops after the projector, so that
+    // what the last batch wrote is published.
+    let relay_shutdown = CancellationToken::new();
+    let projector = Projector {
+        pool: pool.clone(),
+        projection: Projection {
+            codec: codec.clone(),
+            topics,
+        },
+        outbox: Outbox::waking(codec, relay.wake()),
+        kafka: config.kafka.clone(),
+        batch_size,
+        progress: progress.clone(),
+        health: health.clone(),
+    };
+    let relay_task = tokio::spawn(relay.run(relay_shutdown.clone()));
+    let projector_task = tokio::spawn(projector.run(shutdown.clone()));
+
+    let readiness = Readiness::new(pool.clone(), &config.kafka, health)?;
+    let api = http::router(http::AppState { pool, progress })
+        .merge(openapi_route(http::ApiDoc::openapi()));
+    let served = process
+        .serve(api, readiness, &config.http_addr, shutdown.clone())
+        .await;
+    shutdown.cancel();
+
+    let patience = Duration::from_secs(30);
+    let projected = match tokio::time::timeout(patience, projector_task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(joined)) => {
+            warn!(%joined, "the projector task failed");
+            Ok(())
+        }
+        Err(_) => {
+            warn!("the projector did not stop within {patience:?}");
+            Ok(())
+        }
+    };
+    relay_shutdown.cancel();
+    if tokio::time::timeout(patience, relay_task).await.is_err() {
+        warn!("the outbox relay did not stop within {patience:?}");
+    }
+    served?;
+    Ok(projected?)
+}

@@ -1,0 +1,294 @@
+//! The projector: every partition of the four event topics, read from offset 0 by explicit
+//! assignment, into the history database.
+//!
+//! It belongs to no consumer group's bookkeeping and commits no offset to the broker: where it
+//! stands is the `checkpoints` table, written in the transaction of the rows it covers, so a
+//! crash at any point resumes exactly after what was committed. It writes no event topic; a
+//! record it cannot use (not Avro, an unknown schema, an order id that is not a UUID) leaves
+//! through its outbox for `history.dlq`, with the reason, in the same transaction, and the
+//! partition goes on. A batch that fails for a reason that may pass (the database or the
+//! registry away) is tried again, in place, until it goes through: nothing read is ever skipped.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use saga_events::{DecodeError, Service};
+use saga_history::projection::store::{self, Partition};
+use saga_history::projection::{self, NAME, Projection};
+use saga_messaging::inspect::reader::PartitionReader;
+use saga_messaging::{Backoff, Delivery, FailureKind, Health, KafkaSettings, Outbox};
+use sqlx::PgPool;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::progress::Progress;
+
+#[derive(Debug, Error)]
+pub enum ProjectorError {
+    #[error("kafka")]
+    Kafka(#[from] KafkaError),
+    #[error("database")]
+    Database(#[from] sqlx::Error),
+    #[error("schema registry")]
+    Registry(#[source] DecodeError),
+    #[error("the reading thread failed")]
+    Blocking(#[from] tokio::task::JoinError),
+}
+
+/// Everything the projector reads with and writes to.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    pub pool: PgPool,
+    pub projection: Projection,
+    pub outbox: Outbox,
+    pub kafka: KafkaSettings,
+    /// Most records per transaction.
+    pub batch_size: usize,
+    pub progress: Progress,
+    pub health: Health,
+}
+
+impl Projector {
+    /// The event topics, in the order they are assigned.
+    fn event_topics(&self) -> Vec<String> {
+        Service::ALL
+            .iter()
+            .map(|s| self.projection.topics.events(*s))
+            .collect()
+    }
+
+    /// Every partition of the event topics, waiting for topics that do not exist yet.
+    async fn partitions(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Partition>, ProjectorError> {
+        let mut backoff = Backoff::with(Duration::from_millis(200), Duration::from_secs(2));
+        loop {
+            let kafka = self.kafka.clone();
+            let topics = self.event_topics();
+            let found = tokio::task::spawn_blocking(move || {
+                let reader = PartitionReader::new(&kafka)?;
+                let mut partitions = Vec::new();
+                for topic in topics {
+                    let count = reader.partition_count(&topic)?;
+                    if count == 0 {
+                        return Ok::<_, KafkaError>(None);
+                    }
+                    partitions.extend((0..count).map(|p| (topic.clone(), p)));
+                }
+                Ok(Some(partitions))
+            })
+            .await?;
+            match found {
+                Ok(Some(partitions)) => return Ok(partitions),
+                Ok(None) => warn!("an event topic does not exist yet"),
+                Err(error) => warn!(%error, "cannot read the event topics' partitions yet"),
+            }
+            if shutdown.is_cancelled() {
+                return Ok(Vec::new());
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Projects until `shutdown`: resumes every partition from its checkpoint (offset 0 for one
+    /// never read) and commits batch after batch.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+        let partitions = self.partitions(&shutdown).await?;
+        let checkpoints = self.resume_from(&shutdown).await?;
+        let consumer: StreamConsumer = self
+            .kafka
+            .projector_config(&format!(
+                "{}history-projector",
+                self.projection.topics.prefix()
+            ))
+            .create()?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in &partitions {
+            let offset = match checkpoints.get(partition) {
+                Some(next) => Offset::Offset(*next),
+                None => Offset::Beginning,
+            };
+            assignment.add_partition_offset(&partition.0, partition.1, offset)?;
+        }
+        consumer.assign(&assignment)?;
+        self.progress.resumed(checkpoints);
+        self.health.consumer_joined();
+        self.health.consumer_fetching();
+        tokio::spawn(watch_ends(
+            self.kafka.clone(),
+            partitions,
+            self.progress.clone(),
+            self.health.clone(),
+            shutdown.clone(),
+        ));
+        info!(
+            partitions = assignment.count(),
+            "projecting the event topics"
+        );
+        let mut batches = consumer
+            .stream()
+            .map(|message| message.map(|m| Delivery::from_message(&m)))
+            .ready_chunks(self.batch_size.max(1));
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                batch = batches.next() => batch,
+            };
+            let Some(batch) = batch else { break };
+            let mut deliveries = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                match delivery {
+                    Ok(delivery) => deliveries.push(delivery),
+                    // librdkafka recovers from broker errors by itself; it reports them here.
+                    Err(error) => warn!(%error, "reading the event topics"),
+                }
+            }
+            if !deliveries.is_empty() {
+                self.project_until_done(&deliveries, &shutdown).await;
+            }
+        }
+        info!("projector stopped");
+        Ok(())
+    }
+
+    async fn resume_from(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<HashMap<Partition, i64>, ProjectorError> {
+        let mut backoff = Backoff::with(Duration::from_millis(200), Duration::from_secs(2));
+        loop {
+            match store::checkpoints(&self.pool).await {
+                Ok(checkpoints) => return Ok(checkpoints),
+                Err(error) if !shutdown.is_cancelled() => {
+                    warn!(%error, "cannot read the checkpoints yet");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Projects `deliveries`, trying again in place for as long as it fails (or until shutdown,
+    /// which leaves them to the next start: their checkpoints did not move).
+    async fn project_until_done(&self, deliveries: &[Delivery], shutdown: &CancellationToken) {
+        let mut backoff = Backoff::new();
+        let since = Instant::now();
+        let mut failed = false;
+        loop {
+            match self.project(deliveries).await {
+                Ok(()) => {
+                    if failed {
+                        self.health.moving("projection");
+                        info!("projection moves again");
+                    }
+                    return;
+                }
+                Err(error) => {
+                    failed = true;
+                    let reason = saga_messaging::error::error_chain(&error);
+                    warn!(error = %reason, records = deliveries.len(), "projecting a batch failed; trying again");
+                    self.health.stuck("projection", since, &reason);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn project(&self, deliveries: &[Delivery]) -> Result<(), ProjectorError> {
+        let mut reads = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let read = self
+                .projection
+                .read(delivery)
+                .await
+                .map_err(ProjectorError::Registry)?;
+            reads.push((delivery, read));
+        }
+        let mut tx = self.pool.begin().await?;
+        store::join_projection(&mut tx).await?;
+        let applied = projection::apply(&mut tx, reads).await?;
+        let written = self.outbox.write(&mut tx, &applied.dead, &[]).await?;
+        self.outbox.commit(tx, written).await?;
+
+        let newest = deliveries.iter().filter_map(|d| d.timestamp_millis).max();
+        self.progress.projected(&applied.next, newest);
+        let now = chrono::Utc::now().timestamp_millis();
+        for row in &applied.logged {
+            if let Some(recorded) = row.recorded_at {
+                let age = (now - recorded.timestamp_millis()).max(0) as f64 / 1000.0;
+                metrics::histogram!("saga_history_projection_lag_seconds").record(age);
+            }
+        }
+        metrics::counter!("saga_history_events_total").increment(applied.logged.len() as u64);
+        for letter in &applied.dead {
+            let source = letter
+                .headers
+                .get(saga_messaging::headers::SOURCE_TOPIC)
+                .unwrap_or("unknown")
+                .to_owned();
+            let reason = letter
+                .headers
+                .get(saga_messaging::headers::ERROR)
+                .unwrap_or_default()
+                .to_owned();
+            metrics::counter!("saga_dead_letters_total", "service" => NAME, "topic" => source.clone(), "error_kind" => FailureKind::Undecodable.as_str()).increment(1);
+            error!(topic = %source, reason, "dead-lettered");
+        }
+        Ok(())
+    }
+}
+
+/// Fetches the event partitions' watermarks every second: how far behind the projection is (a
+/// gauge, and what `/readyz` says until start-up has caught up).
+async fn watch_ends(
+    kafka: KafkaSettings,
+    partitions: Vec<Partition>,
+    progress: Progress,
+    health: Health,
+    shutdown: CancellationToken,
+) {
+    let reader = match PartitionReader::new(&kafka) {
+        Ok(reader) => std::sync::Arc::new(reader),
+        Err(error) => {
+            error!(%error, "cannot watch the event topics' ends");
+            return;
+        }
+    };
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let reader = reader.clone();
+        let wanted = partitions.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .map(|partition| {
+                    let ends = reader.watermarks(&partition.0, partition.1)?;
+                    Ok((partition, ends))
+                })
+                .collect::<Result<HashMap<_, _>, KafkaError>>()
+        })
+        .await;
+        match fetched {
+            Ok(Ok(ends)) => {
+                progress.ends(ends);
+                health.catching_up(progress.catching_up());
+                metrics::gauge!("saga_history_lag_records").set(progress.behind().records as f64);
+            }
+            Ok(Err(error)) => warn!(%error, "cannot fetch the event topics' ends"),
+            Err(error) => warn!(%error, "fetching the event topics' ends failed"),
+        }
+    }
+}
