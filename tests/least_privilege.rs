@@ -5,7 +5,7 @@
 
 use sqlx::{Connection, PgConnection};
 
-const DATABASES: [&str; 4] = ["orders", "payments", "inventory", "shipping"];
+const DATABASES: [&str; 5] = ["orders", "payments", "inventory", "shipping", "history"];
 
 /// One test at a time: each looks at who is connected, and must not see the others.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -7,7 +7,7 @@
 use saga_e2e::{registry_url, stack};
 use saga_events::{EventCodec, TopicNames};
 
-const COMPONENTS: [&str; 7] = [
+const COMPONENTS: [&str; 8] = [
     "postgres",
     "kafka",
     "registry",
@@ -15,6 +15,7 @@ const COMPONENTS: [&str; 7] = [
     "payment",
     "inventory",
     "shipping",
+    "history",
 ];
 
 /// The pid of every component, as `make status` reports it.

@@ -13,15 +13,18 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
 use saga_events::progress::StatusName;
-use saga_history::{OrderHistory, in_fold_order};
 use saga_runtime::{ApiQuery, Problem, path_uuid};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::PgPool;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi};
 use uuid::Uuid;
 
 use crate::progress::Progress;
-use crate::queries::{self, Filter, Logged, Summary};
+use crate::queries::{self, Filter};
+use crate::views::{
+    EventRef, MoneyTotals, OrderDetail, OrderPage, OrderSummary, PaymentDetail, ShipmentDetail,
+    StockDetail, StockItem, SystemStats, detail,
+};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -76,78 +79,6 @@ pub struct OrderQuery {
     wait_ms: Option<u64>,
     /// An event id (such as `POST /orders`' `Saga-Event-Id`) the answer must include.
     min_event: Option<String>,
-}
-
-/// One order as its events tell it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderDetail {
-    order_id: Uuid,
-    /// PENDING, CONFIRMED or CANCELLED.
-    status: &'static str,
-    cancellation_reason: Option<&'static str>,
-    /// For a cancelled order: PENDING until every step it took is reported undone, then COMPLETED.
-    compensation: Option<&'static str>,
-    customer_id: String,
-    currency: String,
-    total_cents: i64,
-    placed_at: DateTime<Utc>,
-    payment: Option<PaymentDetail>,
-    stock: Option<StockDetail>,
-    shipment: Option<ShipmentDetail>,
-    /// Its distinct events, in the order the fold applied them (causes first).
-    events: Vec<EventRef>,
-    /// The moment this state is as of.
-    as_of: DateTime<Utc>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventRef {
-    event_id: String,
-    event_type: &'static str,
-    producer: String,
-    occurred_at: DateTime<Utc>,
-    /// When its record was written to the topic.
-    recorded_at: Option<DateTime<Utc>>,
-    topic: String,
-    partition: i32,
-    offset: i64,
-    trace_id: Option<String>,
-    /// The record its writer wrote, e.g. `saga.order.OrderPlaced` (major 1, upcast) or
-    /// `saga.order.v2.OrderPlaced`.
-    written_as: String,
-}
-
-/// The payment as Payment last told it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PaymentDetail {
-    /// AUTHORIZED, DECLINED or REFUNDED.
-    status: &'static str,
-    amount_cents: i64,
-    reason: Option<String>,
-}
-
-/// The stock as Inventory last told it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StockDetail {
-    /// RESERVED, FAILED or RELEASED.
-    status: &'static str,
-    items: Vec<StockItem>,
-    reason: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StockItem {
-    sku: String,
-    quantity: i32,
-}
-
-/// The shipment as Shipping last told it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ShipmentDetail {
-    /// SCHEDULED, FAILED or CANCELLED.
-    status: &'static str,
-    shipment_id: Option<String>,
-    reason: Option<String>,
 }
 
 /// One order's history: its state now, or `as_of` a moment. With `wait_ms`, waits for the read
@@ -235,77 +166,6 @@ fn not_found(order: Uuid, as_of: Option<DateTime<Utc>>) -> Problem {
     }
 }
 
-fn detail(
-    order: Uuid,
-    history: &OrderHistory,
-    log: &[Logged],
-    as_of: Option<DateTime<Utc>>,
-) -> OrderDetail {
-    let status = history.status();
-    let placement = history
-        .placement
-        .clone()
-        .unwrap_or_else(|| saga_history::Placement {
-            customer_id: String::new(),
-            currency: String::new(),
-            total_cents: 0,
-            placed_at_ms: 0,
-        });
-    let events = in_fold_order(log.iter().map(|l| &l.event))
-        .into_iter()
-        .filter_map(|event| {
-            let id = &event.metadata().event_id;
-            let first = log.iter().find(|l| &l.event.metadata().event_id == id)?;
-            Some(EventRef {
-                event_id: id.clone(),
-                event_type: event.event_type().name(),
-                producer: event.metadata().producer.clone(),
-                occurred_at: first.occurred_at,
-                recorded_at: first.recorded_at,
-                topic: first.topic.clone(),
-                partition: first.partition,
-                offset: first.offset,
-                trace_id: first.trace_id.clone(),
-                written_as: first.written_as.clone(),
-            })
-        })
-        .collect();
-    OrderDetail {
-        order_id: order,
-        status: status.map_or(StatusName::Pending.as_str(), |s| s.as_str()),
-        cancellation_reason: status.and_then(|s| s.reason()).map(|r| r.as_str()),
-        compensation: history.compensation().map(|c| c.as_str()),
-        customer_id: placement.customer_id,
-        currency: placement.currency,
-        total_cents: placement.total_cents,
-        placed_at: saga_history::projection::store::millis(placement.placed_at_ms),
-        payment: history.payment.as_ref().map(|p| PaymentDetail {
-            status: p.status.as_str(),
-            amount_cents: p.amount_cents,
-            reason: p.reason.clone(),
-        }),
-        stock: history.stock.as_ref().map(|s| StockDetail {
-            status: s.status.as_str(),
-            items: s
-                .items
-                .iter()
-                .map(|(sku, quantity)| StockItem {
-                    sku: sku.clone(),
-                    quantity: *quantity,
-                })
-                .collect(),
-            reason: s.reason.clone(),
-        }),
-        shipment: history.shipment.as_ref().map(|s| ShipmentDetail {
-            status: s.status.as_str(),
-            shipment_id: s.shipment_id.clone(),
-            reason: s.reason.clone(),
-        }),
-        events,
-        as_of: as_of.unwrap_or_else(Utc::now),
-    }
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
@@ -323,45 +183,6 @@ pub struct ListQuery {
     limit: Option<i64>,
     /// The `next` of the previous page.
     after: Option<String>,
-}
-
-/// A page of orders, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderPage {
-    orders: Vec<OrderSummary>,
-    /// Pass as `after` for the next page; null on the last one.
-    next: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderSummary {
-    order_id: Uuid,
-    customer_id: String,
-    status: String,
-    cancellation_reason: Option<String>,
-    compensation: Option<String>,
-    currency: String,
-    total_cents: i64,
-    placed_at: DateTime<Utc>,
-    last_event_at: DateTime<Utc>,
-    events: i32,
-}
-
-impl From<Summary> for OrderSummary {
-    fn from(s: Summary) -> Self {
-        Self {
-            order_id: s.order_id,
-            customer_id: s.customer_id,
-            status: s.status,
-            cancellation_reason: s.cancellation_reason,
-            compensation: s.compensation,
-            currency: s.currency,
-            total_cents: s.total_cents,
-            placed_at: s.placed_at,
-            last_event_at: s.last_event_at,
-            events: s.events,
-        }
-    }
 }
 
 /// Orders by customer, status and placement time, newest first, a page at a time.
@@ -434,29 +255,6 @@ pub struct StatsQuery {
     /// RFC 3339; default now.
     #[param(format = DateTime)]
     as_of: Option<String>,
-}
-
-/// The whole system as of a moment.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SystemStats {
-    as_of: DateTime<Utc>,
-    /// Orders placed by then.
-    orders: i64,
-    /// Orders per status then.
-    by_status: BTreeMap<String, i64>,
-    /// Cancelled orders per reason then.
-    by_cancellation_reason: BTreeMap<String, i64>,
-    /// Money authorized and refunded by then, per currency.
-    money: Vec<MoneyTotals>,
-    /// Units held by orders then (reserved and not released), per SKU.
-    held_units: BTreeMap<String, i64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MoneyTotals {
-    currency: String,
-    authorized_cents: i64,
-    refunded_cents: i64,
 }
 
 /// The whole system as of a moment: orders per status and cancellation reason, money authorized

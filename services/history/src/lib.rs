@@ -10,6 +10,7 @@ pub mod http;
 pub mod progress;
 pub mod projector;
 pub mod queries;
+pub mod views;
 
 use std::time::Duration;
 
