@@ -490,7 +490,7 @@ async fn prometheus_scrapes_every_service_with_the_alert_rules_loaded() -> anyho
                         .collect()
                 })
                 .unwrap_or_default();
-            let up = ["order", "payment", "inventory", "shipping"]
+            let up = ["order", "payment", "inventory", "shipping", "history"]
                 .iter()
                 .all(|job| targets.get(*job).map(String::as_str) == Some("up"));
             Ok((up.then_some(()), format!("{targets:?}")))

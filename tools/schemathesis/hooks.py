@@ -27,6 +27,8 @@ def before_call(ctx, case, **kwargs):
             headers[name] = f"{str(headers[name])[:222]}-{uuid.uuid4().hex}"
     query = case.query or {}
     wait = query.get("wait_ms")
+    if isinstance(wait, str) and wait.isdigit():
+        wait = int(wait)
     if isinstance(wait, int) and not isinstance(wait, bool) and LONGEST_WAIT_MS < wait <= 10000:
         query["wait_ms"] = LONGEST_WAIT_MS
     return None

@@ -9,14 +9,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, Utc};
 use saga_events::progress::StatusName;
 use saga_runtime::{ApiQuery, Problem, path_uuid};
 use serde::Deserialize;
 use sqlx::PgPool;
-use utoipa::{IntoParams, OpenApi};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::progress::Progress;
@@ -90,15 +91,16 @@ pub struct OrderQuery {
     responses(
         (status = 200, body = OrderDetail),
         (status = 400, description = "A parameter is malformed", body = Problem),
-        (status = 404, description = "No such order (or not placed by `as_of`)", body = Problem),
-        (status = 503, description = "The projection has not reached the order (or `min_event`) within `wait_ms`; the detail says how far behind it is", body = Problem)
+        (status = 404, description = "No such order (or not placed by `as_of`; or, with `min_event`, no such event of it on the topics once the projection has read them all)", body = Problem),
+        (status = 503, description = "The projection is behind the topics and has not reached the order (or `min_event`) within `wait_ms`; the detail says how far behind it is", body = Problem,
+            headers(("Retry-After" = String, description = "Seconds to wait before asking again")))
     )
 )]
 async fn get_order(
     State(app): State<AppState>,
     Path(order_id): Path<String>,
     ApiQuery(query): ApiQuery<OrderQuery>,
-) -> Result<Json<OrderDetail>, Problem> {
+) -> Result<Response, Problem> {
     let order = path_uuid(&order_id, "order")?;
     let as_of = query
         .as_of
@@ -131,25 +133,35 @@ async fn get_order(
         };
         let history = saga_history::fold(log.iter().map(|l| &l.event));
         if history.status().is_some() && holds_min_event {
-            return Ok(Json(detail(order, &history, &log, as_of)));
+            return Ok(Json(detail(order, &history, &log, as_of)).into_response());
         }
         if wait.is_none() || (settled && min_event.is_none()) {
             return Err(not_found(order, as_of));
         }
         if tokio::time::Instant::now() >= deadline {
+            let behind = app.progress.behind();
             let what = match &min_event {
                 Some(event) => format!("event {event} of order {order}"),
                 None => format!("order {order}"),
             };
-            return Err(Problem::new(
+            if behind.records == 0 {
+                // Nothing left to project (as of the last look at the topics): it is not there.
+                return Err(match (&min_event, history.status()) {
+                    (Some(_), Some(_)) => {
+                        Problem::not_found(format!("no {what} on the event topics"))
+                    }
+                    _ => not_found(order, as_of),
+                });
+            }
+            let problem = Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Not Projected Yet",
                 format!(
-                    "the read side has not projected {what} within {} ms: it is {}; retry, or wait longer",
-                    wait.unwrap_or_default().as_millis(),
-                    app.progress.behind()
+                    "the read side has not projected {what} within {} ms: it is {behind}; retry, or wait longer",
+                    wait.unwrap_or_default().as_millis()
                 ),
-            ));
+            );
+            return Ok(([(header::RETRY_AFTER, "1")], problem).into_response());
         }
         // Look again after the next batch or watermark fetch, or at the deadline.
         let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
@@ -166,12 +178,31 @@ fn not_found(order: Uuid, as_of: Option<DateTime<Utc>>) -> Problem {
     }
 }
 
+/// The statuses an order can be listed by.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum StatusFilter {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+impl From<StatusFilter> for StatusName {
+    fn from(status: StatusFilter) -> Self {
+        match status {
+            StatusFilter::Pending => StatusName::Pending,
+            StatusFilter::Confirmed => StatusName::Confirmed,
+            StatusFilter::Cancelled => StatusName::Cancelled,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     customer_id: Option<String>,
-    /// PENDING, CONFIRMED or CANCELLED.
-    status: Option<String>,
+    #[param(inline)]
+    status: Option<StatusFilter>,
     /// RFC 3339: orders placed at or after.
     #[param(format = DateTime)]
     placed_from: Option<String>,
@@ -182,6 +213,9 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// The `next` of the previous page.
+    #[param(
+        pattern = r"^-?[0-9]{1,18}_([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+    )]
     after: Option<String>,
 }
 
@@ -203,14 +237,7 @@ async fn list_orders(
     if !(1..=500).contains(&limit) {
         return Err(bad_request("limit must be 1 to 500"));
     }
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(text) => Some(
-            StatusName::parse(text)
-                .ok_or_else(|| bad_request("status must be PENDING, CONFIRMED or CANCELLED"))?
-                .as_str(),
-        ),
-    };
+    let status = query.status.map(|s| StatusName::from(s).as_str());
     let filter = Filter {
         customer_id: query.customer_id.map(|c| c.replace('\0', "\u{FFFD}")),
         status,
