@@ -21,7 +21,7 @@ use saga_history::projection::generation::{self, Fingerprint, REBUILD};
 use saga_history::projection::store::{PROJECTION_LOCK, Partition};
 use saga_history::projection::{self, Projection};
 use saga_messaging::Delivery;
-use saga_messaging::inspect::reader::{PartitionReader, Start};
+use saga_messaging::inspect::reader::{PartitionReader, Range};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::mpsc;
@@ -279,29 +279,30 @@ async fn project(
     let (batches, mut received) = mpsc::channel::<Vec<Delivery>>(4);
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let reader = PartitionReader::new(&kafka)?;
-        for ((topic, partition), start, end) in ranges {
-            let mut batch = Vec::with_capacity(batch_size);
-            let mut sent = Ok(());
-            reader.scan(&topic, partition, Start::Offset(start), |record| {
-                if record.offset >= end {
+        let ranges: Vec<Range> = ranges
+            .into_iter()
+            .map(|((topic, partition), from, to)| Range {
+                topic,
+                partition,
+                from,
+                to,
+            })
+            .collect();
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut sent = Ok(());
+        reader.scan_ranges(&ranges, |record| {
+            batch.push(record);
+            if batch.len() >= batch_size {
+                sent = batches.blocking_send(std::mem::take(&mut batch));
+                if sent.is_err() {
                     return ControlFlow::Break(());
                 }
-                let last = record.offset + 1 >= end;
-                batch.push(record);
-                if batch.len() >= batch_size || last {
-                    sent = batches.blocking_send(std::mem::take(&mut batch));
-                    if sent.is_err() || last {
-                        return ControlFlow::Break(());
-                    }
-                }
-                ControlFlow::Continue(())
-            })?;
-            if !batch.is_empty() && sent.is_ok() {
-                sent = batches.blocking_send(batch);
             }
-            if sent.is_err() {
-                break;
-            }
+            ControlFlow::Continue(())
+        })?;
+        if !batch.is_empty() && sent.is_ok() {
+            // The receiver only goes away when the projection failed; that error is reported.
+            let _ = batches.blocking_send(batch);
         }
         Ok(())
     });
