@@ -21,51 +21,6 @@ static STACK: RwLock<()> = RwLock::const_new(());
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// One saga path: the order to place and how it must end.
-struct Path {
-    name: &'static str,
-    country: &'static str,
-    payment_method: &'static str,
-    stock: i64,
-    status: &'static str,
-    reason: Option<&'static str>,
-}
-
-const PATHS: [Path; 4] = [
-    Path {
-        name: "happy",
-        country: "GB",
-        payment_method: "tok_visa",
-        stock: 5,
-        status: "CONFIRMED",
-        reason: None,
-    },
-    Path {
-        name: "declined",
-        country: "GB",
-        payment_method: "tok_decline",
-        stock: 5,
-        status: "CANCELLED",
-        reason: Some("PAYMENT_DECLINED"),
-    },
-    Path {
-        name: "out-of-stock",
-        country: "GB",
-        payment_method: "tok_visa",
-        stock: 0,
-        status: "CANCELLED",
-        reason: Some("OUT_OF_STOCK"),
-    },
-    Path {
-        name: "shipping-failed",
-        country: "AQ",
-        payment_method: "tok_visa",
-        stock: 5,
-        status: "CANCELLED",
-        reason: Some("SHIPPING_FAILED"),
-    },
-];
-
 /// Places an order; returns its id and the `Saga-Event-Id` of its `OrderPlaced`.
 async fn place(api: &Api, body: &Value) -> anyhow::Result<(String, String)> {
     let response = api

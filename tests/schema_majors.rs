@@ -81,51 +81,6 @@ async fn timeline_schema(api: &Api, order_id: &str) -> anyhow::Result<Value> {
     .await
 }
 
-/// One saga path: the order to place and how it must end.
-struct Path {
-    name: &'static str,
-    country: &'static str,
-    payment_method: &'static str,
-    stock: i64,
-    status: &'static str,
-    reason: Option<&'static str>,
-}
-
-const PATHS: [Path; 4] = [
-    Path {
-        name: "happy",
-        country: "GB",
-        payment_method: "tok_visa",
-        stock: 5,
-        status: "CONFIRMED",
-        reason: None,
-    },
-    Path {
-        name: "declined",
-        country: "GB",
-        payment_method: "tok_decline",
-        stock: 5,
-        status: "CANCELLED",
-        reason: Some("PAYMENT_DECLINED"),
-    },
-    Path {
-        name: "out-of-stock",
-        country: "GB",
-        payment_method: "tok_visa",
-        stock: 0,
-        status: "CANCELLED",
-        reason: Some("OUT_OF_STOCK"),
-    },
-    Path {
-        name: "shipping-failed",
-        country: "AQ",
-        payment_method: "tok_visa",
-        stock: 5,
-        status: "CANCELLED",
-        reason: Some("SHIPPING_FAILED"),
-    },
-];
-
 /// Places one order of every path; returns (path index, order id).
 async fn place_every_path(api: &Api, label: &str) -> anyhow::Result<Vec<(usize, String)>> {
     let mut placed = Vec::new();

@@ -673,3 +673,50 @@ pub async fn assert_placed_once_each(
     );
     Ok(())
 }
+
+/// One saga path: the order to place and how it must end.
+#[derive(Debug)]
+pub struct Path {
+    pub name: &'static str,
+    pub country: &'static str,
+    pub payment_method: &'static str,
+    pub stock: i64,
+    pub status: &'static str,
+    pub reason: Option<&'static str>,
+}
+
+/// One order of each path of the saga.
+pub const PATHS: [Path; 4] = [
+    Path {
+        name: "happy",
+        country: "GB",
+        payment_method: "tok_visa",
+        stock: 5,
+        status: "CONFIRMED",
+        reason: None,
+    },
+    Path {
+        name: "declined",
+        country: "GB",
+        payment_method: "tok_decline",
+        stock: 5,
+        status: "CANCELLED",
+        reason: Some("PAYMENT_DECLINED"),
+    },
+    Path {
+        name: "out-of-stock",
+        country: "GB",
+        payment_method: "tok_visa",
+        stock: 0,
+        status: "CANCELLED",
+        reason: Some("OUT_OF_STOCK"),
+    },
+    Path {
+        name: "shipping-failed",
+        country: "AQ",
+        payment_method: "tok_visa",
+        stock: 5,
+        status: "CANCELLED",
+        reason: Some("SHIPPING_FAILED"),
+    },
+];

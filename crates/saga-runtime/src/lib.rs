@@ -264,22 +264,11 @@ impl ServiceRuntime {
             .await;
         shutdown.cancel();
 
-        let deadline = Duration::from_secs(30);
-        let consumed = match tokio::time::timeout(deadline, consumer_task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(joined)) => {
-                error!(%joined, "the consumer task failed");
-                Ok(())
-            }
-            Err(_) => {
-                warn!("consumer did not stop within {deadline:?}");
-                Ok(())
-            }
-        };
+        let consumed = stopped(consumer_task, "the consumer")
+            .await
+            .unwrap_or(Ok(()));
         relay_shutdown.cancel();
-        if tokio::time::timeout(deadline, relay_task).await.is_err() {
-            warn!("outbox relay did not stop within {deadline:?}");
-        }
+        stopped(relay_task, "the outbox relay").await;
         info!(service = self.service.name(), "stopped");
         server.map_err(RuntimeError::Io)?;
         // A consumer that failed (a lane or its poll thread died) stops the service with an
@@ -316,6 +305,25 @@ impl ServiceRuntime {
             self.topics.retry(self.service),
             self.topics.dlq(self.service),
         ]
+    }
+}
+
+/// How long a task is given to finish once its process stops.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits for `task`, told to stop, to finish: its result, or `None` (logged) when it failed or
+/// took longer than 30 s.
+pub async fn stopped<T>(task: tokio::task::JoinHandle<T>, what: &str) -> Option<T> {
+    match tokio::time::timeout(STOP_PATIENCE, task).await {
+        Ok(Ok(result)) => Some(result),
+        Ok(Err(joined)) => {
+            error!(%joined, "{what} failed");
+            None
+        }
+        Err(_) => {
+            warn!("{what} did not stop within {STOP_PATIENCE:?}");
+            None
+        }
     }
 }
 

@@ -3,10 +3,9 @@
 //! occurred, and its trace id, in the order the read side folds them (causes first), with the
 //! order's state after each: the exact sequence behind the state the read side shows.
 
-use saga_events::{SagaEvent, Service};
+use saga_events::SagaEvent;
 use saga_history::{OrderHistory, fold, in_fold_order};
 use saga_messaging::Delivery;
-use saga_messaging::inspect::reader::PartitionReader;
 use saga_messaging::trace;
 use serde_json::{Value, json};
 
@@ -21,18 +20,7 @@ struct Record {
 }
 
 pub async fn run(context: &Context, order_id: &str) -> anyhow::Result<()> {
-    let kafka = context.kafka.clone();
-    let topics = context.topics.clone();
-    let key = order_id.to_owned();
-    let deliveries = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Delivery>> {
-        let reader = PartitionReader::new(&kafka)?;
-        let mut records = Vec::new();
-        for service in Service::ALL {
-            records.extend(reader.records_with_key(&topics.events(service), &key)?);
-        }
-        Ok(records)
-    })
-    .await??;
+    let deliveries = crate::saga::order_records(context, order_id).await?;
     let mut records = Vec::with_capacity(deliveries.len());
     let mut undecodable = Vec::new();
     for delivery in deliveries {

@@ -8,11 +8,12 @@ use serde_json::Value;
 use crate::Context;
 use crate::output::{emit, record_json};
 
-pub async fn run(context: &Context, order_id: &str) -> anyhow::Result<()> {
+/// Every record of the four event topics keyed by `order_id`.
+pub async fn order_records(context: &Context, order_id: &str) -> anyhow::Result<Vec<RawRecord>> {
     let kafka = context.kafka.clone();
     let topics = context.topics.clone();
     let key = order_id.to_owned();
-    let records = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<RawRecord>> {
         let reader = PartitionReader::new(&kafka)?;
         let mut records = Vec::new();
         for service in Service::ALL {
@@ -20,7 +21,11 @@ pub async fn run(context: &Context, order_id: &str) -> anyhow::Result<()> {
         }
         Ok(records)
     })
-    .await??;
+    .await?
+}
+
+pub async fn run(context: &Context, order_id: &str) -> anyhow::Result<()> {
+    let records = order_records(context, order_id).await?;
 
     let mut entries = Vec::with_capacity(records.len());
     let mut undecodable = Vec::new();

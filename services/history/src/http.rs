@@ -21,10 +21,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::progress::Progress;
-use crate::queries::{self, Filter};
+use crate::queries::{self, Filter, OrderSummary};
 use crate::views::{
-    EventRef, MoneyTotals, OrderDetail, OrderPage, OrderSummary, PaymentDetail, ShipmentDetail,
-    StockDetail, StockItem, SystemStats, detail,
+    EventRef, MoneyTotals, OrderDetail, OrderPage, PaymentDetail, ShipmentDetail, StockDetail,
+    StockItem, SystemStats, detail,
 };
 
 #[derive(Debug, Clone)]
@@ -261,10 +261,7 @@ async fn list_orders(
         .then(|| rows.last())
         .flatten()
         .map(|last| format!("{}_{}", last.placed_at.timestamp_micros(), last.order_id));
-    Ok(Json(OrderPage {
-        orders: rows.into_iter().map(OrderSummary::from).collect(),
-        next,
-    }))
+    Ok(Json(OrderPage { orders: rows, next }))
 }
 
 fn cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {

@@ -12,15 +12,12 @@ pub mod projector;
 pub mod queries;
 pub mod views;
 
-use std::time::Duration;
-
 use saga_events::{EventCodec, TopicNames};
 use saga_history::projection::{Projection, generation};
 use saga_messaging::{Health, Outbox, OutboxRelay};
 use saga_runtime::{Process, Readiness, RuntimeError, ServiceConfig, env_parse, openapi_route};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 use utoipa::OpenApi;
 
 use crate::progress::Progress;
@@ -87,22 +84,11 @@ pub async fn run() -> Result<(), HistoryError> {
         .await;
     shutdown.cancel();
 
-    let patience = Duration::from_secs(30);
-    let projected = match tokio::time::timeout(patience, projector_task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(joined)) => {
-            warn!(%joined, "the projector task failed");
-            Ok(())
-        }
-        Err(_) => {
-            warn!("the projector did not stop within {patience:?}");
-            Ok(())
-        }
-    };
+    let projected = saga_runtime::stopped(projector_task, "the projector")
+        .await
+        .unwrap_or(Ok(()));
     relay_shutdown.cancel();
-    if tokio::time::timeout(patience, relay_task).await.is_err() {
-        warn!("the outbox relay did not stop within {patience:?}");
-    }
+    saga_runtime::stopped(relay_task, "the outbox relay").await;
     served?;
     Ok(projected?)
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
+use serde::Serialize;
 use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, QueryBuilder};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use saga_history::projection::store::read_event;
@@ -81,9 +83,9 @@ pub async fn holds_event(pool: &PgPool, order: Uuid, event_id: &str) -> Result<b
     .await
 }
 
-/// A row of the order list.
-#[derive(Debug, Clone, FromRow)]
-pub struct Summary {
+/// A row of the order list (`order_view`).
+#[derive(Debug, Serialize, ToSchema, FromRow)]
+pub struct OrderSummary {
     pub order_id: Uuid,
     pub customer_id: String,
     pub status: String,
@@ -109,7 +111,7 @@ pub struct Filter {
 }
 
 /// One page of orders, newest first; the next page starts after its last one.
-pub async fn orders(pool: &PgPool, filter: &Filter) -> Result<Vec<Summary>, sqlx::Error> {
+pub async fn orders(pool: &PgPool, filter: &Filter) -> Result<Vec<OrderSummary>, sqlx::Error> {
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT order_id, customer_id, status, cancellation_reason, compensation, currency,
                 total_cents, placed_at, last_event_at, events

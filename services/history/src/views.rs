@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::queries::{Logged, Summary};
+use crate::queries::{Logged, OrderSummary};
 
 /// One order as its events tell it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -161,37 +161,6 @@ pub struct OrderPage {
     pub orders: Vec<OrderSummary>,
     /// Pass as `after` for the next page; null on the last one.
     pub next: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderSummary {
-    pub order_id: Uuid,
-    pub customer_id: String,
-    pub status: String,
-    pub cancellation_reason: Option<String>,
-    pub compensation: Option<String>,
-    pub currency: String,
-    pub total_cents: i64,
-    pub placed_at: DateTime<Utc>,
-    pub last_event_at: DateTime<Utc>,
-    pub events: i32,
-}
-
-impl From<Summary> for OrderSummary {
-    fn from(s: Summary) -> Self {
-        Self {
-            order_id: s.order_id,
-            customer_id: s.customer_id,
-            status: s.status,
-            cancellation_reason: s.cancellation_reason,
-            compensation: s.compensation,
-            currency: s.currency,
-            total_cents: s.total_cents,
-            placed_at: s.placed_at,
-            last_event_at: s.last_event_at,
-            events: s.events,
-        }
-    }
 }
 
 /// The whole system as of a moment.
