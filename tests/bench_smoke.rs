@@ -38,7 +38,13 @@ fn a_small_benchmark_completes_every_order_and_reports_every_part() -> anyhow::R
         .as_object()
         .cloned()
         .unwrap_or_default();
-    for group in ["kafka", "postgres (all backends)", "order service", "total"] {
+    for group in [
+        "kafka",
+        "postgres (all backends)",
+        "order service",
+        "history service",
+        "total",
+    ] {
         assert!(
             cpu.get(group)
                 .and_then(Value::as_f64)
@@ -52,6 +58,17 @@ fn a_small_benchmark_completes_every_order_and_reports_every_part() -> anyhow::R
             .is_some_and(|r| r >= 5.0),
         "a saga produces at least five events: {report:#}"
     );
+    let read_side = &report["read_side"];
+    assert_eq!(read_side["measured"], true, "{report:#}");
+    assert_eq!(
+        read_side["caught_up"]["status"], 200,
+        "the read side holds the run's last event: {report:#}"
+    );
+    assert!(
+        read_side["projection_lag_ms"]["p50"].is_number(),
+        "the projection's lag: {report:#}"
+    );
+    assert_eq!(read_side["as_of_ms"]["count"], 200, "{report:#}");
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -264,11 +264,15 @@ async fn list_orders(
     Ok(Json(OrderPage { orders: rows, next }))
 }
 
+/// Postgres' earliest timestamp (4713 BC), in microseconds since 1970: no order is older, so a
+/// cursor before it pages past everything, as it does from there.
+const EARLIEST_MICROS: i64 = -210_866_803_200_000_000;
+
 fn cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
     let invalid = || bad_request("after must be the `next` of a previous page");
     let (micros, order) = text.split_once('_').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
-    let at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    let at = DateTime::from_timestamp_micros(micros.max(EARLIEST_MICROS)).ok_or_else(invalid)?;
     let order = Uuid::parse_str(order).map_err(|_| invalid())?;
     Ok((at, order))
 }
@@ -336,4 +340,38 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 
 fn bad_request(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "Bad Request", detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_the_page_end_it_was_made_from() -> Result<(), Problem> {
+        let order = Uuid::from_u128(7);
+        let at = DateTime::from_timestamp_micros(1_764_950_400_123_456).unwrap_or_default();
+        let made = format!("{}_{order}", at.timestamp_micros());
+        assert_eq!(cursor(&made)?, (at, order));
+        Ok(())
+    }
+
+    #[test]
+    fn a_cursor_older_than_postgres_can_store_pages_from_its_earliest_time() -> Result<(), Problem>
+    {
+        let (at, _) = cursor("-875784352140442072_12EE2C1aEE6dA9d6DC0aa0dc904c2D6C")?;
+        assert_eq!(at.timestamp_micros(), EARLIEST_MICROS);
+        Ok(())
+    }
+
+    #[test]
+    fn what_is_not_a_cursor_is_refused() {
+        for text in [
+            "",
+            "yesterday",
+            "12_not-a-uuid",
+            "x_00000000000000000000000000000007",
+        ] {
+            assert!(cursor(text).is_err(), "{text}");
+        }
+    }
 }

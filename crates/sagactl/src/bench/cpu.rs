@@ -39,7 +39,7 @@ fn group_of(pid: u32, cmdline: &str, comm: &str) -> Option<String> {
     if program == "prometheus" {
         return Some("prometheus (metrics)".into());
     }
-    for service in ["order", "payment", "inventory", "shipping"] {
+    for service in ["order", "payment", "inventory", "shipping", "history"] {
         if program == format!("{service}-service") {
             return Some(format!("{service} service"));
         }

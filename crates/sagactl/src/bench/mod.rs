@@ -13,6 +13,7 @@
 mod ceilings;
 mod cpu;
 mod load;
+mod read_side;
 mod report;
 mod stats;
 mod watch;
@@ -58,6 +59,9 @@ pub struct BenchArgs {
     /// Order service base URL.
     #[arg(long, env = "ORDER_URL", default_value = "http://127.0.0.1:8080")]
     pub order_url: String,
+    /// The read side's base URL: its projection lag, catch-up and reads are reported too.
+    #[arg(long, env = "HISTORY_URL", default_value = "http://127.0.0.1:8085")]
+    pub history_url: String,
     /// Inventory service base URL (the benchmark stocks a SKU of its own).
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8083")]
     pub inventory_url: String,
@@ -167,6 +171,7 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
     }
     ended.store(0, std::sync::atomic::Ordering::Relaxed);
 
+    let history_before = read_side::scrape(&placer.http, &args.history_url).await;
     let before = counters(context, &databases).await?;
     let started_ms = load::epoch_ms();
     let started = Instant::now();
@@ -255,6 +260,14 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
         "git_sha": report::git_sha(),
         "started_at": chrono::Utc::now().to_rfc3339(),
     });
+    report["read_side"] = read_side::measure(
+        &placer.http,
+        &args.history_url,
+        history_before,
+        &placed,
+        &sagas,
+    )
+    .await;
     if args.ceilings {
         report["ceilings"] = measure_ceilings(context, &args, &report).await?;
     }

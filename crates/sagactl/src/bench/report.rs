@@ -166,6 +166,30 @@ pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
         per_saga["kafka_records_consumed"].as_f64().unwrap_or(0.0),
         per_saga["row_sets"].as_f64().unwrap_or(0.0)
     ))?;
+    let read_side = &report["read_side"];
+    if read_side["measured"] == true {
+        emit("the read side (history)")?;
+        emit(format!(
+            "  projection lag (record → its rows committed): p50 {} ms, p99 {} ms",
+            figure(&read_side["projection_lag_ms"]["p50"]),
+            figure(&read_side["projection_lag_ms"]["p99"])
+        ))?;
+        emit(format!(
+            "  held the run's last event {} ms after it occurred",
+            figure(&read_side["caught_up"]["ms_after_last_event"])
+        ))?;
+        emit(latency_line(
+            "GET /history/orders/{id}?as_of=",
+            &read_side["as_of_ms"],
+        ))?;
+        emit(format!(
+            "  GET /history/stats: {} ms over {} orders",
+            figure(&read_side["stats_ms"]),
+            read_side["orders_in_history"]
+        ))?;
+    } else if let Some(why) = read_side["why"].as_str() {
+        emit(format!("the read side was not measured: {why}"))?;
+    }
     let ceilings = &report["ceilings"];
     if ceilings.is_object() {
         emit("this machine's ceilings (measured in this run)")?;
@@ -204,4 +228,11 @@ pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
         emit(format!("saved to {path}"))?;
     }
     Ok(())
+}
+
+/// A figure of the report, to one decimal, or `-` where there is none.
+fn figure(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
