@@ -21,6 +21,7 @@ use saga_history::projection::generation::{self, Fingerprint, REBUILD};
 use saga_history::projection::store::{PROJECTION_LOCK, Partition};
 use saga_history::projection::{self, Projection};
 use saga_messaging::Delivery;
+use saga_messaging::error::is_transient_db_error;
 use saga_messaging::inspect::reader::{PartitionReader, Range};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -312,13 +313,44 @@ async fn project(
         for delivery in &batch {
             reads.push((delivery, projection.read(delivery).await?));
         }
-        let mut tx = pool.begin().await?;
-        generation::enter(&mut tx, REBUILD).await?;
-        let applied = projection::apply(&mut tx, reads).await?;
-        tx.commit().await?;
         projected.records += batch.len() as u64;
-        projected.dead += applied.dead.len() as u64;
+        match apply(pool, reads).await {
+            Ok(dead) => projected.dead += dead,
+            // As the live projector does: a batch the database refuses for good is taken apart,
+            // and a record refused on its own becomes a dead letter (here, only counted).
+            Err(error) if !is_transient_db_error(&error) && batch.len() > 1 => {
+                for delivery in &batch {
+                    let read = projection.read(delivery).await?;
+                    match apply(pool, vec![(delivery, read)]).await {
+                        Ok(dead) => projected.dead += dead,
+                        Err(error) if !is_transient_db_error(&error) => {
+                            let reason = format!(
+                                "cannot fold: the history database refuses it: {}",
+                                saga_messaging::error::error_chain(&error)
+                            );
+                            let refused = projection.refused(delivery, &reason);
+                            projected.dead += apply(pool, vec![(delivery, refused)]).await?;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
     reading.await??;
     Ok(projected)
+}
+
+/// Applies one batch to the rebuild generation in a transaction of its own; the dead letters it
+/// made (counted, never written: the live projector wrote them).
+async fn apply(
+    pool: &PgPool,
+    reads: Vec<(&Delivery, projection::Read)>,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    generation::enter(&mut tx, REBUILD).await?;
+    let applied = projection::apply(&mut tx, reads).await?;
+    tx.commit().await?;
+    Ok(applied.dead.len() as u64)
 }

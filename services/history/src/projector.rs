@@ -40,6 +40,16 @@ pub enum ProjectorError {
     Blocking(#[from] tokio::task::JoinError),
 }
 
+impl ProjectorError {
+    /// Whether trying again may succeed: anything but a database that refuses the statement.
+    fn may_pass(&self) -> bool {
+        match self {
+            ProjectorError::Database(error) => saga_messaging::error::is_transient_db_error(error),
+            _ => true,
+        }
+    }
+}
+
 /// Everything the projector reads with and writes to.
 #[derive(Debug, Clone)]
 pub struct Projector {
@@ -174,33 +184,101 @@ impl Projector {
         }
     }
 
-    /// Projects `deliveries`, trying again in place for as long as it fails (or until shutdown,
-    /// which leaves them to the next start: their checkpoints did not move).
+    /// Projects `deliveries`, trying again in place for as long as it fails for a reason that
+    /// passes (or until shutdown, which leaves them to the next start: their checkpoints did not
+    /// move). A batch the database refuses for good is taken apart: each record is projected on
+    /// its own, and one refused on its own is dead-lettered, so that it holds back no other.
     async fn project_until_done(&self, deliveries: &[Delivery], shutdown: &CancellationToken) {
+        match self.until_done(shutdown, || self.project(deliveries)).await {
+            Some(Ok(())) | None => {}
+            Some(Err(refused)) if deliveries.len() > 1 => {
+                warn!(error = %refused, records = deliveries.len(), "the database refuses a batch; projecting its records one by one");
+                for one in deliveries {
+                    let single = std::slice::from_ref(one);
+                    if let Some(Err(refused)) =
+                        self.until_done(shutdown, || self.project(single)).await
+                    {
+                        let reason =
+                            format!("cannot fold: the history database refuses it: {refused}");
+                        self.refuse_until_done(one, &reason, shutdown).await;
+                    }
+                }
+            }
+            Some(Err(refused)) => {
+                let reason = format!("cannot fold: the history database refuses it: {refused}");
+                self.refuse_until_done(&deliveries[0], &reason, shutdown)
+                    .await;
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds or fails for good (`Some(Err(reason))`), retrying what
+    /// may pass with backoff and saying so on `/readyz`; `None` at shutdown.
+    async fn until_done<F, Fut>(
+        &self,
+        shutdown: &CancellationToken,
+        mut attempt: F,
+    ) -> Option<Result<(), String>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), ProjectorError>>,
+    {
         let mut backoff = Backoff::new();
         let since = Instant::now();
         let mut failed = false;
         loop {
-            match self.project(deliveries).await {
-                Ok(()) => {
-                    if failed {
-                        self.health.moving("projection");
-                        info!("projection moves again");
-                    }
-                    return;
+            let outcome = attempt().await;
+            if failed && !matches!(&outcome, Err(e) if e.may_pass()) {
+                self.health.moving("projection");
+                info!("projection moves again");
+            }
+            match outcome {
+                Ok(()) => return Some(Ok(())),
+                Err(error) if !error.may_pass() => {
+                    return Some(Err(saga_messaging::error::error_chain(&error)));
                 }
                 Err(error) => {
                     failed = true;
                     let reason = saga_messaging::error::error_chain(&error);
-                    warn!(error = %reason, records = deliveries.len(), "projecting a batch failed; trying again");
+                    warn!(error = %reason, "projecting failed; trying again");
                     self.health.stuck("projection", since, &reason);
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
                     }
                 }
             }
         }
+    }
+
+    async fn refuse_until_done(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        shutdown: &CancellationToken,
+    ) {
+        if let Some(Err(failure)) = self
+            .until_done(shutdown, || self.refuse(delivery, reason))
+            .await
+        {
+            // Neither its rows nor its dead letter can be written: the next batch moves the
+            // checkpoint past it, so the log says so loudly.
+            error!(record = %delivery, reason, %failure, "a record was neither projected nor dead-lettered");
+        }
+    }
+
+    /// Dead-letters one record the database will not take, moving its checkpoint past it.
+    async fn refuse(&self, delivery: &Delivery, reason: &str) -> Result<(), ProjectorError> {
+        let read = self.projection.refused(delivery, reason);
+        let mut tx = self.pool.begin().await?;
+        store::join_projection(&mut tx).await?;
+        let applied = projection::apply(&mut tx, vec![(delivery, read)]).await?;
+        let written = self.outbox.write(&mut tx, &applied.dead, &[]).await?;
+        self.outbox.commit(tx, written).await?;
+        self.progress
+            .projected(&applied.next, delivery.timestamp_millis);
+        self.count_dead_letters(&applied.dead);
+        Ok(())
     }
 
     async fn project(&self, deliveries: &[Delivery]) -> Result<(), ProjectorError> {
@@ -229,7 +307,12 @@ impl Projector {
             }
         }
         metrics::counter!("saga_history_events_total").increment(applied.logged.len() as u64);
-        for letter in &applied.dead {
+        self.count_dead_letters(&applied.dead);
+        Ok(())
+    }
+
+    fn count_dead_letters(&self, letters: &[saga_messaging::outbox::OutboxRecord]) {
+        for letter in letters {
             let source = letter
                 .headers
                 .get(saga_messaging::headers::SOURCE_TOPIC)
@@ -243,7 +326,6 @@ impl Projector {
             metrics::counter!("saga_dead_letters_total", "service" => NAME, "topic" => source.clone(), "error_kind" => FailureKind::Undecodable.as_str()).increment(1);
             error!(topic = %source, reason, "dead-lettered");
         }
-        Ok(())
     }
 }
 

@@ -163,6 +163,12 @@ const AS_OF: &str = "WITH latest AS (
         FROM order_versions WHERE valid_from <= $1
         ORDER BY order_id, valid_from DESC)";
 
+/// `sum` (a numeric) as a bigint, held at bigint's ends: sums of forged amounts must not fail
+/// the statistics of everyone else's.
+fn saturated(sum: &str) -> String {
+    format!("LEAST(GREATEST({sum}, -9223372036854775808), 9223372036854775807)::bigint")
+}
+
 pub async fn stats(pool: &PgPool, as_of: DateTime<Utc>) -> Result<Stats, sqlx::Error> {
     // Both sums from one snapshot, so that they describe the same moment of the projection.
     let mut tx = pool.begin().await?;
@@ -172,16 +178,19 @@ pub async fn stats(pool: &PgPool, as_of: DateTime<Utc>) -> Result<Stats, sqlx::E
     let rows: Vec<(String, Option<String>, String, i64, i64, i64)> =
         sqlx::query_as(AssertSqlSafe(format!(
             "{AS_OF} SELECT status, cancellation_reason, currency, count(*)::bigint,
-                        sum(authorized_cents)::bigint, sum(refunded_cents)::bigint
-                 FROM latest GROUP BY 1, 2, 3"
+                        {authorized}, {refunded}
+                 FROM latest GROUP BY 1, 2, 3",
+            authorized = saturated("sum(authorized_cents)"),
+            refunded = saturated("sum(refunded_cents)")
         )))
         .bind(as_of)
         .fetch_all(&mut *tx)
         .await?;
     let held: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-        "{AS_OF} SELECT h.key, sum(h.value::bigint)::bigint
+        "{AS_OF} SELECT h.key, {units}
                  FROM latest, jsonb_each_text(latest.held) AS h
-                 GROUP BY h.key HAVING sum(h.value::bigint) <> 0"
+                 GROUP BY h.key HAVING sum(h.value::numeric) <> 0",
+        units = saturated("sum(h.value::numeric)")
     )))
     .bind(as_of)
     .fetch_all(&mut *tx)
@@ -195,8 +204,8 @@ pub async fn stats(pool: &PgPool, as_of: DateTime<Utc>) -> Result<Stats, sqlx::E
             *stats.by_cancellation_reason.entry(reason).or_default() += count;
         }
         let money = stats.money.entry(currency).or_default();
-        money.0 += authorized;
-        money.1 += refunded;
+        money.0 = money.0.saturating_add(authorized);
+        money.1 = money.1.saturating_add(refunded);
     }
     stats.held_units = held.into_iter().collect();
     Ok(stats)

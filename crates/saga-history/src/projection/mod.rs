@@ -5,7 +5,8 @@
 //! A batch is applied in the caller's transaction: the records go into the event log, every
 //! order they touch is folded again from its whole log (so arrival order never matters), and the
 //! checkpoints move past them. A record already below its partition's checkpoint is skipped. A
-//! record that cannot be used becomes a dead letter for the caller to write (the live projector
+//! record that cannot be used (not an event, an order id that is not a UUID, a time Postgres
+//! cannot hold) becomes a dead letter for the caller to write (the live projector
 //! publishes it through its outbox; a rebuild only counts it).
 
 pub mod generation;
@@ -70,6 +71,15 @@ impl Projection {
             }
         };
         let event = decoded.event;
+        let occurred_at = event.metadata().occurred_at;
+        if !store::storable(occurred_at) {
+            let reason = format!(
+                "cannot fold: occurred_at {occurred_at} ms is outside the times the history can hold"
+            );
+            return Ok(Read::DeadLetter(Box::new(
+                self.dead_letter(delivery, &reason),
+            )));
+        }
         let Ok(order_id) = Uuid::parse_str(event.order_id()) else {
             let reason = format!(
                 "cannot fold: order_id {:?} is not a UUID",
@@ -91,10 +101,18 @@ impl Projection {
             key: delivery.key_str().map(str::to_owned),
             order_id,
             event,
-            recorded_at: delivery.timestamp_millis.map(store::millis),
+            recorded_at: delivery
+                .timestamp_millis
+                .filter(|ms| store::storable(*ms))
+                .map(store::millis),
             trace_id,
             written_as: decoded.written_as.to_string(),
         })))
+    }
+
+    /// A record the history cannot take (its database refuses it), as a dead letter saying why.
+    pub fn refused(&self, delivery: &Delivery, reason: &str) -> Read {
+        Read::DeadLetter(Box::new(self.dead_letter(delivery, reason)))
     }
 
     fn dead_letter(&self, delivery: &Delivery, reason: &str) -> OutboxRecord {

@@ -143,24 +143,47 @@ impl LogColumns {
         self.producers.push(printable(&metadata.producer));
         self.occurred.push(millis(metadata.occurred_at));
         self.recorded.push(row.recorded_at);
-        self.trace_ids.push(row.trace_id.clone());
-        self.written_as.push(row.written_as.clone());
-        self.events.push(row.event.to_json().to_string());
+        self.trace_ids.push(row.trace_id.as_deref().map(printable));
+        self.written_as.push(printable(&row.written_as));
+        self.events
+            .push(printable_json(row.event.to_json()).to_string());
     }
 }
 
-/// Postgres refuses NUL in text; an event may carry one in any string (JSON escapes it).
+/// Postgres refuses NUL in text, and in JSON (`\u0000`); an event may carry one in any string.
 fn printable(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
 }
 
-/// Epoch milliseconds as a timestamp; a value out of chrono's range is clamped to its ends.
+/// `json` with every NUL in its strings (and keys) replaced, so that `jsonb` takes it.
+fn printable_json(json: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match json {
+        Value::String(text) if text.contains('\0') => Value::String(printable(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(printable_json).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (printable(&key), printable_json(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The earliest time Postgres stores (4713 BC), in epoch milliseconds.
+const EARLIEST_MS: i64 = -210_866_803_200_000;
+
+/// Whether Postgres (and chrono) can hold `ms` as a timestamp. An event stamped outside is not
+/// one the read side can place in time.
+pub fn storable(ms: i64) -> bool {
+    ms >= EARLIEST_MS && DateTime::from_timestamp_millis(ms).is_some()
+}
+
+/// Epoch milliseconds as a timestamp; a value out of range is clamped to the range's ends (the
+/// projector lets no such event in: see [`storable`]).
 pub fn millis(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
-        DateTime::<Utc>::MIN_UTC
-    } else {
-        DateTime::<Utc>::MAX_UTC
-    })
+    DateTime::from_timestamp_millis(ms.max(EARLIEST_MS)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Every event the log holds for each of `orders`.
@@ -354,4 +377,25 @@ pub async fn advance(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_postgres_cannot_hold_are_not_storable() {
+        assert!(storable(0) && storable(EARLIEST_MS));
+        assert!(!storable(EARLIEST_MS - 1));
+        assert!(!storable(i64::MIN) && !storable(i64::MAX));
+        assert_eq!(millis(i64::MIN).timestamp_millis(), EARLIEST_MS);
+    }
+
+    #[test]
+    fn no_nul_reaches_jsonb() {
+        let json = serde_json::json!({"a\u{0}": ["x\u{0}y", 1, {"b": "\u{0}"}]});
+        let text = printable_json(json).to_string();
+        assert!(!text.contains("\\u0000"), "{text}");
+        assert!(text.contains("x\u{FFFD}y"), "{text}");
+    }
 }
