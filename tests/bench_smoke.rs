@@ -7,7 +7,8 @@ use serde_json::Value;
 
 #[test]
 fn a_small_benchmark_completes_every_order_and_reports_every_part() -> anyhow::Result<()> {
-    let (ok, out) = sagactl(
+    // A failure is an error carrying sagactl's stderr, where the bench says what went wrong.
+    let (_, out) = sagactl(
         &[
             "bench",
             "--orders",
@@ -18,9 +19,8 @@ fn a_small_benchmark_completes_every_order_and_reports_every_part() -> anyhow::R
             "5",
             "--json",
         ],
-        true,
+        false,
     )?;
-    assert!(ok, "sagactl bench failed:\n{out}");
     let report: Value = serde_json::from_str(out.trim())?;
     assert_eq!(report["failed"], 0, "{report:#}");
     assert_eq!(report["completed"], 200, "{report:#}");

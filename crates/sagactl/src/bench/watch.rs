@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -104,11 +105,17 @@ impl Sagas {
 }
 
 /// Starts watching from the current end of the four event topics; stops at `stop`.
+///
+/// The ends are resolved to concrete offsets before this returns. Assigning `Offset::End` would
+/// leave librdkafka to resolve them on its first fetch, after the first orders may already have
+/// been placed: their events would land before the watcher's start and never be seen.
 pub fn start(
     kafka: &KafkaSettings,
     codec: EventCodec,
     stop: CancellationToken,
 ) -> anyhow::Result<Sagas> {
+    let began = std::time::Instant::now();
+    let timeout = std::time::Duration::from_secs(10);
     // Latency is read off the events' own clocks, not off when the watcher sees them: it can
     // fetch in big, lazy batches and leave the broker's time to the saga.
     let consumer: StreamConsumer = kafka
@@ -121,14 +128,26 @@ pub fn start(
     let mut assignment = TopicPartitionList::new();
     for service in Service::ALL {
         let topic = topics.events(service);
-        let metadata = consumer.fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
         for topic in metadata.topics() {
             for partition in topic.partitions() {
-                assignment.add_partition_offset(topic.name(), partition.id(), Offset::End)?;
+                let (_, end) = consumer
+                    .fetch_watermarks(topic.name(), partition.id(), timeout)
+                    .with_context(|| format!("the end of {} [{}]", topic.name(), partition.id()))?;
+                assignment.add_partition_offset(
+                    topic.name(),
+                    partition.id(),
+                    Offset::Offset(end),
+                )?;
             }
         }
     }
     consumer.assign(&assignment)?;
+    eprintln!(
+        "watching {} partitions of the event topics from their ends (ready in {} ms)",
+        assignment.count(),
+        began.elapsed().as_millis()
+    );
     let sagas = Sagas::default();
     let seen = sagas.clone();
     tokio::spawn(async move {
