@@ -672,6 +672,12 @@ impl Generator {
                 reason: self.text(),
             }
             .into(),
+            PaymentReviewRequested => saga_events::PaymentReviewRequested {
+                metadata,
+                order_id,
+                review_deadline_at: self.i64(),
+            }
+            .into(),
             PaymentRefunded => saga_events::PaymentRefunded {
                 metadata,
                 order_id,

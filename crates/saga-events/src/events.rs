@@ -182,6 +182,29 @@ pub struct PaymentDeclined {
     pub reason: String,
 }
 
+/// Payment put the order in manual review instead of charging it. Order moves the order's
+/// deadline past `review_deadline_at` ([`PaymentReviewRequested::saga_deadline_at`]), so that a
+/// review never times the saga out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "saga.payment")]
+pub struct PaymentReviewRequested {
+    pub metadata: EventMetadata,
+    pub order_id: String,
+    /// UTC epoch milliseconds: the review expires (the payment is declined) unless a reviewer
+    /// decided by then.
+    pub review_deadline_at: i64,
+}
+
+impl PaymentReviewRequested {
+    /// The saga's deadline once this review is open: the review's own deadline, plus the time
+    /// the saga was given when the order was placed (`budget_ms`), so that an approved order has
+    /// the rest of its saga ahead of it. Order moves the order's deadline there, and the
+    /// `PaymentAuthorized` of an approval carries it on.
+    pub fn saga_deadline_at(&self, budget_ms: i64) -> i64 {
+        self.review_deadline_at.saturating_add(budget_ms.max(0))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
 #[avro(namespace = "saga.payment")]
 pub struct PaymentRefunded {
@@ -406,6 +429,7 @@ saga_events! {
     PaymentAuthorized => Payment / "payment" / 2 / "saga.payment";
     PaymentDeclined => Payment / "payment" / 1 / "saga.payment";
     PaymentRefunded => Payment / "payment" / 2 / "saga.payment";
+    PaymentReviewRequested => Payment / "payment" / 1 / "saga.payment";
     StockReserved => Inventory / "inventory" / 2 / "saga.inventory";
     StockReservationFailed => Inventory / "inventory" / 1 / "saga.inventory";
     StockReleased => Inventory / "inventory" / 1 / "saga.inventory";

@@ -11,6 +11,7 @@ saga_events::status_enum! {
         Authorized => "AUTHORIZED",
         Declined => "DECLINED",
         Refunded => "REFUNDED",
+        InReview => "IN_REVIEW",
     }
 }
 
@@ -136,6 +137,18 @@ impl OrderHistory {
                     status: PaymentState::Authorized,
                     amount_cents: authorized.amount_cents,
                     reason: None,
+                });
+            }
+            SagaEvent::PaymentReviewRequested(requested) => {
+                // Only until the review's outcome is told: its request never overrides it.
+                let amount_cents = self.placement.as_ref().map_or(0, |p| p.total_cents);
+                self.payment.get_or_insert_with(|| PaymentView {
+                    status: PaymentState::InReview,
+                    amount_cents,
+                    reason: Some(format!(
+                        "in manual review until {}",
+                        requested.review_deadline_at
+                    )),
                 });
             }
             SagaEvent::PaymentDeclined(declined) => {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 
-use saga_events::{SagaEvent, Service};
+use saga_events::{CancellationReason, SagaEvent, Service};
 use saga_messaging::Arrival;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection};
@@ -99,6 +99,8 @@ pub struct Change<'a, S> {
     pub loaded: Option<&'a S>,
     /// The step as the batch left it.
     pub step: &'a S,
+    /// Why the order is closed, if it is (by this batch or before).
+    pub closed: Option<CancellationReason>,
 }
 
 // Copy whatever `S` is: a change only borrows its steps.

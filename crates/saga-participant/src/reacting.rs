@@ -99,6 +99,7 @@ fn changed_steps<'a, S>(known: &'a Standings<S>, current: &'a Standings<S>) -> V
                 order_id: *order,
                 loaded: known.get(order).and_then(|k| k.step.as_ref()),
                 step: standing.step.as_ref()?,
+                closed: standing.closed,
             })
         })
         .collect()

@@ -2,6 +2,7 @@
 //! database and schema setup, the HTTP server with its operational routes, the outbox relay and
 //! the event consumer, and an orderly shutdown on SIGTERM/SIGINT.
 
+pub mod auth;
 mod config;
 mod contract;
 mod http;

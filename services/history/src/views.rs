@@ -53,7 +53,7 @@ pub struct EventRef {
 /// The payment as Payment last told it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentDetail {
-    /// AUTHORIZED, DECLINED or REFUNDED.
+    /// AUTHORIZED, DECLINED or REFUNDED; IN_REVIEW while Payment waits for a reviewer.
     pub status: &'static str,
     pub amount_cents: i64,
     pub reason: Option<String>,

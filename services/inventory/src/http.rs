@@ -1,15 +1,12 @@
 //! Inventory's HTTP API: set and read the units of a SKU. Setting them is an operator action:
 //! `PUT /stock/{sku}` needs `Authorization: Bearer <INVENTORY_ADMIN_TOKEN>`.
 
-use std::sync::Arc;
-
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::handler::Handler;
-use axum::http::HeaderMap;
-use axum::middleware::{Next, from_fn_with_state};
-use axum::response::Response;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, put};
+use saga_runtime::auth::{BearerGuard, require_bearer};
 use saga_runtime::validation::{Sku, Violations};
 use saga_runtime::{ApiJson, FieldError, Problem};
 use serde::{Deserialize, Serialize};
@@ -36,73 +33,21 @@ struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(
-                "admin_token",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
+        saga_runtime::auth::bearer_scheme(openapi, "admin_token");
     }
 }
 
-/// The bearer token operator routes require.
-#[derive(Clone)]
-pub struct AdminToken(Arc<str>);
-
-/// Never prints the token itself.
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(..)")
-    }
-}
-
-impl AdminToken {
-    pub fn new(token: impl Into<Arc<str>>) -> Self {
-        Self(token.into())
-    }
-
-    /// Whether `headers` carry `Authorization: Bearer <this token>`, compared in time that does
-    /// not depend on where a guess goes wrong.
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        let expected = self.0.as_bytes();
-        let given = given.trim().as_bytes();
-        given.len() == expected.len()
-            && given
-                .iter()
-                .zip(expected)
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
-    }
-}
-
-async fn require_admin(
-    State(token): State<AdminToken>,
-    request: Request,
-    next: Next,
-) -> Result<Response, Problem> {
-    if !token.admits(request.headers()) {
-        return Err(Problem::unauthorized(
-            "setting stock is an operator action: send Authorization: Bearer <INVENTORY_ADMIN_TOKEN>",
-        ));
-    }
-    Ok(next.run(request).await)
-}
-
-pub fn router(pool: PgPool, admin: AdminToken) -> Router {
+/// The API; `PUT /stock/{sku}` admits `admin_token` only.
+pub fn router(pool: PgPool, admin_token: String) -> Router {
+    let admin = BearerGuard::new(
+        admin_token,
+        "setting stock is an operator action: send Authorization: Bearer <INVENTORY_ADMIN_TOKEN>",
+    );
     Router::new()
         .route(
             "/stock/{sku}",
             get(get_stock).merge(put(
-                put_stock.layer(from_fn_with_state(admin, require_admin))
+                put_stock.layer(from_fn_with_state(admin, require_bearer))
             )),
         )
         .with_state(pool)
@@ -206,33 +151,4 @@ async fn get_stock(
         .await?
         .ok_or_else(|| Problem::not_found(format!("no stock for SKU {sku}")))?;
     Ok(axum::Json(view(sku.into_inner(), level)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn with_authorization(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if let Ok(value) = value.parse() {
-            headers.insert(axum::http::header::AUTHORIZATION, value);
-        }
-        headers
-    }
-
-    #[test]
-    fn only_the_configured_bearer_token_is_admitted() {
-        let token = AdminToken::new("dev-inventory-admin");
-        assert!(token.admits(&with_authorization("Bearer dev-inventory-admin")));
-        for refused in [
-            "",
-            "dev-inventory-admin",
-            "Bearer dev-inventory-admi",
-            "Bearer dev-inventory-admin2",
-            "Basic dev-inventory-admin",
-        ] {
-            assert!(!token.admits(&with_authorization(refused)), "{refused:?}");
-        }
-        assert!(!token.admits(&HeaderMap::new()));
-    }
 }

@@ -21,14 +21,8 @@ pub const DEV_ADMIN_TOKEN: &str = "dev-inventory-admin";
 pub async fn run() -> Result<(), RuntimeError> {
     let migrator = saga_participant::migrator(sqlx::migrate!("./migrations"));
     let runtime = ServiceRuntime::start(Service::Inventory, 8083, migrator).await?;
-    let admin_token = std::env::var("INVENTORY_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .unwrap_or_else(|| {
-            tracing::warn!("INVENTORY_ADMIN_TOKEN is not set: PUT /stock takes the dev token");
-            DEV_ADMIN_TOKEN.to_owned()
-        });
-    let api = http::router(runtime.pool.clone(), http::AdminToken::new(admin_token))
+    let admin_token = saga_runtime::auth::token_from_env("INVENTORY_ADMIN_TOKEN", DEV_ADMIN_TOKEN);
+    let api = http::router(runtime.pool.clone(), admin_token)
         .merge(openapi_route(http::ApiDoc::openapi()));
     runtime.run(api, Reacting(domain::Rules)).await
 }

@@ -7,7 +7,10 @@
 //! (refunded, released, called off) before the cancellation's compensation is complete.
 
 pub use saga_events::progress::{self, Awaited, Compensation, OrderStatus, StatusName, Steps};
-use saga_events::{CancellationReason, EventMetadata, OrderCancelled, OrderConfirmed, SagaEvent};
+use saga_events::{
+    CancellationReason, EventMetadata, OrderCancelled, OrderConfirmed, PaymentReviewRequested,
+    SagaEvent,
+};
 
 pub const PRODUCER: &str = "order";
 
@@ -77,6 +80,18 @@ pub fn react(state: &OrderState, event: &SagaEvent) -> Decision {
         emit.push(ending(end, event.metadata(), event.order_id()));
     }
     Decision { state: next, emit }
+}
+
+/// The order's deadline once Payment opened a review of its payment: past the review's own
+/// deadline by the time the saga was given when it was placed (`budget_ms`), so that a review
+/// never times the saga out and an approved order has the rest of its saga ahead of it. `None`
+/// for an order that is not pending any more: nothing waits on a deadline.
+pub fn deadline_after_review(
+    state: &OrderState,
+    requested: &PaymentReviewRequested,
+    budget_ms: i64,
+) -> Option<i64> {
+    (state.status == OrderStatus::Pending).then(|| requested.saga_deadline_at(budget_ms))
 }
 
 /// The deadline of a pending order passed: it is cancelled, `TIMED_OUT`, caused by the

@@ -52,5 +52,8 @@ pub async fn run() -> Result<(), RuntimeError> {
         runtime.shutdown(),
     ));
     let api = http::router(state).merge(openapi_route(http::ApiDoc::openapi()));
-    runtime.run(api, reactions::OrderReactions).await
+    let reactions = reactions::OrderReactions {
+        deadline_budget_ms: i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX),
+    };
+    runtime.run(api, reactions).await
 }

@@ -15,7 +15,11 @@ use crate::store;
 use crate::timeline::{self, RecordedEvent};
 
 #[derive(Debug, Default)]
-pub struct OrderReactions;
+pub struct OrderReactions {
+    /// The time a saga is given when its order is placed (`ORDER_DEADLINE_SECONDS`), in ms: an
+    /// order in review gets it again after the review's deadline.
+    pub deadline_budget_ms: i64,
+}
 
 impl Reactions for OrderReactions {
     fn wants(&self, event_type: EventType) -> bool {
@@ -43,6 +47,7 @@ impl Reactions for OrderReactions {
         let orders: Vec<Uuid> = events.iter().map(|a| a.order_id).collect();
         let mut states = store::states(tx, &orders).await?;
         let mut changed: HashMap<Uuid, OrderState> = HashMap::new();
+        let mut extended = Vec::new();
         let mut emitted = Vec::with_capacity(events.len());
         for (index, (arrival, order)) in events.iter().zip(&orders).enumerate() {
             let Some(state) = states.get(order).copied() else {
@@ -59,6 +64,12 @@ impl Reactions for OrderReactions {
                 emitted.push(Vec::new());
                 continue;
             };
+            if let SagaEvent::PaymentReviewRequested(requested) = arrival.event
+                && let Some(deadline) =
+                    domain::deadline_after_review(&state, requested, self.deadline_budget_ms)
+            {
+                extended.push((*order, deadline));
+            }
             let decision = domain::react(&state, arrival.event);
             if decision.state != state {
                 states.insert(*order, decision.state);
@@ -68,6 +79,7 @@ impl Reactions for OrderReactions {
         }
         let changed: Vec<(Uuid, OrderState)> = changed.into_iter().collect();
         store::save_states(tx, &changed).await?;
+        store::extend_deadlines(tx, &extended).await?;
         Ok(emitted)
     }
 }

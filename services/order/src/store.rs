@@ -253,6 +253,29 @@ pub async fn states(
 }
 
 /// Writes the states a batch changed, with their compensation.
+/// Moves the deadlines of pending orders to `(order, deadline_at in ms)`, never earlier than they
+/// were: a redelivered review request changes nothing.
+pub async fn extend_deadlines(
+    conn: &mut PgConnection,
+    extended: &[(Uuid, i64)],
+) -> Result<(), sqlx::Error> {
+    if extended.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE orders o
+         SET deadline_at = greatest(o.deadline_at, to_timestamp(v.deadline_ms / 1000.0)),
+             updated_at = now()
+         FROM unnest($1::uuid[], $2::bigint[]) AS v(order_id, deadline_ms)
+         WHERE o.order_id = v.order_id AND o.status = 'PENDING'",
+    )
+    .bind(extended.iter().map(|(o, _)| *o).collect::<Vec<_>>())
+    .bind(extended.iter().map(|(_, d)| *d).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn save_states(
     conn: &mut PgConnection,
     changed: &[(Uuid, OrderState)],

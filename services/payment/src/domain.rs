@@ -5,9 +5,12 @@
 //!
 //! - `OrderPlaced`: authorize or decline, once per order; never when the order was cancelled
 //!   first, or is past its deadline (a reply that comes too late is not acted on:
-//!   [`saga_participant::Standing::turns_away`]).
+//!   [`saga_participant::Standing::turns_away`]). A risky order is neither: it goes to manual
+//!   review ([`crate::review`]), and its payment is `IN_REVIEW` until a reviewer (or the
+//!   review's expiry) decides.
 //! - `StockReservationFailed`, `ShipmentFailed`: refund what is held.
-//! - `OrderCancelled`: the order is closed; what is held is refunded.
+//! - `OrderCancelled`: the order is closed; what is held is refunded (and an open review closes,
+//!   nothing charged).
 
 use saga_events::{
     CancellationReason, EventMetadata, OrderLine, OrderPlaced, PaymentAuthorized, PaymentDeclined,
@@ -15,6 +18,8 @@ use saga_events::{
 };
 use saga_participant::{Participant, Refused};
 use uuid::Uuid;
+
+use crate::review::{self, REVIEW_TOKEN, Review};
 
 pub const PRODUCER: &str = "payment";
 
@@ -26,6 +31,7 @@ saga_events::status_enum! {
         Authorized => "AUTHORIZED",
         Declined => "DECLINED",
         Refunded => "REFUNDED",
+        InReview => "IN_REVIEW",
     }
 }
 
@@ -41,6 +47,16 @@ pub struct Payment {
     pub refund_reason: Option<CancellationReason>,
     /// Where the receipt goes: the customer's e-mail from `OrderPlaced` (v3 on), if given.
     pub receipt_email: Option<String>,
+    /// The review this decision opened, for the ledger to start with its first timer (never
+    /// read back: the review lives in its workflow instance from then on).
+    pub opened_review: Option<Box<OpenedReview>>,
+}
+
+/// A review as the decision that opened it hands it to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedReview {
+    pub review: Review,
+    pub commands: Vec<saga_workflow::Command>,
 }
 
 /// What Payment knows of one order: its payment, and whether it is closed (no charge from then
@@ -58,6 +74,10 @@ type Decided = Result<Decision, Refused>;
 pub struct Rules {
     /// Orders above this amount (minor units) are declined.
     pub amount_limit_cents: i64,
+    /// Orders from this amount on (minor units, and within the limit) go to manual review.
+    pub review_threshold_cents: i64,
+    /// How long a review waits for a reviewer before it expires.
+    pub review_timeout_ms: i64,
 }
 
 impl Participant for Rules {
@@ -101,6 +121,19 @@ pub fn decline_reason(payment_method: &str, amount_cents: i64, limit_cents: i64)
     }
 }
 
+/// Why an order that would be authorized goes to manual review first, if it does.
+pub fn review_reason(payment_method: &str, amount_cents: i64, threshold_cents: i64) -> Option<String> {
+    if payment_method == REVIEW_TOKEN {
+        Some(format!("payment method {REVIEW_TOKEN}"))
+    } else if amount_cents >= threshold_cents {
+        Some(format!(
+            "amount {amount_cents} reaches the review threshold of {threshold_cents}"
+        ))
+    } else {
+        None
+    }
+}
+
 fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) -> Decision {
     // One payment per order, none for a closed one, and nothing charged past the deadline.
     if let Some(turned_away) = standing.turns_away(placed.deadline_at, now_ms) {
@@ -111,8 +144,31 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
         placed.total.amount_minor,
         rules.amount_limit_cents,
     );
+    let payment_id = Uuid::now_v7();
+    if declined.is_none()
+        && let Some(reason) = review_reason(
+            &placed.payment_method,
+            placed.total.amount_minor,
+            rules.review_threshold_cents,
+        )
+    {
+        let (review, told, commands) =
+            review::open(placed, payment_id, reason, now_ms, rules.review_timeout_ms);
+        let payment = Payment {
+            payment_id,
+            status: PaymentStatus::InReview,
+            amount_cents: placed.total.amount_minor,
+            currency: placed.total.currency.clone(),
+            payment_method: placed.payment_method.clone(),
+            decline_reason: None,
+            refund_reason: None,
+            receipt_email: placed.customer_email.clone(),
+            opened_review: Some(Box::new(OpenedReview { review, commands })),
+        };
+        return Decision::changed(standing, payment, told);
+    }
     let payment = Payment {
-        payment_id: Uuid::now_v7(),
+        payment_id,
         status: if declined.is_some() {
             PaymentStatus::Declined
         } else {
@@ -124,6 +180,7 @@ fn charge(standing: &Standing, placed: &OrderPlaced, rules: Rules, now_ms: i64) 
         decline_reason: declined.clone(),
         refund_reason: None,
         receipt_email: placed.customer_email.clone(),
+        opened_review: None,
     };
     let metadata = EventMetadata::caused_by(&placed.metadata, PRODUCER);
     let told: SagaEvent = match declined {
@@ -164,7 +221,7 @@ fn refund_owed(standing: &Standing, cause: &SagaEvent, reason: CancellationReaso
 
 /// What to reserve: one line per SKU, so that an order listing a SKU on two lines (at two
 /// prices, say) reserves their sum once.
-fn stock_lines(items: &[OrderLine]) -> Vec<StockLine> {
+pub(crate) fn stock_lines(items: &[OrderLine]) -> Vec<StockLine> {
     let mut lines: Vec<StockLine> = Vec::with_capacity(items.len());
     for item in items {
         match lines.iter_mut().find(|line| line.sku == item.sku) {
@@ -187,6 +244,7 @@ fn refund(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) ->
     let refunded = Payment {
         status: PaymentStatus::Refunded,
         refund_reason: Some(reason),
+        opened_review: None,
         ..payment.clone()
     };
     let told = PaymentRefunded {
@@ -209,6 +267,8 @@ mod tests {
 
     const RULES: Rules = Rules {
         amount_limit_cents: 10_000,
+        review_threshold_cents: 8_000,
+        review_timeout_ms: 60_000,
     };
     const NOW: i64 = 1_800_000_000_000;
     /// Given what Payment knows, when an event arrives, then…
@@ -334,6 +394,45 @@ mod tests {
             assert_eq!(status(&decision), Some(PaymentStatus::Declined), "{method}");
             assert_eq!(emitted(&decision), [EventType::PaymentDeclined]);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_risky_order_goes_to_review_uncharged() -> Result<(), Refused> {
+        for (method, total) in [("tok_visa", 8_000), ("tok_review", 100)] {
+            let decision = PAYMENT
+                .given(nothing_yet())
+                .when(placed(method, total, Some(NOW + 30_000)))?;
+            assert_eq!(status(&decision), Some(PaymentStatus::InReview), "{method}");
+            assert_eq!(emitted(&decision), [EventType::PaymentReviewRequested]);
+            let payment = decision.standing.step.expect("a payment");
+            assert!(payment.opened_review.is_some(), "the review to start");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_order_over_the_limit_is_declined_not_reviewed() -> Result<(), Refused> {
+        let decision = PAYMENT
+            .given(nothing_yet())
+            .when(placed("tok_review", 10_001, None))?;
+        assert_eq!(status(&decision), Some(PaymentStatus::Declined));
+        Ok(())
+    }
+
+    #[test]
+    fn an_order_cancelled_in_review_is_closed_with_nothing_refunded() -> Result<(), Refused> {
+        let in_review = PAYMENT.when_all(nothing_yet(), &[placed("tok_review", 100, None)]);
+        let decision = PAYMENT
+            .given(in_review)
+            .when(cancelled(CancellationReason::TIMED_OUT))?;
+        assert!(decision.emit.is_empty(), "nothing was charged: nothing to refund");
+        assert_eq!(status(&decision), Some(PaymentStatus::InReview));
+        assert_eq!(
+            decision.standing.closed,
+            Some(CancellationReason::TIMED_OUT),
+            "the ledger closes the review of a closed order"
+        );
         Ok(())
     }
 

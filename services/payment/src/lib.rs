@@ -6,6 +6,8 @@
 
 pub mod domain;
 pub mod http;
+pub mod review;
+pub mod reviews;
 pub mod store;
 
 use saga_events::Service;
@@ -13,14 +15,49 @@ use saga_participant::Reacting;
 use saga_runtime::{RuntimeError, ServiceRuntime, env_parse, openapi_route};
 use utoipa::OpenApi;
 
-/// Runs the service until SIGTERM: `PAYMENT_AMOUNT_LIMIT_CENTS` (default 1000000) is the
-/// largest amount authorized.
+/// The reviewer token the dev stack uses when `PAYMENT_REVIEWER_TOKEN` is not set.
+pub const DEV_REVIEWER_TOKEN: &str = "dev-payment-reviewer";
+
+/// Runs the service until SIGTERM:
+/// - `PAYMENT_AMOUNT_LIMIT_CENTS` (default 1000000): the largest amount authorized;
+/// - `PAYMENT_REVIEW_THRESHOLD_CENTS` (default 200000): orders from this amount on (within the
+///   limit) go to manual review, as do orders paid with `tok_review`;
+/// - `PAYMENT_REVIEW_TIMEOUT_SECONDS` (default 900): a review no one decided by then expires,
+///   and the payment is declined;
+/// - `PAYMENT_REVIEWER_TOKEN` (default `dev-payment-reviewer`, for development only): the bearer
+///   token `POST /reviews/{order_id}/decision` requires.
 pub async fn run() -> Result<(), RuntimeError> {
+    let review_timeout_seconds: i64 = env_parse("PAYMENT_REVIEW_TIMEOUT_SECONDS", 900)?;
+    if review_timeout_seconds <= 0 {
+        return Err(RuntimeError::Config(
+            "PAYMENT_REVIEW_TIMEOUT_SECONDS must be positive".into(),
+        ));
+    }
     let rules = domain::Rules {
         amount_limit_cents: env_parse("PAYMENT_AMOUNT_LIMIT_CENTS", 1_000_000)?,
+        review_threshold_cents: env_parse("PAYMENT_REVIEW_THRESHOLD_CENTS", 200_000)?,
+        review_timeout_ms: review_timeout_seconds.saturating_mul(1000),
     };
-    let migrator = saga_participant::migrator(sqlx::migrate!("./migrations"));
+    let reviewer_token =
+        saga_runtime::auth::token_from_env("PAYMENT_REVIEWER_TOKEN", DEV_REVIEWER_TOKEN);
+    let migrator = saga_participant::migrator(saga_workflow::migrator(sqlx::migrate!(
+        "./migrations"
+    )));
     let runtime = ServiceRuntime::start(Service::Payment, 8082, migrator).await?;
-    let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
+    tokio::spawn(saga_workflow::timers::run(
+        reviews::Reviews,
+        runtime.pool.clone(),
+        runtime.outbox.clone(),
+        runtime.shutdown(),
+    ));
+    let review_state = reviews::http::ReviewState {
+        pool: runtime.pool.clone(),
+        outbox: runtime.outbox.clone(),
+    };
+    let mut document = http::ApiDoc::openapi();
+    document.merge(reviews::http::ApiDoc::openapi());
+    let api = http::router(runtime.pool.clone())
+        .merge(reviews::http::router(review_state, reviewer_token))
+        .merge(openapi_route(document));
     runtime.run(api, Reacting(rules)).await
 }

@@ -4,20 +4,22 @@
 
 use chrono::{DateTime, Utc};
 use saga_events::CancellationReason;
-use saga_participant::{Changes, Ledger, column, corrupt};
+use saga_participant::{Change, Changes, Ledger, column, corrupt};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{Payment, PaymentStatus, Rules};
+use crate::review::ReviewInput;
+use crate::reviews::{self, Reviews};
 
 /// A payment as `GET /payments/{order_id}` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct PaymentView {
     pub order_id: Uuid,
     pub payment_id: Uuid,
-    /// `AUTHORIZED`, `DECLINED` or `REFUNDED`.
+    /// `AUTHORIZED`, `DECLINED` or `REFUNDED`; `IN_REVIEW` while a reviewer has not decided.
     pub status: String,
     pub amount_cents: i64,
     pub currency: String,
@@ -72,6 +74,7 @@ impl Ledger for Rules {
             decline_reason: row.decline_reason,
             refund_reason,
             receipt_email: row.receipt_email,
+            opened_review: None,
         };
         Ok((row.order_id, payment))
     }
@@ -102,8 +105,32 @@ impl Ledger for Rules {
             c.step.refund_reason.map(|r| r.as_str())
         }))
         .bind(column(payments, |c| c.step.receipt_email.as_deref()))
-        .execute(tx)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        reviews_of(tx, payments).await
     }
+}
+
+/// Starts the reviews the batch opened, and closes those whose order it cancelled (nothing
+/// charged): under the orders' locks, which the batch holds, as every input to a review is.
+async fn reviews_of(tx: &mut PgConnection, payments: &[Change<'_, Payment>]) -> sqlx::Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    for change in payments {
+        if change.step.status != PaymentStatus::InReview {
+            continue;
+        }
+        if let Some(opened) = &change.step.opened_review {
+            let commands = opened.commands.clone();
+            saga_workflow::start(tx, &Reviews, change.order_id, &opened.review, commands)
+                .await
+                .map_err(reviews::as_sqlx)?;
+        }
+        if change.closed.is_some() {
+            let cancelled = ReviewInput::OrderCancelled;
+            saga_workflow::handle(tx, &Reviews, change.order_id, &cancelled, now)
+                .await
+                .map_err(reviews::as_sqlx)?;
+        }
+    }
+    Ok(())
 }

@@ -127,6 +127,12 @@ pub fn one_of_each(order_id: &str) -> Vec<SagaEvent> {
             reason: "card declined".into(),
         }
         .into(),
+        PaymentReviewRequested {
+            metadata: metadata(order_id, "payment", cause),
+            order_id: o.clone(),
+            review_deadline_at: 1_764_000_900_000,
+        }
+        .into(),
         PaymentRefunded {
             metadata: metadata(order_id, "payment", cause),
             order_id: o.clone(),

@@ -1,0 +1,250 @@
+//! Instances in the service's database: started, loaded, and moved by one input at a time under
+//! their order's lock, with every move journaled and its commands carried out in the same
+//! transaction.
+
+use chrono::{DateTime, Utc};
+use saga_events::SagaEvent;
+use saga_messaging::{headers, parking, trace};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::{Command, Workflow, WorkflowError};
+
+/// An instance as stored.
+#[derive(Debug, Clone)]
+pub struct Instance<S> {
+    pub id: Uuid,
+    pub state: S,
+    pub label: String,
+    pub waiting_for: Option<String>,
+    pub version: i32,
+    /// The trace the instance belongs to (that of the event that started it).
+    pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What one input did to an instance.
+#[derive(Debug, Clone)]
+pub struct Handled<S> {
+    pub before: S,
+    pub after: S,
+    /// The events to write to the outbox, in the transaction that moved the instance.
+    pub emit: Vec<SagaEvent>,
+    /// The trace the instance belongs to: spans of this input, and the events it emits, continue
+    /// it.
+    pub traceparent: Option<String>,
+}
+
+impl<S: PartialEq> Handled<S> {
+    pub fn changed(&self) -> bool {
+        self.before != self.after
+    }
+}
+
+/// Begins a transaction holding the lock of instance `id` (its order's advisory lock, the one the
+/// service's consumer takes for each batch): every input to an instance is handled under it.
+pub async fn begin(pool: &PgPool, id: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    parking::begin_locked(pool, &[id]).await
+}
+
+/// Starts instance `id` in `state` and carries out `commands` (its first timers, its first
+/// event); returns the events to emit. Starting an instance that exists changes nothing and
+/// emits nothing: a redelivered start is harmless. The instance keeps the current span's trace.
+/// The caller holds the instance's lock.
+pub async fn start<W: Workflow>(
+    tx: &mut PgConnection,
+    workflow: &W,
+    id: Uuid,
+    state: &W::State,
+    commands: Vec<Command>,
+) -> Result<Vec<SagaEvent>, WorkflowError> {
+    let context = trace::current_context_headers();
+    let traceparent = context.get(headers::TRACEPARENT).map(str::to_owned);
+    let inserted = sqlx::query(
+        "INSERT INTO workflow_instances (workflow, instance_id, state, label, waiting_for, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (workflow, instance_id) DO NOTHING",
+    )
+    .bind(W::NAME)
+    .bind(id)
+    .bind(sqlx::types::Json(state))
+    .bind(workflow.label(state))
+    .bind(workflow.waiting_for(state))
+    .bind(traceparent)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(Vec::new());
+    }
+    let emit = carry_out(tx, W::NAME, id, commands).await?;
+    journal(tx, workflow, id, 0, &serde_json::json!("start"), state, &emit).await?;
+    metrics::counter!("saga_workflow_started_total", "workflow" => W::NAME).increment(1);
+    Ok(emit)
+}
+
+/// Instance `id` of workflow `W`, if there is one.
+pub async fn load<W: Workflow>(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Instance<W::State>>, WorkflowError> {
+    read::<W>(conn, id, "").await
+}
+
+/// Moves instance `id` by `input` at `now_ms`: transition, journal, the service's own tables
+/// ([`Workflow::persist`]), timers; returns what changed and the events to emit. A refused input
+/// is a [`WorkflowError::Conflict`] and changes nothing. The caller holds the instance's lock
+/// ([`begin`]).
+pub async fn handle<W: Workflow>(
+    tx: &mut PgConnection,
+    workflow: &W,
+    id: Uuid,
+    input: &W::Input,
+    now_ms: i64,
+) -> Result<Handled<W::State>, WorkflowError> {
+    let instance = read::<W>(tx, id, "FOR UPDATE")
+        .await?
+        .ok_or(WorkflowError::Unknown {
+            workflow: W::NAME,
+            instance: id,
+        })?;
+    let transition = workflow.transition(&instance.state, input, now_ms)?;
+    let changed = transition.state != instance.state;
+    let emit = carry_out(tx, W::NAME, id, transition.commands).await?;
+    if changed || !emit.is_empty() {
+        let version = instance.version + 1;
+        sqlx::query(
+            "UPDATE workflow_instances
+             SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
+             WHERE workflow = $1 AND instance_id = $2",
+        )
+        .bind(W::NAME)
+        .bind(id)
+        .bind(sqlx::types::Json(&transition.state))
+        .bind(workflow.label(&transition.state))
+        .bind(workflow.waiting_for(&transition.state))
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        let input = serde_json::to_value(input).unwrap_or(serde_json::Value::Null);
+        journal(tx, workflow, id, version, &input, &transition.state, &emit).await?;
+        workflow.persist(tx, id, &transition.state).await?;
+    }
+    Ok(Handled {
+        before: instance.state,
+        after: transition.state,
+        emit,
+        traceparent: instance.traceparent,
+    })
+}
+
+async fn read<W: Workflow>(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: &'static str,
+) -> Result<Option<Instance<W::State>>, WorkflowError> {
+    type Row = (
+        serde_json::Value,
+        String,
+        Option<String>,
+        i32,
+        Option<String>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    );
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT state, label, waiting_for, version, traceparent, created_at, updated_at
+         FROM workflow_instances WHERE workflow = $1 AND instance_id = $2 {lock}"
+    )))
+    .bind(W::NAME)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    let Some((state, label, waiting_for, version, traceparent, created_at, updated_at)) = row
+    else {
+        return Ok(None);
+    };
+    let state = serde_json::from_value(state).map_err(|source| WorkflowError::Corrupt {
+        workflow: W::NAME,
+        instance: id,
+        source,
+    })?;
+    Ok(Some(Instance {
+        id,
+        state,
+        label,
+        waiting_for,
+        version,
+        traceparent,
+        created_at,
+        updated_at,
+    }))
+}
+
+/// Carries out the timer commands; returns the events to emit, in order.
+async fn carry_out(
+    tx: &mut PgConnection,
+    workflow: &'static str,
+    id: Uuid,
+    commands: Vec<Command>,
+) -> Result<Vec<SagaEvent>, sqlx::Error> {
+    let mut emit = Vec::new();
+    for command in commands {
+        match command {
+            Command::Emit(event) => emit.push(event),
+            Command::Schedule { timer, due_at_ms } => {
+                let due_at = DateTime::<Utc>::from_timestamp_millis(due_at_ms).unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO workflow_timers (workflow, instance_id, timer, due_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (workflow, instance_id, timer) DO UPDATE
+                         SET due_at = EXCLUDED.due_at, status = 'PENDING', fired_at = NULL",
+                )
+                .bind(workflow)
+                .bind(id)
+                .bind(timer)
+                .bind(due_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Command::Cancel { timer } => {
+                sqlx::query(
+                    "UPDATE workflow_timers SET status = 'CANCELLED'
+                     WHERE workflow = $1 AND instance_id = $2 AND timer = $3 AND status = 'PENDING'",
+                )
+                .bind(workflow)
+                .bind(id)
+                .bind(timer)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    Ok(emit)
+}
+
+async fn journal<W: Workflow>(
+    tx: &mut PgConnection,
+    workflow: &W,
+    id: Uuid,
+    version: i32,
+    input: &serde_json::Value,
+    state: &W::State,
+    emit: &[SagaEvent],
+) -> Result<(), sqlx::Error> {
+    let emitted: Vec<&str> = emit.iter().map(|e| e.event_type().name()).collect();
+    sqlx::query(
+        "INSERT INTO workflow_journal (workflow, instance_id, version, input, label, emitted)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(W::NAME)
+    .bind(id)
+    .bind(version)
+    .bind(input)
+    .bind(workflow.label(state))
+    .bind(emitted)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

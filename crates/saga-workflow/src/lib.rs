@@ -1,0 +1,141 @@
+//! Durable workflows inside one service: orchestration within a bounded context, beside the
+//! choreography between contexts.
+//!
+//! Some of what a service does for an order takes longer than one reaction: a payment waits for
+//! a reviewer, or for the review to expire. Such a process is a workflow [`Workflow`]: a pure
+//! transition function (state + input → new state + [`Command`]s), tested without I/O, whose
+//! instances live in the service's own database with a journal of every input that moved them.
+//!
+//! - **One lock per instance.** An instance is named by its order, and every input to it (a
+//!   saga event, a reviewer's decision, a timer) is handled under that order's advisory lock,
+//!   the one the service's consumer already holds for each batch ([`begin`]). Inputs that race
+//!   queue, so an instance reaches exactly one outcome.
+//! - **Outcomes leave through the outbox**, as ordinary saga events, in the transaction that
+//!   moved the instance: other services see facts, never the workflow.
+//! - **Durable timers** ([`timers`]) are rows: a timer due while the service was down fires when
+//!   it is back, replicas share due timers (`FOR UPDATE SKIP LOCKED`), a fired timer commits with
+//!   the transition it caused (so it fires once, even across a kill -9), and a cancelled one
+//!   never fires.
+//! - **Traces.** An instance keeps the trace context of the event that started it: each input
+//!   it handles later is a span in that order's trace, and the events it emits continue it.
+
+mod instance;
+pub mod timers;
+
+use std::fmt::Debug;
+
+use saga_events::SagaEvent;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::PgConnection;
+use sqlx::migrate::Migrator;
+use thiserror::Error;
+use uuid::Uuid;
+
+pub use instance::{Handled, Instance, begin, handle, load, start};
+
+/// A workflow: its rules, and the one hook into the service's own tables.
+pub trait Workflow: Clone + Send + Sync + 'static {
+    /// The workflow's name in its tables, metrics and `sagactl workflows` (`payment_review`).
+    const NAME: &'static str;
+
+    /// An instance's state, kept as JSON.
+    type State: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync;
+
+    /// What moves an instance: a saga event, a person's decision, a timer.
+    type Input: Serialize + Debug + Send + Sync;
+
+    /// The state after `input` at `now_ms`, and what to do about it; a [`Conflict`] when the
+    /// input cannot apply to the state (a second, different decision), which changes nothing.
+    fn transition(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        now_ms: i64,
+    ) -> Result<Transition<Self::State>, Conflict>;
+
+    /// The state's name for operators and metrics (`OPEN`, `APPROVED`).
+    fn label(&self, state: &Self::State) -> &'static str;
+
+    /// What an instance in `state` waits for (`reviewer`), or `None` once it has ended.
+    fn waiting_for(&self, state: &Self::State) -> Option<&'static str>;
+
+    /// The input a timer named `timer` gives when it fires.
+    fn timer_fired(&self, timer: &str) -> Self::Input;
+
+    /// Writes what the instance's new state means to the service's own tables, in the
+    /// transaction that moved it (Payment's payment row once a review is decided).
+    fn persist<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        instance: Uuid,
+        state: &'a Self::State,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+}
+
+/// A transition's result: the new state, and the commands the engine carries out in the same
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition<S> {
+    pub state: S,
+    pub commands: Vec<Command>,
+}
+
+impl<S> Transition<S> {
+    /// The state is `state` and nothing is to be done.
+    pub fn to(state: S) -> Self {
+        Self {
+            state,
+            commands: Vec::new(),
+        }
+    }
+
+    pub fn then(mut self, command: Command) -> Self {
+        self.commands.push(command);
+        self
+    }
+}
+
+/// What a transition asks the engine to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Tell the saga: the event goes to the outbox with the state change.
+    Emit(SagaEvent),
+    /// Fire the timer `timer` at `due_at_ms` (UTC epoch milliseconds), replacing one of that name.
+    Schedule { timer: &'static str, due_at_ms: i64 },
+    /// The timer `timer` must not fire (if it has not yet).
+    Cancel { timer: &'static str },
+}
+
+/// An input the instance's state refuses: it changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct Conflict(pub String);
+
+/// Why handling an input failed.
+#[derive(Debug, Error)]
+pub enum WorkflowError {
+    #[error("database")]
+    Database(#[from] sqlx::Error),
+    #[error("no {workflow} instance for order {instance}")]
+    Unknown {
+        workflow: &'static str,
+        instance: Uuid,
+    },
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    #[error("the stored state of {workflow} {instance} cannot be read")]
+    Corrupt {
+        workflow: &'static str,
+        instance: Uuid,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// `own`, the service's migrations (versions 100 and up), with the workflows' tables (version 60)
+/// ahead of them.
+pub fn migrator(own: Migrator) -> Migrator {
+    let shared = sqlx::migrate!("./migrations");
+    Migrator::with_migrations(shared.iter().chain(own.iter()).cloned().collect())
+}
