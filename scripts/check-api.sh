@@ -16,7 +16,8 @@ VENV=.local/schemathesis
 EXAMPLES=${EXAMPLES:-25}
 # Deterministic generation unless a seed asks for a (reproducible) random search.
 if [ -n "${SEED:-}" ]; then generation=(--seed "$SEED"); else generation=(--generation-deterministic); fi
-TOKEN=${INVENTORY_ADMIN_TOKEN:-dev-inventory-admin}
+ADMIN_TOKEN=${INVENTORY_ADMIN_TOKEN:-dev-inventory-admin}
+REVIEWER_TOKEN=${PAYMENT_REVIEWER_TOKEN:-dev-payment-reviewer}
 REPORTS=.local/schemathesis/reports
 
 stamp=$(sha256sum tools/schemathesis/requirements.txt | cut -c1-16)
@@ -35,11 +36,16 @@ for target in order:8080 payment:8082 inventory:8083 shipping:8084 history:8085;
   echo "==> $service (http://127.0.0.1:$port/openapi.json)"
   curl -fs "http://127.0.0.1:$port/docs/" | grep -qi swagger ||
     { echo "error: no Swagger UI at http://127.0.0.1:$port/docs/" >&2; status=1; }
-  # The operator token for PUT /stock; the other services ignore it.
+  # The bearer token of the service's guarded routes (PUT /stock, review decisions); the others
+  # ignore it.
+  case $service in
+    payment) token=$REVIEWER_TOKEN ;;
+    *) token=$ADMIN_TOKEN ;;
+  esac
   "$VENV/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
     --checks all --phases examples,coverage,fuzzing,stateful \
     --max-examples "$EXAMPLES" "${generation[@]}" \
-    --header "Authorization: Bearer $TOKEN" \
+    --header "Authorization: Bearer $token" \
     --request-timeout 10 --no-color \
     --report junit --report-junit-path "$REPORTS/$service.xml" || status=1
 done

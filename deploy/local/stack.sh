@@ -570,7 +570,7 @@ Stack is up:
   PostgreSQL       127.0.0.1:$PGPORT  databases: ${DATABASES[*]}
                    e.g. postgres://orders:orders@127.0.0.1:$PGPORT/orders
   Order API        http://127.0.0.1:$ORDER_PORT   (POST /orders, GET /orders/{id}, GET /orders/{id}/timeline)
-  Payment API      http://127.0.0.1:$PAYMENT_PORT   (GET /payments/{order_id})
+  Payment API      http://127.0.0.1:$PAYMENT_PORT   (GET /payments/{order_id}; reviews: GET /reviews?status=OPEN, POST /reviews/{order_id}/decision needs Authorization: Bearer \$PAYMENT_REVIEWER_TOKEN, default dev-payment-reviewer)
   Inventory API    http://127.0.0.1:$INVENTORY_PORT   (PUT/GET /stock/{sku}; PUT needs Authorization: Bearer \$INVENTORY_ADMIN_TOKEN, default dev-inventory-admin)
   Shipping API     http://127.0.0.1:$SHIPPING_PORT   (GET /shipments/{order_id})
   History API      http://127.0.0.1:$HISTORY_PORT   (GET /history/orders, /history/orders/{id}?as_of=, /history/stats?as_of=)

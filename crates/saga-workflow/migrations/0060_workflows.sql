@@ -42,3 +42,23 @@ CREATE TABLE IF NOT EXISTS workflow_timers (
 );
 CREATE INDEX IF NOT EXISTS workflow_timers_due
     ON workflow_timers (workflow, due_at) WHERE status = 'PENDING';
+
+-- Steps: work with an effect outside this database (a carrier's API), run by the step runner,
+-- never inside a consumer's transaction. A claimed step is leased (due_at moves past the call's
+-- timeout), so a runner killed mid-call leaves it to be claimed again; its effect runs under an
+-- idempotency key of workflow, instance and step, so running it again repeats nothing.
+CREATE TABLE IF NOT EXISTS workflow_steps (
+    workflow    TEXT        NOT NULL,
+    instance_id UUID        NOT NULL,
+    step        TEXT        NOT NULL,
+    status      TEXT        NOT NULL DEFAULT 'PENDING'
+                CHECK (status IN ('PENDING', 'DONE', 'FAILED', 'DROPPED')),
+    attempts    INT         NOT NULL DEFAULT 0,
+    due_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_error  TEXT,
+    result      JSONB,
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (workflow, instance_id, step)
+);
+CREATE INDEX IF NOT EXISTS workflow_steps_due
+    ON workflow_steps (workflow, due_at) WHERE status = 'PENDING';

@@ -208,6 +208,33 @@ async fn carry_out(
                 .execute(&mut *tx)
                 .await?;
             }
+            Command::Run { step } => {
+                sqlx::query(
+                    "INSERT INTO workflow_steps (workflow, instance_id, step) VALUES ($1, $2, $3)
+                     ON CONFLICT (workflow, instance_id, step) DO NOTHING",
+                )
+                .bind(workflow)
+                .bind(id)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::steps::CHANNEL)
+                    .bind(workflow)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Command::Drop { step } => {
+                sqlx::query(
+                    "UPDATE workflow_steps SET status = 'DROPPED', updated_at = now()
+                     WHERE workflow = $1 AND instance_id = $2 AND step = $3 AND status = 'PENDING'",
+                )
+                .bind(workflow)
+                .bind(id)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?;
+            }
             Command::Cancel { timer } => {
                 sqlx::query(
                     "UPDATE workflow_timers SET status = 'CANCELLED'

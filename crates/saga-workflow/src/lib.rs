@@ -16,10 +16,15 @@
 //!   it is back, replicas share due timers (`FOR UPDATE SKIP LOCKED`), a fired timer commits with
 //!   the transition it caused (so it fires once, even across a kill -9), and a cancelled one
 //!   never fires.
+//! - **Steps** ([`steps`]) have an effect outside the database (a carrier's API). The step runner
+//!   calls it outside any transaction, under an idempotency key of workflow, instance and step,
+//!   retries transient failures with the one `Backoff`, and hands the outcome to the instance
+//!   under its lock. A permanent failure is the workflow's to answer (its own compensation).
 //! - **Traces.** An instance keeps the trace context of the event that started it: each input
 //!   it handles later is a span in that order's trace, and the events it emits continue it.
 
 mod instance;
+pub mod steps;
 pub mod timers;
 
 use std::fmt::Debug;
@@ -71,6 +76,61 @@ pub trait Workflow: Clone + Send + Sync + 'static {
         instance: Uuid,
         state: &'a Self::State,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+
+    /// Runs the effect of step `step` of `instance` in `state` (a call to a remote API), under
+    /// `key`, the idempotency key the remote honours: the same key never has its effect twice.
+    /// Called outside any transaction, with no lock held. A workflow without steps keeps the
+    /// default, which refuses.
+    fn perform<'a>(
+        &'a self,
+        instance: Uuid,
+        state: &'a Self::State,
+        step: &'a str,
+        key: &'a str,
+    ) -> impl Future<Output = Result<serde_json::Value, StepFailure>> + Send + 'a {
+        let _ = (instance, state, key);
+        std::future::ready(Err(StepFailure::permanent(format!(
+            "{} has no step {step}",
+            Self::NAME
+        ))))
+    }
+
+    /// The input a finished step gives its instance: its result, or why it failed for good.
+    /// `None` (the default, for a workflow without steps): nothing to hand over.
+    fn step_finished(
+        &self,
+        step: &str,
+        outcome: Result<serde_json::Value, String>,
+    ) -> Option<Self::Input> {
+        let _ = (step, outcome);
+        None
+    }
+}
+
+/// Why a step's effect did not happen: a transient failure (the remote timed out or is
+/// unavailable) is retried with backoff; anything else is the step's permanent failure, which
+/// the workflow answers (with its own compensation, say).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{reason}")]
+pub struct StepFailure {
+    pub transient: bool,
+    pub reason: String,
+}
+
+impl StepFailure {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            transient: true,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            transient: false,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// A transition's result: the new state, and the commands the engine carries out in the same
@@ -105,6 +165,11 @@ pub enum Command {
     Schedule { timer: &'static str, due_at_ms: i64 },
     /// The timer `timer` must not fire (if it has not yet).
     Cancel { timer: &'static str },
+    /// Run step `step` now (its effect outside the transaction, by the step runner).
+    Run { step: &'static str },
+    /// Step `step` must not start (if it has not yet); one already under way still reports its
+    /// outcome, for the workflow to undo.
+    Drop { step: &'static str },
 }
 
 /// An input the instance's state refuses: it changes nothing.

@@ -14,6 +14,7 @@ pub mod schemas;
 pub mod stuck;
 pub mod tail;
 pub mod topics;
+pub mod workflows;
 
 use saga_events::{EventCodec, TopicNames};
 use saga_messaging::KafkaSettings;

@@ -11,6 +11,7 @@
 //! sagactl bench --orders 1000 --concurrency 32     throughput and latency of whole sagas
 //! sagactl schemas check                            the compatibility gate of every event's versions
 //! sagactl outbox list                              outbox rows a broker refused for good
+//! sagactl workflows --waiting                      workflow instances and what each waits for
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,7 @@ use saga_events::{EventCodec, TopicNames};
 use saga_messaging::KafkaSettings;
 use sagactl::{
     Context, audit, bench, dlq, history, outbox, replay, saga, schemas, stuck, tail, topics,
+    workflows,
 };
 
 #[derive(Debug, Parser)]
@@ -92,6 +94,9 @@ enum Command {
     /// The read side: rebuild it from the topics, checked equal to the live one.
     #[command(subcommand)]
     History(history::HistoryCommand),
+    /// The durable workflows inside the services (Payment's reviews): each instance, its state,
+    /// what it waits for and its next timer.
+    Workflows(workflows::WorkflowsArgs),
 }
 
 #[tokio::main]
@@ -117,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(&context, args).await,
         Command::Stuck(args) => stuck::run(&context, args).await,
+        Command::Workflows(args) => workflows::run(&context, args).await,
         Command::Dlq(command) => dlq::run(&context, command).await,
         Command::Outbox(command) => outbox::run(&context, command).await,
         Command::Schemas(command) => {

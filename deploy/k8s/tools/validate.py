@@ -78,7 +78,8 @@ EXPECT = {
 # Secrets that neither overlays/prod nor an operator creates: the platform team does (see
 # overlays/prod/kustomization.yaml). Everything else must resolve inside the render.
 PROVIDED_BY_PLATFORM = {"orders-db-runtime", "payments-db-runtime", "inventory-db-runtime",
-                        "shipping-db-runtime", "history-db-runtime", "inventory-admin"}
+                        "shipping-db-runtime", "history-db-runtime", "inventory-admin",
+                        "payment-reviewer"}
 
 
 class Failure(Exception):
@@ -594,7 +595,8 @@ def check_services(overlay, docs, expect, partitions):
         need(settings.get("KAFKA_SASL_USERNAME") == name, f"KAFKA_SASL_USERNAME must be {name}")
         env = env_of(c)
         secret_env = ["MIGRATION_DATABASE_URL", "KAFKA_SASL_PASSWORD"] + \
-            (["INVENTORY_ADMIN_TOKEN"] if svc == "inventory" else [])
+            (["INVENTORY_ADMIN_TOKEN"] if svc == "inventory" else []) + \
+            (["PAYMENT_REVIEWER_TOKEN"] if svc == "payment" else [])
         for var in secret_env:
             need("secretKeyRef" in env.get(var, {}).get("valueFrom", {}), f"{var} from a Secret")
         url = env.get("DATABASE_URL", {}).get("value", "")

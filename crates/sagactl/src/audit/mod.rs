@@ -60,6 +60,8 @@ pub struct AuditReport {
     pub cancelled: usize,
     /// Orders not ended, with the dead letters that explain why.
     pub explained: Vec<String>,
+    /// Orders not ended because a person has yet to decide (an open payment review).
+    pub waiting: Vec<String>,
     pub violations: Vec<String>,
 }
 
@@ -71,7 +73,8 @@ impl AuditReport {
     pub fn to_json(&self) -> Value {
         json!({
             "orders": self.orders, "confirmed": self.confirmed, "cancelled": self.cancelled,
-            "explained": self.explained, "violations": self.violations, "clean": self.is_clean(),
+            "explained": self.explained, "waiting": self.waiting,
+            "violations": self.violations, "clean": self.is_clean(),
         })
     }
 }
@@ -97,15 +100,19 @@ pub async fn run(context: &Context, args: AuditArgs) -> anyhow::Result<bool> {
         return Ok(report.is_clean());
     }
     emit(format!(
-        "{} orders: {} confirmed, {} cancelled, {} explained (dead-lettered), {} violations",
+        "{} orders: {} confirmed, {} cancelled, {} explained (dead-lettered), {} waiting for a reviewer, {} violations",
         report.orders,
         report.confirmed,
         report.cancelled,
         report.explained.len(),
+        report.waiting.len(),
         report.violations.len()
     ))?;
     for line in &report.explained {
         emit(format!("  explained: {line}"))?;
+    }
+    for line in &report.waiting {
+        emit(format!("  waiting: {line}"))?;
     }
     for line in &report.violations {
         emit(format!("  VIOLATION: {line}"))?;
@@ -117,6 +124,21 @@ pub async fn run(context: &Context, args: AuditArgs) -> anyhow::Result<bool> {
 struct Line {
     sku: String,
     quantity: i64,
+}
+
+/// Where a review was opened, the payment follows its outcome: charged only once approved,
+/// declined once rejected, expired or closed by a cancellation, uncharged while it is open.
+fn review_violation(order_id: &str, review: Option<&str>, payment: Option<&str>) -> Option<String> {
+    let review = review?;
+    let consistent = match review {
+        "OPEN" => payment == Some("IN_REVIEW"),
+        "APPROVED" => matches!(payment, Some("AUTHORIZED" | "REFUNDED")),
+        "REJECTED" | "EXPIRED" | "CANCELLED" => payment == Some("DECLINED"),
+        _ => false,
+    };
+    (!consistent).then(|| {
+        format!("order {order_id}: its payment review is {review} but the payment is {payment:?}")
+    })
 }
 
 /// order_id, status, cancellation_reason, compensation, total_cents, items.
@@ -170,6 +192,13 @@ async fn check(context: &Context, db: &Databases, args: &AuditArgs) -> anyhow::R
             .await?
             .into_iter()
             .collect();
+    let reviews: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT instance_id::text, label FROM workflow_instances WHERE workflow = 'payment_review'",
+    )
+    .fetch_all(&db.payments)
+    .await?
+    .into_iter()
+    .collect();
     let facts = if args.skip_topics {
         None
     } else {
@@ -198,6 +227,10 @@ async fn check(context: &Context, db: &Databases, args: &AuditArgs) -> anyhow::R
         let shipment = shipments.get(order_id).map(String::as_str);
         let payment_status = payment.map(|p| p.0.as_str());
         let reservation_status = reservation.map(|r| r.0.as_str());
+        let review = reviews.get(order_id).map(String::as_str);
+        if let Some(violation) = review_violation(order_id, review, payment_status) {
+            v.push(violation);
+        }
         match status.as_str() {
             "CONFIRMED" => {
                 report.confirmed += 1;
@@ -277,6 +310,9 @@ async fn check(context: &Context, db: &Databases, args: &AuditArgs) -> anyhow::R
                     ));
                 }
             }
+            "PENDING" if review == Some("OPEN") => report
+                .waiting
+                .push(format!("order {order_id} PENDING: its payment waits for a reviewer")),
             _ => match parked.explained.get(order_id) {
                 Some(why) => report
                     .explained
@@ -342,4 +378,37 @@ async fn check(context: &Context, db: &Databases, args: &AuditArgs) -> anyhow::R
     }
     v.extend(parked.violations);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::review_violation;
+
+    #[test]
+    fn a_charge_needs_an_approval_where_a_review_was_opened() {
+        for (review, payment) in [
+            ("OPEN", "AUTHORIZED"),
+            ("REJECTED", "AUTHORIZED"),
+            ("EXPIRED", "REFUNDED"),
+            ("CANCELLED", "AUTHORIZED"),
+            ("APPROVED", "DECLINED"),
+            ("OPEN", "DECLINED"),
+        ] {
+            assert!(
+                review_violation("o", Some(review), Some(payment)).is_some(),
+                "{review} with {payment}"
+            );
+        }
+        for (review, payment) in [
+            ("OPEN", "IN_REVIEW"),
+            ("APPROVED", "AUTHORIZED"),
+            ("APPROVED", "REFUNDED"),
+            ("REJECTED", "DECLINED"),
+            ("EXPIRED", "DECLINED"),
+            ("CANCELLED", "DECLINED"),
+        ] {
+            assert_eq!(review_violation("o", Some(review), Some(payment)), None);
+        }
+        assert_eq!(review_violation("o", None, Some("AUTHORIZED")), None);
+    }
 }

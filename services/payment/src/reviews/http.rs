@@ -78,7 +78,6 @@ saga_runtime::field_types! {
 
 /// Body of `POST /reviews/{order_id}/decision`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Decision {
     pub decision: Verdict,
     #[schema(schema_with = Reviewer::schema)]
@@ -90,7 +89,6 @@ pub struct Decision {
 
 /// Query of `GET /reviews`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
 pub struct ReviewFilter {
     /// Only reviews in this state (`OPEN`: the inbox); all if absent.
     pub status: Option<ReviewStatus>,
@@ -112,7 +110,8 @@ pub struct ReviewList {
     params(ReviewFilter),
     responses(
         (status = 200, body = ReviewList),
-        (status = 400, description = "Not a status, or a limit out of range", body = Problem)
+        (status = 400, description = "Not a status, or a limit that is not a number", body = Problem),
+        (status = 422, description = "A limit out of range", body = Problem)
     )
 )]
 async fn list_reviews(
