@@ -79,7 +79,16 @@ pub async fn start<W: Workflow>(
         return Ok(Vec::new());
     }
     let emit = carry_out(tx, W::NAME, id, commands).await?;
-    journal(tx, workflow, id, 0, &serde_json::json!("start"), state, &emit).await?;
+    journal(
+        tx,
+        workflow,
+        id,
+        0,
+        &serde_json::json!("start"),
+        state,
+        &emit,
+    )
+    .await?;
     metrics::counter!("saga_workflow_started_total", "workflow" => W::NAME).increment(1);
     Ok(emit)
 }
@@ -192,7 +201,7 @@ async fn carry_out(
     let mut emit = Vec::new();
     for command in commands {
         match command {
-            Command::Emit(event) => emit.push(event),
+            Command::Emit(event) => emit.push(*event),
             Command::Schedule { timer, due_at_ms } => {
                 let due_at = DateTime::<Utc>::from_timestamp_millis(due_at_ms).unwrap_or_default();
                 sqlx::query(

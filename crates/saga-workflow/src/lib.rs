@@ -38,6 +38,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use instance::{Handled, Instance, begin, handle, load, start};
+pub use steps::Perform;
 
 /// A workflow: its rules, and the one hook into the service's own tables.
 pub trait Workflow: Clone + Send + Sync + 'static {
@@ -65,8 +66,9 @@ pub trait Workflow: Clone + Send + Sync + 'static {
     /// What an instance in `state` waits for (`reviewer`), or `None` once it has ended.
     fn waiting_for(&self, state: &Self::State) -> Option<&'static str>;
 
-    /// The input a timer named `timer` gives when it fires.
-    fn timer_fired(&self, timer: &str) -> Self::Input;
+    /// The input a timer named `timer` gives when it fires (`None`: a timer this workflow does
+    /// not know, which fires into nothing).
+    fn timer_fired(&self, timer: &str) -> Option<Self::Input>;
 
     /// Writes what the instance's new state means to the service's own tables, in the
     /// transaction that moved it (Payment's payment row once a review is decided).
@@ -76,24 +78,6 @@ pub trait Workflow: Clone + Send + Sync + 'static {
         instance: Uuid,
         state: &'a Self::State,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
-
-    /// Runs the effect of step `step` of `instance` in `state` (a call to a remote API), under
-    /// `key`, the idempotency key the remote honours: the same key never has its effect twice.
-    /// Called outside any transaction, with no lock held. A workflow without steps keeps the
-    /// default, which refuses.
-    fn perform<'a>(
-        &'a self,
-        instance: Uuid,
-        state: &'a Self::State,
-        step: &'a str,
-        key: &'a str,
-    ) -> impl Future<Output = Result<serde_json::Value, StepFailure>> + Send + 'a {
-        let _ = (instance, state, key);
-        std::future::ready(Err(StepFailure::permanent(format!(
-            "{} has no step {step}",
-            Self::NAME
-        ))))
-    }
 
     /// The input a finished step gives its instance: its result, or why it failed for good.
     /// `None` (the default, for a workflow without steps): nothing to hand over.
@@ -160,7 +144,7 @@ impl<S> Transition<S> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Tell the saga: the event goes to the outbox with the state change.
-    Emit(SagaEvent),
+    Emit(Box<SagaEvent>),
     /// Fire the timer `timer` at `due_at_ms` (UTC epoch milliseconds), replacing one of that name.
     Schedule { timer: &'static str, due_at_ms: i64 },
     /// The timer `timer` must not fire (if it has not yet).
@@ -170,6 +154,13 @@ pub enum Command {
     /// Step `step` must not start (if it has not yet); one already under way still reports its
     /// outcome, for the workflow to undo.
     Drop { step: &'static str },
+}
+
+impl Command {
+    /// [`Command::Emit`] of `event`.
+    pub fn emit(event: impl Into<SagaEvent>) -> Self {
+        Command::Emit(Box::new(event.into()))
+    }
 }
 
 /// An input the instance's state refuses: it changes nothing.

@@ -54,6 +54,21 @@ fn backoff() -> Backoff {
 
 const LONGEST_SLEEP: Duration = Duration::from_millis(250);
 
+/// What runs the effects of a workflow's steps: the remote calls, kept apart from the
+/// workflow's rules so that those stay free of I/O.
+pub trait Perform<W: Workflow>: Send + Sync + 'static {
+    /// Runs the effect of step `step` of `instance` in `state` (a call to a remote API), under
+    /// `key`, the idempotency key the remote honours: the same key never has its effect twice.
+    /// Called outside any transaction, with no lock held.
+    fn perform<'a>(
+        &'a self,
+        instance: Uuid,
+        state: &'a W::State,
+        step: &'a str,
+        key: &'a str,
+    ) -> impl Future<Output = Result<serde_json::Value, StepFailure>> + Send + 'a;
+}
+
 /// A claimed step, ready to run.
 #[derive(Debug)]
 struct Claimed<S> {
@@ -64,9 +79,10 @@ struct Claimed<S> {
     traceparent: Option<String>,
 }
 
-/// Runs `workflow`'s steps until `shutdown`.
-pub async fn run<W: Workflow>(
+/// Runs `workflow`'s steps with `performer` until `shutdown`.
+pub async fn run<W: Workflow, P: Perform<W>>(
     workflow: W,
+    performer: P,
     pool: PgPool,
     outbox: Outbox,
     shutdown: CancellationToken,
@@ -77,7 +93,7 @@ pub async fn run<W: Workflow>(
         match claim_due(&workflow, &pool).await {
             Ok(Some(claimed)) => {
                 backoff = self::backoff();
-                run_chain(&workflow, &pool, &outbox, claimed).await;
+                run_chain(&workflow, &performer, &pool, &outbox, claimed).await;
                 continue;
             }
             Ok(None) => {}
@@ -113,7 +129,13 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
 }
 
 /// Runs a claimed step, then each step its outcome schedules at once, until none is.
-async fn run_chain<W: Workflow>(workflow: &W, pool: &PgPool, outbox: &Outbox, first: Claimed<W::State>) {
+async fn run_chain<W: Workflow, P: Perform<W>>(
+    workflow: &W,
+    performer: &P,
+    pool: &PgPool,
+    outbox: &Outbox,
+    first: Claimed<W::State>,
+) {
     let mut next = Some(first);
     while let Some(claimed) = next.take() {
         let span = info_span!(
@@ -131,7 +153,7 @@ async fn run_chain<W: Workflow>(workflow: &W, pool: &PgPool, outbox: &Outbox, fi
         }
         let outcome = async {
             let key = format!("{}:{}:{}", W::NAME, claimed.id, claimed.step);
-            let call = workflow.perform(claimed.id, &claimed.state, &claimed.step, &key);
+            let call = performer.perform(claimed.id, &claimed.state, &claimed.step, &key);
             let outcome = match tokio::time::timeout(STEP_TIMEOUT, call).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(StepFailure::transient(format!(
@@ -240,7 +262,10 @@ async fn hand_over<W: Workflow>(
         Err(failure) if failure.transient && attempts < ATTEMPTS && !dropped => {
             metrics::counter!("saga_workflow_step_failures_total", "workflow" => W::NAME, "step" => step.to_owned(), "kind" => "transient").increment(1);
             let mut delay = backoff();
-            let wait = (0..attempts).map(|_| delay.next_delay()).last().unwrap_or_default();
+            let wait = (0..attempts)
+                .map(|_| delay.next_delay())
+                .last()
+                .unwrap_or_default();
             sqlx::query(
                 "UPDATE workflow_steps
                  SET due_at = now() + make_interval(secs => $4), last_error = $5, updated_at = now()

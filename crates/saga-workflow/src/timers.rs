@@ -117,10 +117,17 @@ async fn fire_one<W: Workflow>(
         trace::continue_trace(&span, &carried);
     }
     async {
-        let input = workflow.timer_fired(&timer);
         let now = Utc::now();
-        let emit = match instance::handle(&mut tx, workflow, id, &input, now.timestamp_millis()).await
-        {
+        let handled = match workflow.timer_fired(&timer) {
+            Some(input) => {
+                instance::handle(&mut tx, workflow, id, &input, now.timestamp_millis()).await
+            }
+            None => Err(WorkflowError::Conflict(crate::Conflict(format!(
+                "{} has no timer {timer}",
+                W::NAME
+            )))),
+        };
+        let emit = match handled {
             Ok(handled) => handled.emit,
             // A timer of an instance that ended or is gone has nothing left to do.
             Err(WorkflowError::Conflict(_) | WorkflowError::Unknown { .. }) => Vec::new(),

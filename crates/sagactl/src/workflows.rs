@@ -78,14 +78,21 @@ pub async fn run(context: &Context, args: WorkflowsArgs) -> anyhow::Result<()> {
         return emit(json!({ "instances": instances }));
     }
     if listed.is_empty() {
-        let what = if args.waiting { "waits for anything" } else { "exists" };
+        let what = if args.waiting {
+            "waits for anything"
+        } else {
+            "exists"
+        };
         return emit(format!("no workflow instance {what}"));
     }
     for (service, row) in &listed {
         let age = (now - row.created_at).num_seconds();
         let waiting = match (&row.waiting_for, &row.next_timer, row.next_due_at) {
             (Some(what), Some(timer), Some(due)) => {
-                format!("waits for a {what}; {timer} in {}s", (due - now).num_seconds())
+                format!(
+                    "waits for a {what}; {timer} in {}s",
+                    (due - now).num_seconds()
+                )
             }
             (Some(what), _, _) => format!("waits for a {what}"),
             (None, _, _) => "ended".to_owned(),

@@ -122,7 +122,11 @@ pub fn decline_reason(payment_method: &str, amount_cents: i64, limit_cents: i64)
 }
 
 /// Why an order that would be authorized goes to manual review first, if it does.
-pub fn review_reason(payment_method: &str, amount_cents: i64, threshold_cents: i64) -> Option<String> {
+pub fn review_reason(
+    payment_method: &str,
+    amount_cents: i64,
+    threshold_cents: i64,
+) -> Option<String> {
     if payment_method == REVIEW_TOKEN {
         Some(format!("payment method {REVIEW_TOKEN}"))
     } else if amount_cents >= threshold_cents {
@@ -400,9 +404,10 @@ mod tests {
     #[test]
     fn a_risky_order_goes_to_review_uncharged() -> Result<(), Refused> {
         for (method, total) in [("tok_visa", 8_000), ("tok_review", 100)] {
-            let decision = PAYMENT
-                .given(nothing_yet())
-                .when(placed(method, total, Some(NOW + 30_000)))?;
+            let decision =
+                PAYMENT
+                    .given(nothing_yet())
+                    .when(placed(method, total, Some(NOW + 30_000)))?;
             assert_eq!(status(&decision), Some(PaymentStatus::InReview), "{method}");
             assert_eq!(emitted(&decision), [EventType::PaymentReviewRequested]);
             let payment = decision.standing.step.expect("a payment");
@@ -426,7 +431,10 @@ mod tests {
         let decision = PAYMENT
             .given(in_review)
             .when(cancelled(CancellationReason::TIMED_OUT))?;
-        assert!(decision.emit.is_empty(), "nothing was charged: nothing to refund");
+        assert!(
+            decision.emit.is_empty(),
+            "nothing was charged: nothing to refund"
+        );
         assert_eq!(status(&decision), Some(PaymentStatus::InReview));
         assert_eq!(
             decision.standing.closed,

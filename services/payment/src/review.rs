@@ -179,10 +179,23 @@ pub fn transition(
             },
         ) => Ok(decide(review, *verdict, reviewer, note.as_deref(), now_ms)),
         (Open, ReviewInput::OrderCancelled) => {
-            Ok(Transition::to(with_status(review, Cancelled)).then(Command::Cancel { timer: EXPIRY }))
+            Ok(Transition::to(with_status(review, Cancelled))
+                .then(Command::Cancel { timer: EXPIRY }))
         }
-        (Approved, ReviewInput::Decide { verdict: Verdict::Approve, .. })
-        | (Rejected, ReviewInput::Decide { verdict: Verdict::Reject, .. })
+        (
+            Approved,
+            ReviewInput::Decide {
+                verdict: Verdict::Approve,
+                ..
+            },
+        )
+        | (
+            Rejected,
+            ReviewInput::Decide {
+                verdict: Verdict::Reject,
+                ..
+            },
+        )
         | (_, ReviewInput::Expire | ReviewInput::OrderCancelled) => {
             Ok(Transition::to(review.clone()))
         }
@@ -231,7 +244,7 @@ fn decide(
     };
     Transition::to(decided)
         .then(Command::Cancel { timer: EXPIRY })
-        .then(Command::Emit(told))
+        .then(Command::emit(told))
 }
 
 /// Why a rejected payment was declined.
@@ -249,7 +262,7 @@ fn expire(review: &Review) -> Transition<Review> {
     let told = declined(review, EXPIRED.into());
     Transition::to(with_status(review, ReviewStatus::Expired))
         .then(Command::Cancel { timer: EXPIRY })
-        .then(Command::Emit(told))
+        .then(Command::emit(told))
 }
 
 fn authorized(review: &Review) -> SagaEvent {

@@ -4,19 +4,23 @@
 //! every participant (`saga_participant`); only these rules, and the SQL in [`crate::store`],
 //! are Shipping's.
 //!
-//! - `StockReserved`: schedule a shipment, or fail one to a destination not served, once per
-//!   order; never when the order was cancelled first or is past its deadline
-//!   ([`saga_participant::Standing::turns_away`]).
-//! - `OrderCancelled`: the order is closed; a scheduled shipment is called off.
+//! - `StockReserved`: start the shipment's fulfilment ([`crate::fulfilment`]: allocate, label,
+//!   pickup), once per order; never when the order was cancelled first or is past its deadline
+//!   ([`saga_participant::Standing::turns_away`]). The shipment is `FULFILLING` until the
+//!   fulfilment schedules it or fails it.
+//! - `OrderCancelled`: the order is closed; a scheduled shipment is called off (and the
+//!   fulfilment, running or done, undoes what it did with the carrier).
 
 use std::collections::BTreeSet;
 
 use saga_events::{
-    Address, CancellationReason, EventMetadata, SagaEvent, Service, ShipmentCancelled,
-    ShipmentFailed, ShipmentScheduled, StockLine, StockReserved,
+    Address, CancellationReason, EventMetadata, SagaEvent, Service, ShipmentCancelled, StockLine,
+    StockReserved,
 };
 use saga_participant::{Participant, Refused};
 use uuid::Uuid;
+
+use crate::fulfilment::{self, Fulfilment};
 
 pub const PRODUCER: &str = "shipping";
 
@@ -51,17 +55,16 @@ impl Destinations {
     }
 }
 
-/// Shipping's rules, with the destinations it serves.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    pub destinations: Destinations,
-}
+/// Shipping's rules. Which destinations are served is the fulfilment's first step's to say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules;
 
 saga_events::status_enum! {
     pub enum ShipmentStatus {
         Scheduled => "SCHEDULED",
         Failed => "FAILED",
         Cancelled => "CANCELLED",
+        Fulfilling => "FULFILLING",
     }
 }
 
@@ -75,6 +78,16 @@ pub struct Shipment {
     pub address: Address,
     pub items: Vec<StockLine>,
     pub failure_reason: Option<String>,
+    /// The fulfilment this decision started, for the ledger to start with its first step (never
+    /// read back: the fulfilment lives in its workflow instance from then on).
+    pub opened: Option<Box<OpenedFulfilment>>,
+}
+
+/// A fulfilment as the decision that started it hands it to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedFulfilment {
+    pub fulfilment: Fulfilment,
+    pub commands: Vec<saga_workflow::Command>,
 }
 
 /// What Shipping knows of one order: its shipment, and whether it is closed (nothing is
@@ -99,7 +112,7 @@ impl Participant for Rules {
             SagaEvent::StockReserved(reserved) => {
                 match standing.turns_away(reserved.deadline_at, now_ms) {
                     Some(turned_away) => turned_away,
-                    None => schedule(standing, reserved, &self.destinations),
+                    None => fulfil(standing, reserved),
                 }
             }
             SagaEvent::OrderCancelled(cancelled) => {
@@ -110,46 +123,35 @@ impl Participant for Rules {
     }
 }
 
-fn schedule(
-    standing: &Standing,
-    reserved: &StockReserved,
-    destinations: &Destinations,
-) -> Decision {
+/// Starts the fulfilment of a reserved order: nothing to tell the saga until it ends.
+fn fulfil(standing: &Standing, reserved: &StockReserved) -> Decision {
     let shipment_id = Uuid::now_v7();
-    let country = &reserved.shipping_address.country;
-    let refusal = destinations.refusal(country);
-    let metadata = EventMetadata::caused_by(&reserved.metadata, PRODUCER);
-    let order_id = reserved.order_id.clone();
-    let (status, told): (ShipmentStatus, SagaEvent) = match &refusal {
-        None => (
-            ShipmentStatus::Scheduled,
-            ShipmentScheduled {
-                metadata,
-                order_id,
-                shipment_id: shipment_id.to_string(),
-                country: country.clone(),
-            }
-            .into(),
-        ),
-        Some(reason) => (
-            ShipmentStatus::Failed,
-            ShipmentFailed {
-                metadata,
-                order_id,
-                reason: reason.clone(),
-            }
-            .into(),
-        ),
-    };
+    let (fulfilment, commands) = fulfilment::start(
+        &reserved.order_id,
+        shipment_id,
+        &reserved.shipping_address,
+        &reserved.items,
+        &reserved.metadata,
+    );
     let shipment = Shipment {
         shipment_id,
-        status,
-        country: country.clone(),
+        status: ShipmentStatus::Fulfilling,
+        country: reserved.shipping_address.country.clone(),
         address: reserved.shipping_address.clone(),
         items: reserved.items.clone(),
-        failure_reason: refusal,
+        failure_reason: None,
+        opened: Some(Box::new(OpenedFulfilment {
+            fulfilment,
+            commands,
+        })),
     };
-    Decision::changed(standing, shipment, told)
+    Decision {
+        standing: saga_participant::Standing {
+            step: Some(shipment),
+            closed: standing.closed,
+        },
+        emit: Vec::new(),
+    }
 }
 
 /// Calls a scheduled shipment off; anything else has nothing to undo.
@@ -159,6 +161,7 @@ fn call_off(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) 
     };
     let cancelled = Shipment {
         status: ShipmentStatus::Cancelled,
+        opened: None,
         ..shipment.clone()
     };
     let told = ShipmentCancelled {
@@ -200,8 +203,17 @@ mod tests {
 
     /// Given what Shipping knows, when an event arrives, then…
     fn shipping() -> Stage<Rules> {
-        let destinations = Destinations::parse("GB,DE").expect("valid");
-        Stage::new(Rules { destinations }, NOW)
+        Stage::new(Rules, NOW)
+    }
+
+    /// The shipment as its fulfilment scheduled it.
+    fn scheduled_by_its_fulfilment(standing: &Standing) -> Standing {
+        let mut standing = standing.clone();
+        if let Some(shipment) = standing.step.as_mut() {
+            shipment.status = ShipmentStatus::Scheduled;
+            shipment.opened = None;
+        }
+        standing
     }
 
     fn status(decision: &Decision) -> Option<ShipmentStatus> {
@@ -209,26 +221,42 @@ mod tests {
     }
 
     #[test]
-    fn a_reserved_order_to_a_served_country_is_scheduled_once() -> Result<(), Refused> {
-        let scheduled = shipping()
+    fn a_reserved_order_starts_its_fulfilment_once() -> Result<(), Refused> {
+        let fulfilling = shipping()
             .given(Standing::default())
             .when(reserved("GB", None))?;
-        assert_eq!(status(&scheduled), Some(ShipmentStatus::Scheduled));
-        assert_eq!(emitted(&scheduled), [EventType::ShipmentScheduled]);
+        assert_eq!(status(&fulfilling), Some(ShipmentStatus::Fulfilling));
+        assert!(fulfilling.emit.is_empty(), "nothing told until it ends");
+        let opened = fulfilling
+            .standing
+            .step
+            .as_ref()
+            .and_then(|s| s.opened.as_ref())
+            .expect("a fulfilment to start");
+        assert_eq!(
+            opened.commands,
+            [saga_workflow::Command::Run { step: "allocate" }]
+        );
         let again = shipping()
-            .given(&scheduled.standing)
+            .given(&fulfilling.standing)
             .when(reserved("GB", None))?;
         assert!(again.emit.is_empty());
+        assert_eq!(again.standing, fulfilling.standing);
         Ok(())
     }
 
     #[test]
-    fn an_unserved_country_fails_the_shipment() -> Result<(), Refused> {
-        let failed = shipping()
+    fn a_cancellation_leaves_a_running_fulfilment_to_undo_itself() -> Result<(), Refused> {
+        let fulfilling = shipping()
             .given(Standing::default())
-            .when(reserved("AQ", None))?;
-        assert_eq!(status(&failed), Some(ShipmentStatus::Failed));
-        assert_eq!(emitted(&failed), [EventType::ShipmentFailed]);
+            .when(reserved("GB", None))?
+            .standing;
+        let cancelled = shipping().given(&fulfilling).when(cancelled())?;
+        assert!(cancelled.emit.is_empty(), "nothing was scheduled");
+        assert_eq!(
+            cancelled.standing.closed,
+            Some(CancellationReason::TIMED_OUT)
+        );
         Ok(())
     }
 
@@ -252,10 +280,12 @@ mod tests {
 
     #[test]
     fn a_cancellation_calls_a_scheduled_shipment_off_once() -> Result<(), Refused> {
-        let scheduled = shipping()
-            .given(Standing::default())
-            .when(reserved("GB", None))?
-            .standing;
+        let scheduled = scheduled_by_its_fulfilment(
+            &shipping()
+                .given(Standing::default())
+                .when(reserved("GB", None))?
+                .standing,
+        );
         let called_off = shipping().given(&scheduled).when(cancelled())?;
         assert_eq!(status(&called_off), Some(ShipmentStatus::Cancelled));
         assert_eq!(emitted(&called_off), [EventType::ShipmentCancelled]);
@@ -266,16 +296,6 @@ mod tests {
                 .emit
                 .is_empty()
         );
-        Ok(())
-    }
-
-    #[test]
-    fn a_failed_shipment_has_nothing_to_call_off() -> Result<(), Refused> {
-        let failed = shipping()
-            .given(Standing::default())
-            .when(reserved("AQ", None))?
-            .standing;
-        assert!(shipping().given(&failed).when(cancelled())?.emit.is_empty());
         Ok(())
     }
 

@@ -1,12 +1,18 @@
-//! Shipping: schedules shipments for reserved orders, calls them off when an order is
-//! cancelled, and never ships an order that was cancelled or ran past its deadline.
+//! Shipping: fulfils reserved orders (allocate, label, pickup against the carrier, as a durable
+//! workflow with its own compensation), calls shipments off when an order is cancelled, and never
+//! ships an order that was cancelled or ran past its deadline.
 //!
 //! A library, so that its rules ([`domain`]) are tested without the stack; `main.rs` only runs
 //! it.
 
+pub mod carrier;
 pub mod domain;
+pub mod fulfilment;
+pub mod fulfilments;
 pub mod http;
 pub mod store;
+
+use std::sync::Arc;
 
 use saga_events::Service;
 use saga_participant::Reacting;
@@ -22,10 +28,20 @@ pub async fn run() -> Result<(), RuntimeError> {
         .unwrap_or_else(|| domain::DEFAULT_COUNTRIES.to_owned());
     let destinations = domain::Destinations::parse(&countries)
         .map_err(|e| RuntimeError::Config(format!("SHIPPING_COUNTRIES: {e}")))?;
-    let migrator = saga_participant::migrator(sqlx::migrate!("./migrations"));
+    let migrator =
+        saga_participant::migrator(saga_workflow::migrator(sqlx::migrate!("./migrations")));
     let runtime = ServiceRuntime::start(Service::Shipping, 8084, migrator).await?;
+    let fulfilling = fulfilments::Fulfilling {
+        carrier: Arc::new(carrier::StandIn::new(runtime.pool.clone())),
+        destinations: Arc::new(destinations),
+    };
+    tokio::spawn(saga_workflow::steps::run(
+        fulfilments::Fulfilments,
+        fulfilling,
+        runtime.pool.clone(),
+        runtime.outbox.clone(),
+        runtime.shutdown(),
+    ));
     let api = http::router(runtime.pool.clone()).merge(openapi_route(http::ApiDoc::openapi()));
-    runtime
-        .run(api, Reacting(domain::Rules { destinations }))
-        .await
+    runtime.run(api, Reacting(domain::Rules)).await
 }

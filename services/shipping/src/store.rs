@@ -11,24 +11,33 @@ use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use saga_workflow::WorkflowError;
+
 use crate::domain::{Rules, Shipment, ShipmentStatus};
+use crate::fulfilment::{FulfilmentInput, StepDone};
+use crate::fulfilments::Fulfilments;
 
 /// A shipment as `GET /shipments/{order_id}` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ShipmentView {
     pub order_id: Uuid,
     pub shipment_id: Uuid,
-    /// `SCHEDULED`, `FAILED` or `CANCELLED`.
+    /// `FULFILLING` while its fulfilment runs, then `SCHEDULED` or `FAILED`; `CANCELLED` once
+    /// its order was cancelled.
     pub status: String,
     pub country: String,
     pub failure_reason: Option<String>,
+    /// The fulfilment's steps done so far (allocate, label, pickup; void_label when a label was
+    /// undone), in order.
+    #[schema(value_type = Vec<StepDone>)]
+    pub steps: Json<Vec<StepDone>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 /// The shipment of the order `$1`, as `GET /shipments/{order_id}` shows it.
 pub const FIND: &str =
-    "SELECT order_id, shipment_id, status, country, failure_reason, created_at, updated_at
+    "SELECT order_id, shipment_id, status, country, failure_reason, steps, created_at, updated_at
      FROM shipments WHERE order_id = $1";
 
 /// A shipment as [`Rules::LOAD`] reads it.
@@ -59,6 +68,7 @@ impl Ledger for Rules {
             address: row.address.0,
             items: row.items.0,
             failure_reason: row.failure_reason,
+            opened: None,
         };
         Ok((row.order_id, shipment))
     }
@@ -101,9 +111,48 @@ impl Ledger for Rules {
             )
             .bind(column(&moved, |c| c.order_id))
             .bind(column(&moved, |c| c.step.status.as_str()))
-            .execute(tx)
+            .execute(&mut *tx)
             .await?;
         }
-        Ok(())
+        fulfilments_of(tx, &batch.steps).await
+    }
+}
+
+/// Starts the fulfilments the batch opened, and tells those whose order it cancelled: under the
+/// orders' locks, which the batch holds, as every input to a fulfilment is.
+async fn fulfilments_of(
+    tx: &mut PgConnection,
+    shipments: &[Change<'_, Shipment>],
+) -> sqlx::Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    for change in shipments {
+        if let Some(opened) = &change.step.opened {
+            let commands = opened.commands.clone();
+            saga_workflow::start(
+                tx,
+                &Fulfilments,
+                change.order_id,
+                &opened.fulfilment,
+                commands,
+            )
+            .await
+            .map_err(as_sqlx)?;
+        }
+        // Shipments from before fulfilments have no instance: nothing to tell.
+        if change.closed.is_some() {
+            let cancelled = FulfilmentInput::OrderCancelled;
+            match saga_workflow::handle(tx, &Fulfilments, change.order_id, &cancelled, now).await {
+                Ok(_) | Err(WorkflowError::Unknown { .. }) => {}
+                Err(error) => return Err(as_sqlx(error)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn as_sqlx(error: WorkflowError) -> sqlx::Error {
+    match error {
+        WorkflowError::Database(error) => error,
+        other => corrupt(saga_messaging::error::error_chain(&other)),
     }
 }

@@ -310,9 +310,9 @@ async fn check(context: &Context, db: &Databases, args: &AuditArgs) -> anyhow::R
                     ));
                 }
             }
-            "PENDING" if review == Some("OPEN") => report
-                .waiting
-                .push(format!("order {order_id} PENDING: its payment waits for a reviewer")),
+            "PENDING" if review == Some("OPEN") => report.waiting.push(format!(
+                "order {order_id} PENDING: its payment waits for a reviewer"
+            )),
             _ => match parked.explained.get(order_id) {
                 Some(why) => report
                     .explained

@@ -46,15 +46,19 @@ fn decide(verdict: Verdict) -> ReviewInput {
     }
 }
 
-fn emitted(transition: &Transition<Review>) -> Vec<EventType> {
+fn events(transition: &Transition<Review>) -> Vec<&SagaEvent> {
     transition
         .commands
         .iter()
         .filter_map(|c| match c {
-            Command::Emit(event) => Some(event.event_type()),
+            Command::Emit(event) => Some(event.as_ref()),
             _ => None,
         })
         .collect()
+}
+
+fn emitted(transition: &Transition<Review>) -> Vec<EventType> {
+    events(transition).iter().map(|e| e.event_type()).collect()
 }
 
 fn cancels_expiry(transition: &Transition<Review>) -> bool {
@@ -72,7 +76,10 @@ fn opening_a_review_tells_the_saga_its_deadline_and_sets_the_expiry() {
         panic!("not a review request: {told:?}");
     };
     assert_eq!(requested.review_deadline_at, NOW + TIMEOUT);
-    assert_eq!(requested.metadata.causation_id, Some(order.metadata.event_id));
+    assert_eq!(
+        requested.metadata.causation_id,
+        Some(order.metadata.event_id)
+    );
     assert_eq!(
         commands,
         [Command::Schedule {
@@ -90,11 +97,7 @@ fn an_approval_charges_the_order_with_the_moved_deadline() -> Result<(), Conflic
     assert_eq!(approved.state.status, ReviewStatus::Approved);
     assert_eq!(emitted(&approved), [EventType::PaymentAuthorized]);
     assert!(cancels_expiry(&approved));
-    let Some(Command::Emit(SagaEvent::PaymentAuthorized(authorized))) = approved
-        .commands
-        .iter()
-        .find(|c| matches!(c, Command::Emit(_)))
-    else {
+    let [SagaEvent::PaymentAuthorized(authorized)] = events(&approved)[..] else {
         panic!("no authorization");
     };
     assert_eq!(authorized.deadline_at, Some(NOW + TIMEOUT + 30_000));
@@ -107,14 +110,14 @@ fn an_approval_charges_the_order_with_the_moved_deadline() -> Result<(), Conflic
 fn a_rejection_declines_it_saying_so() -> Result<(), Conflict> {
     let rejected = transition(&opened(), &decide(Verdict::Reject), NOW + 5)?;
     assert_eq!(rejected.state.status, ReviewStatus::Rejected);
-    let Some(Command::Emit(SagaEvent::PaymentDeclined(declined))) = rejected
-        .commands
-        .iter()
-        .find(|c| matches!(c, Command::Emit(_)))
-    else {
+    let [SagaEvent::PaymentDeclined(declined)] = events(&rejected)[..] else {
         panic!("no decline");
     };
-    assert!(declined.reason.contains("rejected in review"), "{}", declined.reason);
+    assert!(
+        declined.reason.contains("rejected in review"),
+        "{}",
+        declined.reason
+    );
     assert!(cancels_expiry(&rejected));
     Ok(())
 }
@@ -123,11 +126,7 @@ fn a_rejection_declines_it_saying_so() -> Result<(), Conflict> {
 fn no_decision_by_the_deadline_expires_it() -> Result<(), Conflict> {
     let expired = transition(&opened(), &ReviewInput::Expire, NOW + TIMEOUT)?;
     assert_eq!(expired.state.status, ReviewStatus::Expired);
-    let Some(Command::Emit(SagaEvent::PaymentDeclined(declined))) = expired
-        .commands
-        .iter()
-        .find(|c| matches!(c, Command::Emit(_)))
-    else {
+    let [SagaEvent::PaymentDeclined(declined)] = events(&expired)[..] else {
         panic!("no decline");
     };
     assert!(declined.reason.contains("expired"), "{}", declined.reason);
@@ -167,8 +166,7 @@ fn the_same_decision_again_changes_nothing() -> Result<(), Conflict> {
 }
 
 #[test]
-fn another_decision_after_the_first_expiry_or_cancellation_is_a_conflict() -> Result<(), Conflict>
-{
+fn another_decision_after_the_first_expiry_or_cancellation_is_a_conflict() -> Result<(), Conflict> {
     let approved = transition(&opened(), &decide(Verdict::Approve), NOW + 5)?.state;
     let expired = transition(&opened(), &ReviewInput::Expire, NOW + TIMEOUT)?.state;
     let cancelled = transition(&opened(), &ReviewInput::OrderCancelled, NOW + 5)?.state;

@@ -38,8 +38,8 @@ impl Workflow for Reviews {
         (state.status == ReviewStatus::Open).then_some("reviewer")
     }
 
-    fn timer_fired(&self, _timer: &str) -> ReviewInput {
-        ReviewInput::Expire
+    fn timer_fired(&self, timer: &str) -> Option<ReviewInput> {
+        (timer == crate::review::EXPIRY).then_some(ReviewInput::Expire)
     }
 
     /// The payment of a decided review leaves `IN_REVIEW`: authorized, or declined and why.
@@ -129,7 +129,10 @@ pub async fn list(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|(id, review)| (id, review.0)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, review)| (id, review.0))
+        .collect())
 }
 
 /// A workflow failure as the ledger's statement error: the batch is retried or parked like any

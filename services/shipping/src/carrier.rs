@@ -1,0 +1,172 @@
+//! The carrier Shipping books through: a trait, as a carrier's remote API would be seen, and the
+//! stand-in this project runs behind it.
+//!
+//! The stand-in behaves like a remote API with deterministic rules by postal code, so that every
+//! path of a fulfilment can be driven from outside:
+//!
+//! | postal code | what the carrier does |
+//! |---|---|
+//! | `LABEL-FAIL` | refuses the label |
+//! | `PICKUP-FAIL` | refuses the pickup |
+//! | `FLAKY` | each call fails twice (unavailable), then works |
+//! | `PICKUP-SLOW` | takes 1.5 s to book a pickup |
+//!
+//! It honours an idempotency key per call, as a carrier's API does: a key it answered before gets
+//! the same answer (the same label id), whatever happened to the caller in between. It keeps
+//! what it answered in a table of its own (`standin_carrier_calls`), standing in for the
+//! carrier's side; nothing of Shipping's reads it.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use thiserror::Error;
+
+/// What a carrier is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Allocate,
+    Label,
+    Pickup,
+    VoidLabel,
+}
+
+impl Call {
+    fn as_str(self) -> &'static str {
+        match self {
+            Call::Allocate => "allocate",
+            Call::Label => "label",
+            Call::Pickup => "pickup",
+            Call::VoidLabel => "void_label",
+        }
+    }
+
+    /// The prefix of the ids the carrier gives.
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Call::Allocate => "depot",
+            Call::Label => "label",
+            Call::Pickup => "pickup",
+            Call::VoidLabel => "void",
+        }
+    }
+}
+
+/// Why a carrier call did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CarrierError {
+    /// Try again later: the carrier is unavailable or did not answer.
+    #[error("the carrier is unavailable: {0}")]
+    Unavailable(String),
+    /// The carrier said no, for good.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A carrier's API: one call per step, each under an idempotency key the carrier honours.
+pub trait Carrier: Send + Sync + 'static {
+    /// Asks for `call` for a parcel to `postal_code`; answers `{"id": …}`.
+    fn call(
+        &self,
+        call: Call,
+        key: &str,
+        postal_code: &str,
+    ) -> impl Future<Output = Result<Value, CarrierError>> + Send;
+}
+
+/// The stand-in carrier.
+#[derive(Debug, Clone)]
+pub struct StandIn {
+    pool: PgPool,
+}
+
+impl StandIn {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+/// What the stand-in's rules make of a call's attempt (1 for the first call under a key).
+pub fn rule(call: Call, postal_code: &str, attempt: i32) -> Result<(), CarrierError> {
+    let code = postal_code.trim().to_ascii_uppercase();
+    match (code.as_str(), call) {
+        ("FLAKY", _) if attempt <= 2 => Err(CarrierError::Unavailable(format!(
+            "{} attempt {attempt} failed (FLAKY fails twice)",
+            call.as_str()
+        ))),
+        ("LABEL-FAIL", Call::Label) => Err(CarrierError::Refused(
+            "the carrier refuses labels to LABEL-FAIL".into(),
+        )),
+        ("PICKUP-FAIL", Call::Pickup) => Err(CarrierError::Refused(
+            "the carrier refuses pickups at PICKUP-FAIL".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Carrier for StandIn {
+    async fn call(&self, call: Call, key: &str, postal_code: &str) -> Result<Value, CarrierError> {
+        let unavailable = |e: sqlx::Error| CarrierError::Unavailable(e.to_string());
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let (attempt, answered): (i32, Option<Value>) = sqlx::query_as(
+            "INSERT INTO standin_carrier_calls (idempotency_key, call) VALUES ($1, $2)
+             ON CONFLICT (idempotency_key) DO UPDATE
+                 SET attempts = standin_carrier_calls.attempts + 1
+             RETURNING attempts, answer",
+        )
+        .bind(key)
+        .bind(call.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let Some(answer) = answered {
+            tx.commit().await.map_err(unavailable)?;
+            return Ok(answer);
+        }
+        if let Err(error) = rule(call, postal_code, attempt) {
+            tx.commit().await.map_err(unavailable)?;
+            return Err(error);
+        }
+        if call == Call::Pickup && postal_code.trim().eq_ignore_ascii_case("PICKUP-SLOW") {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let answer = json!({
+            "id": format!("{}-{}", call.id_prefix(), &uuid::Uuid::now_v7().simple().to_string()[20..])
+        });
+        sqlx::query("UPDATE standin_carrier_calls SET answer = $2 WHERE idempotency_key = $1")
+            .bind(key)
+            .bind(&answer)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stand_in_follows_its_postal_code_rules() {
+        assert!(matches!(
+            rule(Call::Label, "LABEL-FAIL", 1),
+            Err(CarrierError::Refused(_))
+        ));
+        assert_eq!(rule(Call::Allocate, "LABEL-FAIL", 1), Ok(()));
+        assert!(matches!(
+            rule(Call::Pickup, "pickup-fail", 1),
+            Err(CarrierError::Refused(_))
+        ));
+        assert_eq!(rule(Call::Label, "PICKUP-FAIL", 1), Ok(()));
+        for attempt in [1, 2] {
+            assert!(matches!(
+                rule(Call::Label, "FLAKY", attempt),
+                Err(CarrierError::Unavailable(_))
+            ));
+        }
+        assert_eq!(rule(Call::Label, "FLAKY", 3), Ok(()));
+        assert_eq!(rule(Call::Pickup, "N1 9GU", 1), Ok(()));
+    }
+}
