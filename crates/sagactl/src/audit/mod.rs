@@ -141,6 +141,24 @@ fn review_violation(order_id: &str, review: Option<&str>, payment: Option<&str>)
     })
 }
 
+/// A fulfilment ends with its order, and a label it voided never leaves a scheduled shipment.
+fn fulfilment_violation(
+    order_id: &str,
+    order_status: &str,
+    fulfilment: Option<(&str, bool)>,
+    shipment: Option<&str>,
+) -> Option<String> {
+    let (phase, label_voided) = fulfilment?;
+    if label_voided && shipment == Some("SCHEDULED") {
+        return Some(format!(
+            "order {order_id}: its label was voided but its shipment is SCHEDULED"
+        ));
+    }
+    let running = !matches!(phase, "SCHEDULED" | "FAILED" | "CANCELLED");
+    (running && order_status != "PENDING")
+        .then(|| format!("order {order_id} is {order_status} but its fulfilment is still {phase}"))
+}
+
 /// order_id, status, cancellation_reason, compensation, total_cents, items.
 type OrderRow = (
     String,
@@ -199,6 +217,17 @@ async fn check(context: &Context, db: &Databases, args: &AuditArgs) -> anyhow::R
     .await?
     .into_iter()
     .collect();
+    // Fulfilments: (phase, whether the label was voided).
+    let fulfilments: HashMap<String, (String, bool)> =
+        sqlx::query_as::<_, (String, String, Option<bool>)>(
+            "SELECT instance_id::text, label, (state->>'label_voided')::bool
+             FROM workflow_instances WHERE workflow = 'fulfilment'",
+        )
+        .fetch_all(&db.shipping)
+        .await?
+        .into_iter()
+        .map(|(order, phase, voided)| (order, (phase, voided.unwrap_or(false))))
+        .collect();
     let facts = if args.skip_topics {
         None
     } else {
@@ -229,6 +258,12 @@ async fn check(context: &Context, db: &Databases, args: &AuditArgs) -> anyhow::R
         let reservation_status = reservation.map(|r| r.0.as_str());
         let review = reviews.get(order_id).map(String::as_str);
         if let Some(violation) = review_violation(order_id, review, payment_status) {
+            v.push(violation);
+        }
+        let fulfilment = fulfilments
+            .get(order_id)
+            .map(|(p, voided)| (p.as_str(), *voided));
+        if let Some(violation) = fulfilment_violation(order_id, status, fulfilment, shipment) {
             v.push(violation);
         }
         match status.as_str() {
@@ -410,5 +445,56 @@ mod tests {
             assert_eq!(review_violation("o", Some(review), Some(payment)), None);
         }
         assert_eq!(review_violation("o", None, Some("AUTHORIZED")), None);
+    }
+
+    #[test]
+    fn a_fulfilment_ends_with_its_order_and_a_voided_label_ships_nothing() {
+        use super::fulfilment_violation as check;
+        assert!(
+            check(
+                "o",
+                "CANCELLED",
+                Some(("CANCELLED", true)),
+                Some("SCHEDULED")
+            )
+            .is_some()
+        );
+        assert!(
+            check(
+                "o",
+                "CONFIRMED",
+                Some(("BOOKING_PICKUP", false)),
+                Some("FULFILLING")
+            )
+            .is_some()
+        );
+        assert_eq!(
+            check(
+                "o",
+                "PENDING",
+                Some(("LABELLING", false)),
+                Some("FULFILLING")
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                "o",
+                "CANCELLED",
+                Some(("CANCELLED", true)),
+                Some("CANCELLED")
+            ),
+            None
+        );
+        assert_eq!(
+            check(
+                "o",
+                "CONFIRMED",
+                Some(("SCHEDULED", false)),
+                Some("SCHEDULED")
+            ),
+            None
+        );
+        assert_eq!(check("o", "CONFIRMED", None, Some("SCHEDULED")), None);
     }
 }
