@@ -1,5 +1,7 @@
-//! The chaos soak: an open-loop load of mixed orders (all four saga paths, and orders whose
-//! handlers fail on purpose a time or two, so that retry records are in flight) under a seeded,
+//! The chaos soak: an open-loop load of mixed orders (all four saga paths, orders whose handlers
+//! fail on purpose a time or two, so that retry records are in flight, orders that go to manual
+//! review, decided by a reviewer as they open, and orders a flaky or refusing carrier fulfils)
+//! under a seeded,
 //! random schedule of faults: kill -9 of a service or of a replica, a service paused (SIGSTOP)
 //! for longer than its session timeout so that its partitions move while retries are pending,
 //! scaling up and down, kill -9 of the broker, an immediate Postgres stop, a registry restart.
@@ -120,6 +122,10 @@ async fn soak(seed: u64, seconds: u64) -> anyhow::Result<()> {
         })
     };
 
+    // A reviewer works the inbox all along, through every fault: each review opened is
+    // approved or rejected (alternately), a decision that fails being tried again next round.
+    let reviewer = tokio::spawn(review_all(api.clone()));
+
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
     let mut applied = Vec::new();
@@ -149,7 +155,50 @@ async fn soak(seed: u64, seconds: u64) -> anyhow::Result<()> {
     let distinct: HashSet<&String> = order_ids.iter().collect();
     assert_eq!(distinct.len(), count, "every request one order of its own");
 
-    settle(&api, &order_ids).await
+    let settled = settle(&api, &order_ids).await;
+    reviewer.abort();
+    settled
+}
+
+/// Decides every open review, approving and rejecting alternately, until aborted.
+async fn review_all(api: Api) {
+    let token =
+        std::env::var("PAYMENT_REVIEWER_TOKEN").unwrap_or_else(|_| "dev-payment-reviewer".into());
+    let mut decided = 0usize;
+    loop {
+        let open = api
+            .get_json(&format!("{}/reviews?status=OPEN&limit=1000", api.payment))
+            .await;
+        let orders: Vec<String> = match open {
+            Ok(Some(inbox)) => inbox["reviews"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|r| r["order_id"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for order_id in orders {
+            let decision = if decided.is_multiple_of(2) {
+                "APPROVE"
+            } else {
+                "REJECT"
+            };
+            let answered = api
+                .http
+                .post(format!("{}/reviews/{order_id}/decision", api.payment))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"decision": decision, "reviewer": "chaos reviewer"}))
+                .send()
+                .await;
+            if answered.is_ok_and(|r| r.status().is_success()) {
+                decided += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Places `count` orders at [`RATE`] a second, each under an Idempotency-Key and retried while
@@ -164,14 +213,20 @@ async fn open_loop(
     let mut running = Vec::with_capacity(count);
     for i in 0..count {
         tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / RATE)).await;
-        let (sku, country, method) = match i % 10 {
-            0 => (skus.plenty, "GB", "tok_decline"),
-            1 => (skus.plenty, "AQ", "tok_visa"),
-            2 | 3 => (skus.scarce, "DE", "tok_visa"),
-            4 | 5 => (skus.retried, "DE", "tok_visa"),
-            _ => (skus.plenty, "DE", "tok_visa"),
+        let (sku, country, method, postal_code) = match i % 12 {
+            0 => (skus.plenty, "GB", "tok_decline", None),
+            1 => (skus.plenty, "AQ", "tok_visa", None),
+            2 | 3 => (skus.scarce, "DE", "tok_visa", None),
+            4 | 5 => (skus.retried, "DE", "tok_visa", None),
+            6 => (skus.plenty, "DE", "tok_review", None),
+            7 => (skus.plenty, "DE", "tok_visa", Some("FLAKY")),
+            8 => (skus.plenty, "DE", "tok_visa", Some("PICKUP-FAIL")),
+            _ => (skus.plenty, "DE", "tok_visa", None),
         };
-        let body = order_body(&[(sku, 1, 1_000)], country, method);
+        let mut body = order_body(&[(sku, 1, 1_000)], country, method);
+        if let Some(postal_code) = postal_code {
+            body["shipping_address"]["postal_code"] = Value::from(postal_code);
+        }
         let api = api.clone();
         running.push(tokio::spawn(async move {
             let key = uuid::Uuid::new_v4().to_string();

@@ -94,7 +94,8 @@ enum Command {
     /// The read side: rebuild it from the topics, checked equal to the live one.
     #[command(subcommand)]
     History(history::HistoryCommand),
-    /// The durable workflows inside the services (Payment's reviews): each instance, its state,
+    /// The durable workflows inside the services (Payment's reviews, Shipping's fulfilments):
+    /// each instance, its state,
     /// what it waits for and its next timer.
     Workflows(workflows::WorkflowsArgs),
 }

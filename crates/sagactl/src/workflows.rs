@@ -1,5 +1,5 @@
 //! `sagactl workflows [--waiting]`: the durable workflows inside the services (Payment's
-//! reviews), each instance with its state, what it waits for, and its next timer.
+//! reviews, Shipping's fulfilments), each instance with its state, what it waits for, and its next timer.
 //!
 //! Read from the services' own `workflow_instances` and `workflow_timers` tables with a query of
 //! sagactl's own, as `audit` and `stuck` read theirs: the tool depends on no service's code.
@@ -43,7 +43,10 @@ pub async fn run(context: &Context, args: WorkflowsArgs) -> anyhow::Result<()> {
     let databases = args.databases.connect().await?;
     let now = Utc::now();
     let mut listed = Vec::new();
-    for (service, pool) in [("payment", &databases.payments)] {
+    for (service, pool) in [
+        ("payment", &databases.payments),
+        ("shipping", &databases.shipping),
+    ] {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT i.workflow, i.instance_id, i.label, i.waiting_for, i.version, i.created_at,
                     i.updated_at, t.timer AS next_timer, t.due_at AS next_due_at

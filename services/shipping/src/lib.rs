@@ -35,6 +35,13 @@ pub async fn run() -> Result<(), RuntimeError> {
         carrier: Arc::new(carrier::StandIn::new(runtime.pool.clone())),
         destinations: Arc::new(destinations),
     };
+    // No fulfilment sets a timer; the loop keeps the workflow's gauges.
+    tokio::spawn(saga_workflow::timers::run(
+        fulfilments::Fulfilments,
+        runtime.pool.clone(),
+        runtime.outbox.clone(),
+        runtime.shutdown(),
+    ));
     tokio::spawn(saga_workflow::steps::run(
         fulfilments::Fulfilments,
         fulfilling,
