@@ -174,7 +174,7 @@ async fn a_kill_9_between_label_and_pickup_makes_no_second_label() -> anyhow::Re
     let api = Api::from_env()?;
     let sku = unique_sku("fulfilment-kill");
     api.set_stock(&sku, 5).await?;
-    // The carrier takes 1.5 s to book this pickup: Shipping is killed while it waits.
+    // The carrier takes 1 s to book this pickup: Shipping is killed while it waits.
     let order_id = place_to(&api, &sku, "PICKUP-SLOW", "GB").await?;
     let label = wait_for(
         "the label, with the pickup not booked yet",

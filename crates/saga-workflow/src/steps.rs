@@ -43,13 +43,14 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a claim holds a step: past the call's timeout, with a margin for the hand-over.
 const LEASE: Duration = Duration::from_secs(5);
 
-/// Attempts of a step before a transient failure counts as permanent. With the backoff below the
-/// retries of one step take at most about 1.5 s besides the calls themselves.
-pub const ATTEMPTS: i32 = 5;
+/// Attempts of a step before a transient failure counts as permanent. A step's whole retry
+/// budget is then at most `ATTEMPTS × STEP_TIMEOUT` of calls plus 0.7 s of backoff (8.7 s),
+/// well inside the saga's default 30 s deadline.
+pub const ATTEMPTS: i32 = 4;
 
-/// The backoff between attempts of a step.
+/// The backoff between attempts of a step: 100, 200, 400 ms (each with jitter).
 fn backoff() -> Backoff {
-    Backoff::with(Duration::from_millis(100), Duration::from_secs(1))
+    Backoff::with(Duration::from_millis(100), Duration::from_millis(800))
 }
 
 const LONGEST_SLEEP: Duration = Duration::from_millis(250);

@@ -9,7 +9,7 @@
 //! | `LABEL-FAIL` | refuses the label |
 //! | `PICKUP-FAIL` | refuses the pickup |
 //! | `FLAKY` | each call fails twice (unavailable), then works |
-//! | `PICKUP-SLOW` | takes 1.5 s to book a pickup |
+//! | `PICKUP-SLOW` | takes 1 s to book a pickup |
 //!
 //! It honours an idempotency key per call, as a carrier's API does: a key it answered before gets
 //! the same answer (the same label id), whatever happened to the caller in between. It keeps
@@ -128,7 +128,7 @@ impl Carrier for StandIn {
             return Err(error);
         }
         if call == Call::Pickup && postal_code.trim().eq_ignore_ascii_case("PICKUP-SLOW") {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
         }
         let answer = json!({
             "id": format!("{}-{}", call.id_prefix(), &uuid::Uuid::now_v7().simple().to_string()[20..])
