@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
-use saga_messaging::{headers, parking, trace};
+use saga_messaging::parking;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -50,17 +50,17 @@ pub async fn begin(pool: &PgPool, id: Uuid) -> Result<Transaction<'static, Postg
 
 /// Starts instance `id` in `state` and carries out `commands` (its first timers, its first
 /// event); returns the events to emit. Starting an instance that exists changes nothing and
-/// emits nothing: a redelivered start is harmless. The instance keeps the current span's trace.
-/// The caller holds the instance's lock.
+/// emits nothing: a redelivered start is harmless. The instance belongs to the trace
+/// `traceparent` names (its order's: see [`crate::Traces`]). The caller holds the instance's
+/// lock.
 pub async fn start<W: Workflow>(
     tx: &mut PgConnection,
     workflow: &W,
     id: Uuid,
     state: &W::State,
     commands: Vec<Command>,
+    traceparent: Option<&str>,
 ) -> Result<Vec<SagaEvent>, WorkflowError> {
-    let context = trace::current_context_headers();
-    let traceparent = context.get(headers::TRACEPARENT).map(str::to_owned);
     let inserted = sqlx::query(
         "INSERT INTO workflow_instances (workflow, instance_id, state, label, waiting_for, traceparent)
          VALUES ($1, $2, $3, $4, $5, $6)

@@ -26,6 +26,7 @@
 mod instance;
 pub mod steps;
 pub mod timers;
+mod traces;
 
 use std::fmt::Debug;
 
@@ -39,6 +40,7 @@ use uuid::Uuid;
 
 pub use instance::{Handled, Instance, begin, handle, load, start};
 pub use steps::Perform;
+pub use traces::Traces;
 
 /// A workflow: its rules, and the one hook into the service's own tables.
 pub trait Workflow: Clone + Send + Sync + 'static {

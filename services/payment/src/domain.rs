@@ -19,6 +19,8 @@ use saga_events::{
 use saga_participant::{Participant, Refused};
 use uuid::Uuid;
 
+use saga_workflow::Traces;
+
 use crate::review::{self, REVIEW_TOKEN, Review};
 
 pub const PRODUCER: &str = "payment";
@@ -83,10 +85,17 @@ pub struct Rules {
 impl Participant for Rules {
     const SERVICE: Service = Service::Payment;
     type Step = Payment;
-    type Context = ();
+    /// The batch's orders' traces, which the reviews it opens keep.
+    type Context = Traces;
 
     /// Decides Payment's reaction to `event` for an order standing as `standing`, at `now_ms`.
-    fn decide(&self, standing: &Standing, event: &SagaEvent, _: &mut (), now_ms: i64) -> Decided {
+    fn decide(
+        &self,
+        standing: &Standing,
+        event: &SagaEvent,
+        _: &mut Traces,
+        now_ms: i64,
+    ) -> Decided {
         match event {
             SagaEvent::OrderPlaced(placed) => Ok(charge(standing, placed, *self, now_ms)),
             SagaEvent::StockReservationFailed(_) => {

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use saga_events::CancellationReason;
-use saga_participant::{Change, Changes, Ledger, column, corrupt};
+use saga_messaging::Arrival;
+use saga_participant::{Change, Changes, Ledger, Standings, column, corrupt};
+use saga_workflow::Traces;
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -107,13 +109,27 @@ impl Ledger for Rules {
         .bind(column(payments, |c| c.step.receipt_email.as_deref()))
         .execute(&mut *tx)
         .await?;
-        reviews_of(tx, payments).await
+        reviews_of(tx, payments, &batch.decided).await
+    }
+
+    /// The traces of the batch's orders, for the reviews it opens.
+    fn prepare<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        events: &'a [Arrival<'a>],
+        _known: &'a Standings<Payment>,
+    ) -> impl Future<Output = Result<Traces, sqlx::Error>> + Send + 'a {
+        std::future::ready(Ok(Traces::of(events)))
     }
 }
 
 /// Starts the reviews the batch opened, and closes those whose order it cancelled (nothing
 /// charged): under the orders' locks, which the batch holds, as every input to a review is.
-async fn reviews_of(tx: &mut PgConnection, payments: &[Change<'_, Payment>]) -> sqlx::Result<()> {
+async fn reviews_of(
+    tx: &mut PgConnection,
+    payments: &[Change<'_, Payment>],
+    traces: &Traces,
+) -> sqlx::Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     for change in payments {
         if change.step.status != PaymentStatus::InReview {
@@ -121,9 +137,17 @@ async fn reviews_of(tx: &mut PgConnection, payments: &[Change<'_, Payment>]) -> 
         }
         if let Some(opened) = &change.step.opened_review {
             let commands = opened.commands.clone();
-            saga_workflow::start(tx, &Reviews, change.order_id, &opened.review, commands)
-                .await
-                .map_err(reviews::as_sqlx)?;
+            let trace = traces.get(change.order_id);
+            saga_workflow::start(
+                tx,
+                &Reviews,
+                change.order_id,
+                &opened.review,
+                commands,
+                trace,
+            )
+            .await
+            .map_err(reviews::as_sqlx)?;
         }
         if change.closed.is_some() {
             let cancelled = ReviewInput::OrderCancelled;

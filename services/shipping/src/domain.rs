@@ -103,11 +103,18 @@ type Decided = Result<Decision, Refused>;
 impl Participant for Rules {
     const SERVICE: Service = Service::Shipping;
     type Step = Shipment;
-    type Context = ();
+    /// The batch's orders' traces, which the fulfilments it starts keep.
+    type Context = saga_workflow::Traces;
 
     /// Decides Shipping's reaction to `event` for an order standing as `standing`, at `now_ms`:
     /// nothing Shipping hears contradicts what it knows, so it refuses nothing.
-    fn decide(&self, standing: &Standing, event: &SagaEvent, _: &mut (), now_ms: i64) -> Decided {
+    fn decide(
+        &self,
+        standing: &Standing,
+        event: &SagaEvent,
+        _: &mut saga_workflow::Traces,
+        now_ms: i64,
+    ) -> Decided {
         Ok(match event {
             SagaEvent::StockReserved(reserved) => {
                 match standing.turns_away(reserved.deadline_at, now_ms) {

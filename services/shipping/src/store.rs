@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use saga_events::{Address, StockLine};
-use saga_participant::{Change, Changes, Ledger, column, corrupt};
+use saga_messaging::Arrival;
+use saga_participant::{Change, Changes, Ledger, Standings, column, corrupt};
+use saga_workflow::Traces;
 use serde::Serialize;
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -114,7 +116,17 @@ impl Ledger for Rules {
             .execute(&mut *tx)
             .await?;
         }
-        fulfilments_of(tx, &batch.steps).await
+        fulfilments_of(tx, &batch.steps, &batch.decided).await
+    }
+
+    /// The traces of the batch's orders, for the fulfilments it starts.
+    fn prepare<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        events: &'a [Arrival<'a>],
+        _known: &'a Standings<Shipment>,
+    ) -> impl Future<Output = Result<Traces, sqlx::Error>> + Send + 'a {
+        std::future::ready(Ok(Traces::of(events)))
     }
 }
 
@@ -123,17 +135,21 @@ impl Ledger for Rules {
 async fn fulfilments_of(
     tx: &mut PgConnection,
     shipments: &[Change<'_, Shipment>],
+    traces: &Traces,
 ) -> sqlx::Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     for change in shipments {
         if let Some(opened) = &change.step.opened {
             let commands = opened.commands.clone();
+            let trace = traces.get(change.order_id);
+            let fulfilment = &opened.fulfilment;
             saga_workflow::start(
                 tx,
                 &Fulfilments,
                 change.order_id,
-                &opened.fulfilment,
+                fulfilment,
                 commands,
+                trace,
             )
             .await
             .map_err(as_sqlx)?;
