@@ -269,3 +269,23 @@ fn status_columns_round_trip() {
     }
     assert_eq!(OrderStatus::from_columns("CANCELLED", None), None);
 }
+
+#[test]
+fn a_review_moves_a_pending_orders_deadline_past_its_own_by_the_sagas_budget() {
+    let requested = PaymentReviewRequested {
+        metadata: meta(),
+        order_id: ORDER.into(),
+        review_deadline_at: 1_000_000,
+    };
+    let pending = OrderState::placed();
+    assert_eq!(
+        deadline_after_review(&pending, &requested, 30_000),
+        Some(1_030_000)
+    );
+    // A review changes nothing of an order that has ended (cancelled at its first deadline,
+    // say): there is no deadline left to move.
+    let ended = react(&pending, &declined()).state;
+    assert_eq!(deadline_after_review(&ended, &requested, 30_000), None);
+    // The review request itself moves no status.
+    assert_eq!(react(&pending, &requested.into()).state, pending);
+}
