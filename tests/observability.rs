@@ -347,6 +347,25 @@ async fn one_order_is_one_trace_across_the_four_services_causes_above_effects() 
         "a transaction span below payment's process span: {}",
         trace.describe()
     );
+    // Shipping's fulfilment is in the order's trace too: one span per step.
+    wait_for(
+        "the fulfilment's steps in the order's trace",
+        Duration::from_secs(30),
+        || async {
+            let trace = fetch_trace(&api, &trace_id).await?;
+            let steps: BTreeSet<String> = trace
+                .spans
+                .iter()
+                .filter(|s| s.service == "shipping" && s.operation == "workflow step")
+                .filter_map(|s| s.tag("step"))
+                .collect();
+            let all = ["allocate", "label", "pickup"]
+                .iter()
+                .all(|step| steps.contains(*step));
+            Ok((all.then_some(()), trace.describe()))
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -109,7 +109,7 @@ async fn fire_one<W: Workflow>(
         workflow = W::NAME,
         timer = %timer,
         order_id = %id,
-        otel.kind = "internal",
+        otel.kind = "client",
     );
     if let Some(traceparent) = &traceparent {
         let mut carried = Headers::new();

@@ -197,7 +197,7 @@ async fn decide(
         "review decision",
         order_id = %order_id,
         verdict = ?body.decision,
-        otel.kind = "internal",
+        otel.kind = "client",
     );
     if let Some(traceparent) = &instance.traceparent {
         let mut carried = Headers::new();
