@@ -2,6 +2,8 @@
 //! their order's lock, with every move journaled and its commands carried out in the same
 //! transaction.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
 use saga_messaging::parking;
@@ -101,6 +103,26 @@ pub async fn load<W: Workflow>(
     read::<W>(conn, id, "").await
 }
 
+/// Instances `ids` of workflow `W`, by id (those that exist).
+pub(crate) async fn load_many<W: Workflow>(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Instance<W::State>>, WorkflowError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM workflow_instances WHERE workflow = $1 AND instance_id = ANY($2)"
+    )))
+    .bind(W::NAME)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let instance = from_row::<W>(row)?;
+            Ok((instance.id, instance))
+        })
+        .collect()
+}
+
 /// Moves instance `id` by `input` at `now_ms`: transition, journal, the service's own tables
 /// ([`Workflow::persist`]), timers; returns what changed and the events to emit. A refused input
 /// is a [`WorkflowError::Conflict`] and changes nothing. The caller holds the instance's lock
@@ -148,38 +170,29 @@ pub async fn handle<W: Workflow>(
     })
 }
 
-async fn read<W: Workflow>(
-    conn: &mut PgConnection,
-    id: Uuid,
-    lock: &'static str,
-) -> Result<Option<Instance<W::State>>, WorkflowError> {
-    type Row = (
-        serde_json::Value,
-        String,
-        Option<String>,
-        i32,
-        Option<String>,
-        DateTime<Utc>,
-        DateTime<Utc>,
-    );
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT state, label, waiting_for, version, traceparent, created_at, updated_at
-         FROM workflow_instances WHERE workflow = $1 AND instance_id = $2 {lock}"
-    )))
-    .bind(W::NAME)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    let Some((state, label, waiting_for, version, traceparent, created_at, updated_at)) = row
-    else {
-        return Ok(None);
-    };
+const COLUMNS: &str =
+    "instance_id, state, label, waiting_for, version, traceparent, created_at, updated_at";
+
+/// A row of [`COLUMNS`].
+type Row = (
+    Uuid,
+    serde_json::Value,
+    String,
+    Option<String>,
+    i32,
+    Option<String>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+fn from_row<W: Workflow>(row: Row) -> Result<Instance<W::State>, WorkflowError> {
+    let (id, state, label, waiting_for, version, traceparent, created_at, updated_at) = row;
     let state = serde_json::from_value(state).map_err(|source| WorkflowError::Corrupt {
         workflow: W::NAME,
         instance: id,
         source,
     })?;
-    Ok(Some(Instance {
+    Ok(Instance {
         id,
         state,
         label,
@@ -188,7 +201,22 @@ async fn read<W: Workflow>(
         traceparent,
         created_at,
         updated_at,
-    }))
+    })
+}
+
+async fn read<W: Workflow>(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: &'static str,
+) -> Result<Option<Instance<W::State>>, WorkflowError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM workflow_instances WHERE workflow = $1 AND instance_id = $2 {lock}"
+    )))
+    .bind(W::NAME)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(from_row::<W>).transpose()
 }
 
 /// Carries out the timer commands; returns the events to emit, in order.

@@ -16,13 +16,16 @@
 //!    again) is dropped; that runner reports the same result.
 //!
 //! A step the transition schedules now is claimed in the hand-over's own transaction and run at
-//! once, so that a chain of steps (allocate → label → pickup) costs one transaction per step. The
+//! once, so that a chain of steps (allocate → label → pickup) costs one transaction per step.
+//! Chains of different instances run side by side ([`CONCURRENCY`]), claimed in batches. The
 //! runner wakes on `NOTIFY` from the transaction that scheduled a step, and looks at least every
 //! 250 ms besides.
 
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use saga_messaging::error::error_chain;
 use saga_messaging::headers::{Headers, TRACEPARENT};
 use saga_messaging::{Backoff, HandlerError, Outbox, trace};
@@ -55,6 +58,9 @@ fn backoff() -> Backoff {
 
 const LONGEST_SLEEP: Duration = Duration::from_millis(250);
 
+/// Chains of steps one runner runs at once: a carrier's calls overlap, each order's in turn.
+pub const CONCURRENCY: usize = 32;
+
 /// What runs the effects of a workflow's steps: the remote calls, kept apart from the
 /// workflow's rules so that those stay free of I/O.
 pub trait Perform<W: Workflow>: Send + Sync + 'static {
@@ -80,7 +86,8 @@ struct Claimed<S> {
     traceparent: Option<String>,
 }
 
-/// Runs `workflow`'s steps with `performer` until `shutdown`.
+/// Runs `workflow`'s steps with `performer` until `shutdown`: up to [`CONCURRENCY`] chains at
+/// once, each its own instance's (an instance has at most one step due at a time).
 pub async fn run<W: Workflow, P: Perform<W>>(
     workflow: W,
     performer: P,
@@ -90,31 +97,48 @@ pub async fn run<W: Workflow, P: Perform<W>>(
 ) {
     let mut listener = listen(&pool).await;
     let mut backoff = backoff();
+    let mut running = FuturesUnordered::new();
     while !shutdown.is_cancelled() {
-        match claim_due(&workflow, &pool).await {
-            Ok(Some(claimed)) => {
-                backoff = self::backoff();
-                run_chain(&workflow, &performer, &pool, &outbox, claimed).await;
-                continue;
-            }
-            Ok(None) => {}
-            Err(error) => {
-                warn!(workflow = W::NAME, error = %error.reason(), "workflow steps could not be claimed");
-                if !backoff.wait(shutdown.cancelled()).await {
-                    return;
+        let room = CONCURRENCY.saturating_sub(running.len());
+        if room > 0 {
+            match claim_due(&workflow, &pool, room).await {
+                Ok(claimed) => {
+                    backoff = self::backoff();
+                    let claimed_any = !claimed.is_empty();
+                    for claimed in claimed {
+                        running.push(run_chain(&workflow, &performer, &pool, &outbox, claimed));
+                    }
+                    if claimed_any {
+                        continue;
+                    }
                 }
-                continue;
+                Err(error) => {
+                    warn!(workflow = W::NAME, error = %error.reason(), "workflow steps could not be claimed");
+                    if running.is_empty() && !backoff.wait(shutdown.cancelled()).await {
+                        return;
+                    }
+                }
             }
         }
         let woken = async {
             match listener.as_mut() {
-                Some(listener) => {
-                    let _ = listener.try_recv().await;
-                }
+                Some(connected) => match connected.try_recv().await {
+                    // A notification, or the connection lost (it reconnects on the next call).
+                    Ok(_) => {}
+                    Err(_) => std::future::pending::<()>().await,
+                },
                 None => std::future::pending::<()>().await,
             }
         };
+        let a_chain_ended = async {
+            if running.is_empty() {
+                std::future::pending::<()>().await;
+            } else {
+                running.next().await;
+            }
+        };
         tokio::select! {
+            _ = a_chain_ended => {}
             _ = woken => {}
             _ = tokio::time::sleep(LONGEST_SLEEP) => {}
             _ = shutdown.cancelled() => return,
@@ -178,27 +202,53 @@ async fn run_chain<W: Workflow, P: Perform<W>>(
     }
 }
 
-/// Claims the earliest due step, in a transaction of its own.
+/// Claims up to `limit` due steps, earliest first, in a transaction of its own.
 async fn claim_due<W: Workflow>(
-    workflow: &W,
+    _workflow: &W,
     pool: &PgPool,
-) -> Result<Option<Claimed<W::State>>, HandlerError> {
+    limit: usize,
+) -> Result<Vec<Claimed<W::State>>, HandlerError> {
     let mut tx = pool.begin().await?;
-    let due: Option<(Uuid, String)> = sqlx::query_as(
-        "SELECT instance_id, step FROM workflow_steps
-         WHERE workflow = $1 AND status = 'PENDING' AND due_at <= now()
-         ORDER BY due_at LIMIT 1
-         FOR UPDATE SKIP LOCKED",
+    let leased: Vec<(Uuid, String, i32)> = sqlx::query_as(
+        "WITH due AS (
+             SELECT instance_id, step FROM workflow_steps
+             WHERE workflow = $1 AND status = 'PENDING' AND due_at <= now()
+             ORDER BY due_at LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE workflow_steps s
+         SET attempts = s.attempts + 1, due_at = now() + make_interval(secs => $3),
+             updated_at = now()
+         FROM due
+         WHERE s.workflow = $1 AND s.instance_id = due.instance_id AND s.step = due.step
+         RETURNING s.instance_id, s.step, s.attempts",
     )
     .bind(W::NAME)
-    .fetch_optional(&mut *tx)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(LEASE.as_secs_f64())
+    .fetch_all(&mut *tx)
     .await?;
-    let Some((id, step)) = due else {
-        return Ok(None);
-    };
-    let claimed = lease(workflow, &mut tx, id, &step).await?;
+    if leased.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = leased.iter().map(|(id, _, _)| *id).collect();
+    let instances = instance::load_many::<W>(&mut tx, &ids)
+        .await
+        .map_err(handler_error)?;
     tx.commit().await?;
-    Ok(claimed)
+    Ok(leased
+        .into_iter()
+        .filter_map(|(id, step, attempts)| {
+            let instance = instances.get(&id)?;
+            Some(Claimed {
+                id,
+                step,
+                attempts,
+                state: instance.state.clone(),
+                traceparent: instance.traceparent.clone(),
+            })
+        })
+        .collect())
 }
 
 /// Leases step `step` of instance `id` and reads what running it needs.

@@ -169,8 +169,10 @@ async fn get_review(
         (status = 200, description = "Decided (or the same decision again)", body = ReviewView),
         (status = 401, description = "No or another bearer token", body = Problem),
         (status = 404, description = "No review for this order", body = Problem),
+        (status = 400, description = "Body is not JSON", body = Problem),
         (status = 409, description = "Decided otherwise, expired, or the order was cancelled", body = Problem),
-        (status = 422, body = Problem)
+        (status = 422, description = "Body breaks a rule", body = Problem),
+        (status = 503, description = "A dependency is unavailable", body = Problem)
     )
 )]
 async fn decide(
