@@ -191,6 +191,18 @@ pub enum WorkflowError {
     },
 }
 
+/// A workflow's failure where a statement's error is expected (a participant's ledger): a
+/// database error stays itself, so that it is retried as one; anything else is about the stored
+/// data, and keeps its source.
+impl From<WorkflowError> for sqlx::Error {
+    fn from(error: WorkflowError) -> Self {
+        match error {
+            WorkflowError::Database(error) => error,
+            other => sqlx::Error::Decode(Box::new(other)),
+        }
+    }
+}
+
 /// `own`, the service's migrations (versions 100 and up), with the workflows' tables (version 60)
 /// ahead of them.
 pub fn migrator(own: Migrator) -> Migrator {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::domain::{Payment, PaymentStatus, Rules};
 use crate::review::ReviewInput;
-use crate::reviews::{self, Reviews};
+use crate::reviews::Reviews;
 
 /// A payment as `GET /payments/{order_id}` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -146,14 +146,11 @@ async fn reviews_of(
                 commands,
                 trace,
             )
-            .await
-            .map_err(reviews::as_sqlx)?;
+            .await?;
         }
         if change.closed.is_some() {
             let cancelled = ReviewInput::OrderCancelled;
-            saga_workflow::handle(tx, &Reviews, change.order_id, &cancelled, now)
-                .await
-                .map_err(reviews::as_sqlx)?;
+            saga_workflow::handle(tx, &Reviews, change.order_id, &cancelled, now).await?;
         }
     }
     Ok(())

@@ -151,24 +151,16 @@ async fn fulfilments_of(
                 commands,
                 trace,
             )
-            .await
-            .map_err(as_sqlx)?;
+            .await?;
         }
         // Shipments from before fulfilments have no instance: nothing to tell.
         if change.closed.is_some() {
             let cancelled = FulfilmentInput::OrderCancelled;
             match saga_workflow::handle(tx, &Fulfilments, change.order_id, &cancelled, now).await {
                 Ok(_) | Err(WorkflowError::Unknown { .. }) => {}
-                Err(error) => return Err(as_sqlx(error)),
+                Err(error) => return Err(error.into()),
             }
         }
     }
     Ok(())
-}
-
-fn as_sqlx(error: WorkflowError) -> sqlx::Error {
-    match error {
-        WorkflowError::Database(error) => error,
-        other => corrupt(saga_messaging::error::error_chain(&other)),
-    }
 }

@@ -134,12 +134,3 @@ pub async fn list(
         .map(|(id, review)| (id, review.0))
         .collect())
 }
-
-/// A workflow failure as the ledger's statement error: the batch is retried or parked like any
-/// other that fails.
-pub fn as_sqlx(error: saga_workflow::WorkflowError) -> sqlx::Error {
-    match error {
-        saga_workflow::WorkflowError::Database(error) => error,
-        other => saga_participant::corrupt(saga_messaging::error::error_chain(&other)),
-    }
-}
