@@ -16,7 +16,12 @@ use tokio::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// Places an order shipped to `postal_code` in `country`; returns its id.
-async fn place_to(api: &Api, sku: &str, postal_code: &str, country: &str) -> anyhow::Result<String> {
+async fn place_to(
+    api: &Api,
+    sku: &str,
+    postal_code: &str,
+    country: &str,
+) -> anyhow::Result<String> {
     let mut body = order_body(&[(sku, 1, 900)], country, "tok_visa");
     body["shipping_address"]["postal_code"] = Value::from(postal_code);
     api.place(&body).await
@@ -64,7 +69,10 @@ async fn assert_ended(
 ) -> anyhow::Result<Value> {
     let order = api.wait_terminal(order_id, SETTLE).await?;
     assert_eq!(
-        (order["status"].as_str(), order["cancellation_reason"].as_str()),
+        (
+            order["status"].as_str(),
+            order["cancellation_reason"].as_str()
+        ),
         (Some(status), reason),
         "{order}"
     );
@@ -106,7 +114,10 @@ async fn each_carrier_rule_drives_its_path_through_the_saga() -> anyhow::Result<
         || async {
             let shipment = api.shipment(&slow).await?;
             let seen = shipment.as_ref().map(|s| {
-                (s["status"] == "FULFILLING", step_names(s).contains(&"label DONE".to_owned()))
+                (
+                    s["status"] == "FULFILLING",
+                    step_names(s).contains(&"label DONE".to_owned()),
+                )
             });
             Ok((
                 (seen == Some((true, true))).then_some(()),
@@ -200,7 +211,7 @@ async fn a_kill_9_between_label_and_pickup_makes_no_second_label() -> anyhow::Re
         .filter(|(step, _, _)| step == "label")
         .map(|(_, _, detail)| detail)
         .collect();
-    assert_eq!(labels, [label.clone()], "{shipment}");
+    assert_eq!(labels, [label], "{shipment}");
     let (attempts, _) = carrier_call(&order_id, "label").await?.unwrap_or((0, None));
     assert_eq!(attempts, 1, "the label was asked for again after the kill");
     assert_audit_clean("Shipping killed between label and pickup")?;

@@ -45,7 +45,10 @@ async fn decide(
     let response = request.send().await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 async fn review(api: &Api, order_id: &str) -> anyhow::Result<Option<Value>> {
@@ -65,7 +68,10 @@ async fn place_for_review(api: &Api, sku: &str) -> anyhow::Result<(String, Value
         || async {
             let review = review(api, &order_id).await?;
             let open = review.as_ref().is_some_and(|r| r["status"] == "OPEN");
-            Ok((open.then(|| review.clone()).flatten(), format!("{review:?}")))
+            Ok((
+                open.then(|| review.clone()).flatten(),
+                format!("{review:?}"),
+            ))
         },
     )
     .await?;
@@ -121,7 +127,10 @@ async fn a_reviewer_approves_or_rejects_once_and_the_saga_follows() -> anyhow::R
     let (raced, _) = place_for_review(&api, &sku).await?;
 
     // Waiting for a reviewer: nothing charged, the order pending past its first deadline.
-    assert_eq!(api.payment(&approved).await?.map(|p| p["status"].clone()), Some(json!("IN_REVIEW")));
+    assert_eq!(
+        api.payment(&approved).await?.map(|p| p["status"].clone()),
+        Some(json!("IN_REVIEW"))
+    );
     let order = api.order(&approved).await?.unwrap_or_default();
     assert_eq!(order["status"], "PENDING", "{order}");
     assert!(
@@ -136,16 +145,28 @@ async fn a_reviewer_approves_or_rejects_once_and_the_saga_follows() -> anyhow::R
         .as_array()
         .map(|r| r.iter().filter_map(|r| r["order_id"].as_str()).collect())
         .unwrap_or_default();
-    assert!(listed.contains(&approved.as_str()), "not in the inbox: {inbox}");
+    assert!(
+        listed.contains(&approved.as_str()),
+        "not in the inbox: {inbox}"
+    );
     let ages: Vec<f64> = inbox["reviews"]
         .as_array()
         .map(|r| r.iter().filter_map(|r| r["age_seconds"].as_f64()).collect())
         .unwrap_or_default();
-    assert!(ages.windows(2).all(|w| w[0] >= w[1]), "oldest first: {inbox}");
+    assert!(
+        ages.windows(2).all(|w| w[0] >= w[1]),
+        "oldest first: {inbox}"
+    );
 
     // What an operator sees: the review, waiting for a reviewer.
-    let (_, listed) = sagactl(&["workflows", "--waiting", "--json", "--limit", "100000"], false)?;
-    assert!(listed.contains(&approved), "sagactl workflows --waiting: {listed}");
+    let (_, listed) = sagactl(
+        &["workflows", "--waiting", "--json", "--limit", "100000"],
+        false,
+    )?;
+    assert!(
+        listed.contains(&approved),
+        "sagactl workflows --waiting: {listed}"
+    );
 
     // Only a reviewer decides.
     let (status, body) = decide(&api, &approved, "APPROVE", None).await?;
@@ -158,14 +179,22 @@ async fn a_reviewer_approves_or_rejects_once_and_the_saga_follows() -> anyhow::R
 
     let token = reviewer_token();
     let (status, body) = decide(&api, &approved, "APPROVE", Some(&token)).await?;
-    assert_eq!((status, body["status"].as_str()), (200, Some("APPROVED")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("APPROVED")),
+        "{body}"
+    );
     let (status, body) = decide(&api, &approved, "APPROVE", Some(&token)).await?;
     assert_eq!(status, 200, "the same decision again: {body}");
     let (status, body) = decide(&api, &approved, "REJECT", Some(&token)).await?;
     assert_eq!(status, 409, "another decision after the first: {body}");
 
     let (status, body) = decide(&api, &rejected, "REJECT", Some(&token)).await?;
-    assert_eq!((status, body["status"].as_str()), (200, Some("REJECTED")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("REJECTED")),
+        "{body}"
+    );
 
     // Two reviewers at once: one decision wins, the other is told so.
     let (approve, reject) = tokio::join!(
@@ -178,17 +207,26 @@ async fn a_reviewer_approves_or_rejects_once_and_the_saga_follows() -> anyhow::R
 
     let confirmed = api.wait_terminal(&approved, SETTLE).await?;
     assert_eq!(confirmed["status"], "CONFIRMED", "{confirmed}");
-    assert_eq!(api.payment(&approved).await?.map(|p| p["status"].clone()), Some(json!("AUTHORIZED")));
+    assert_eq!(
+        api.payment(&approved).await?.map(|p| p["status"].clone()),
+        Some(json!("AUTHORIZED"))
+    );
     let declined = api.wait_terminal(&rejected, SETTLE).await?;
     assert_eq!(
-        (declined["status"].as_str(), declined["cancellation_reason"].as_str()),
+        (
+            declined["status"].as_str(),
+            declined["cancellation_reason"].as_str()
+        ),
         (Some("CANCELLED"), Some("PAYMENT_DECLINED")),
         "{declined}"
     );
     let payment = api.payment(&rejected).await?.unwrap_or_default();
     assert_eq!(payment["status"], "DECLINED", "{payment}");
     assert!(
-        payment["decline_reason"].as_str().unwrap_or_default().contains("rejected in review"),
+        payment["decline_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rejected in review"),
         "{payment}"
     );
     api.wait_terminal(&raced, SETTLE).await?;
@@ -196,7 +234,10 @@ async fn a_reviewer_approves_or_rejects_once_and_the_saga_follows() -> anyhow::R
         let events = payment_events(order).await?;
         assert_eq!(outcomes(&events), 1, "one outcome for {order}: {events:?}");
         assert_eq!(
-            events.iter().filter(|e| *e == "PaymentReviewRequested").count(),
+            events
+                .iter()
+                .filter(|e| *e == "PaymentReviewRequested")
+                .count(),
             1,
             "{events:?}"
         );
@@ -237,7 +278,10 @@ async fn short_reviews(short: &[(&str, &str)]) -> anyhow::Result<()> {
     stack_ok(&["up"], short)?;
     until(millis(&opened, "opened_at")? + deadline_ms + 500).await;
     let order = api.order(&approved).await?.unwrap_or_default();
-    assert_eq!(order["status"], "PENDING", "a review timed the order out: {order}");
+    assert_eq!(
+        order["status"], "PENDING",
+        "a review timed the order out: {order}"
+    );
     let (status, body) = decide(&api, &approved, "APPROVE", Some(&token)).await?;
     assert_eq!(status, 200, "the review did not survive the kill: {body}");
 
@@ -246,8 +290,15 @@ async fn short_reviews(short: &[(&str, &str)]) -> anyhow::Result<()> {
     let (status, body) = decide(&api, &raced, "APPROVE", Some(&token)).await?;
     assert!(status == 200 || status == 409, "{status} {body}");
     let raced_end = api.wait_terminal(&raced, SETTLE).await?;
-    let expected = if status == 200 { "CONFIRMED" } else { "CANCELLED" };
-    assert_eq!(raced_end["status"], expected, "answered {status} {body}, ended {raced_end}");
+    let expected = if status == 200 {
+        "CONFIRMED"
+    } else {
+        "CANCELLED"
+    };
+    assert_eq!(
+        raced_end["status"], expected,
+        "answered {status} {body}, ended {raced_end}"
+    );
 
     // A timer due while Payment is down fires once, when it is back.
     let (expired, expiring) = place_for_review(&api, &sku).await?;
@@ -256,13 +307,19 @@ async fn short_reviews(short: &[(&str, &str)]) -> anyhow::Result<()> {
     stack_ok(&["up"], short)?;
     let ended = api.wait_terminal(&expired, SETTLE).await?;
     assert_eq!(
-        (ended["status"].as_str(), ended["cancellation_reason"].as_str()),
+        (
+            ended["status"].as_str(),
+            ended["cancellation_reason"].as_str()
+        ),
         (Some("CANCELLED"), Some("PAYMENT_DECLINED")),
         "{ended}"
     );
     let payment = api.payment(&expired).await?.unwrap_or_default();
     assert!(
-        payment["decline_reason"].as_str().unwrap_or_default().contains("expired"),
+        payment["decline_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired"),
         "{payment}"
     );
     let (status, body) = decide(&api, &expired, "APPROVE", Some(&token)).await?;
