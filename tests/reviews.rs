@@ -20,9 +20,11 @@ use tokio::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// The review timeout and order deadline of the second test: a review outlives the order's
-/// first deadline by far, and still expires soon enough to wait for.
-const SHORT_REVIEW: &str = "12";
-const SHORT_DEADLINE: &str = "4";
+/// first deadline, and still expires soon enough to wait for. After a review expires, the saga
+/// has the order's deadline again to finish: long enough for Payment to restart (a few seconds
+/// on a debug build) and fire the expiry it missed while it was down.
+const SHORT_REVIEW: &str = "14";
+const SHORT_DEADLINE: &str = "10";
 
 fn reviewer_token() -> String {
     std::env::var("PAYMENT_REVIEWER_TOKEN").unwrap_or_else(|_| "dev-payment-reviewer".into())
