@@ -33,20 +33,14 @@ pub async fn read(kafka: &KafkaSettings, topics: &TopicNames) -> anyhow::Result<
     let topics = topics.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<TopicFacts> {
         let reader = PartitionReader::new(&kafka)?;
-        let all = |topic: &str| -> anyhow::Result<Vec<RawRecord>> {
-            let mut records = Vec::new();
-            for partition in 0..reader.partition_count(topic)? {
-                records.extend(reader.read_partition(topic, partition)?);
-            }
-            Ok(records)
-        };
-        let mut effects = Vec::new();
-        for service in [Service::Payment, Service::Inventory, Service::Shipping] {
-            effects.extend(all(&topics.events(service))?);
-        }
+        let effects = reader.read_topics(
+            &[Service::Payment, Service::Inventory, Service::Shipping].map(|s| topics.events(s)),
+        )?;
+        let letters = reader.read_topics(&Service::ALL.map(|s| topics.dlq(s)))?;
         let mut dead_letters = HashSet::new();
         for service in Service::ALL {
-            for letter in all(&topics.dlq(service))? {
+            let dlq = topics.dlq(service);
+            for letter in letters.iter().filter(|l| l.topic == dlq) {
                 if let Some(id) = letter
                     .headers
                     .get(headers::PARKED_ID)
