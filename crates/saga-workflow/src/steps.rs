@@ -21,16 +21,16 @@
 //! runner wakes on `NOTIFY` from the transaction that scheduled a step, and looks at least every
 //! 250 ms besides.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use saga_messaging::error::error_chain;
 use saga_messaging::headers::{Headers, TRACEPARENT};
 use saga_messaging::{Backoff, HandlerError, Outbox, trace};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 use uuid::Uuid;
@@ -97,7 +97,10 @@ pub async fn run<W: Workflow, P: Perform<W>>(
 ) {
     let mut listener = listen(&pool).await;
     let mut backoff = backoff();
-    let mut running = FuturesUnordered::new();
+    // Each chain is a task of its own: it holds a connection while it hands an outcome over, and
+    // must get on with it while this loop waits for one to claim more.
+    let performer = Arc::new(performer);
+    let mut running = JoinSet::new();
     while !shutdown.is_cancelled() {
         let room = CONCURRENCY.saturating_sub(running.len());
         if room > 0 {
@@ -106,7 +109,11 @@ pub async fn run<W: Workflow, P: Perform<W>>(
                     backoff = self::backoff();
                     let claimed_any = !claimed.is_empty();
                     for claimed in claimed {
-                        running.push(run_chain(&workflow, &performer, &pool, &outbox, claimed));
+                        let (workflow, performer) = (workflow.clone(), performer.clone());
+                        let (pool, outbox) = (pool.clone(), outbox.clone());
+                        running.spawn(async move {
+                            run_chain(&workflow, performer.as_ref(), &pool, &outbox, claimed).await;
+                        });
                     }
                     if claimed_any {
                         continue;
@@ -134,7 +141,7 @@ pub async fn run<W: Workflow, P: Perform<W>>(
             if running.is_empty() {
                 std::future::pending::<()>().await;
             } else {
-                running.next().await;
+                running.join_next().await;
             }
         };
         tokio::select! {

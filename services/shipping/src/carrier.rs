@@ -107,6 +107,10 @@ pub fn rule(call: Call, postal_code: &str, attempt: i32) -> Result<(), CarrierEr
 impl Carrier for StandIn {
     async fn call(&self, call: Call, key: &str, postal_code: &str) -> Result<Value, CarrierError> {
         let unavailable = |e: sqlx::Error| CarrierError::Unavailable(e.to_string());
+        // A slow carrier is slow before it answers: a caller killed meanwhile left nothing booked.
+        if call == Call::Pickup && postal_code.trim().eq_ignore_ascii_case("PICKUP-SLOW") {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let (attempt, answered): (i32, Option<Value>) = sqlx::query_as(
             "INSERT INTO standin_carrier_calls (idempotency_key, call) VALUES ($1, $2)
@@ -126,9 +130,6 @@ impl Carrier for StandIn {
         if let Err(error) = rule(call, postal_code, attempt) {
             tx.commit().await.map_err(unavailable)?;
             return Err(error);
-        }
-        if call == Call::Pickup && postal_code.trim().eq_ignore_ascii_case("PICKUP-SLOW") {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
         }
         let answer = json!({
             "id": format!("{}-{}", call.id_prefix(), &uuid::Uuid::now_v7().simple().to_string()[20..])
