@@ -89,8 +89,10 @@ pub struct Decision {
 
 /// Query of `GET /reviews`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewFilter {
     /// Only reviews in this state (`OPEN`: the inbox); all if absent.
+    #[param(inline)]
     pub status: Option<ReviewStatus>,
     /// At most this many, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
