@@ -333,6 +333,101 @@ async fn short_reviews(short: &[(&str, &str)]) -> anyhow::Result<()> {
         let events = payment_events(order).await?;
         assert_eq!(outcomes(&events), 1, "one outcome for {order}: {events:?}");
     }
-    assert_audit_clean("reviews across kill -9 and expiry")?;
+    // The approval cancelled the expiry timer, whose time has long come: it never fired.
+    until(millis(&opened, "deadline_at")? + 500).await;
+    let payments = service_db("payments").await?;
+    let timer: Option<(String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "SELECT status, fired_at FROM workflow_timers
+         WHERE workflow = 'payment_review' AND instance_id = $1::uuid",
+    )
+    .bind(&approved)
+    .fetch_optional(&payments)
+    .await?;
+    assert_eq!(
+        timer,
+        Some(("CANCELLED".to_owned(), None)),
+        "the approved review's timer"
+    );
+
+    cancelled_in_review(&api, &sku, short).await?;
+    assert_audit_clean("reviews across kill -9, expiry and cancellation")?;
+    Ok(())
+}
+
+/// An order cancelled while its review is open: its review closes and nothing is charged.
+/// Order times an order out when its deadline passes before it heard of the review (it was down
+/// when Payment opened it, and its deadline scanner starts before its consumer has caught up).
+/// Should its consumer hear of the review first after all, the deadline moves past the review's
+/// and the order is approved to end it; the setup is tried again, three times at most.
+async fn cancelled_in_review(api: &Api, sku: &str, short: &[(&str, &str)]) -> anyhow::Result<()> {
+    let token = reviewer_token();
+    let deadline_ms: i64 = SHORT_DEADLINE.parse::<i64>()? * 1000;
+    for attempt in 1..=3 {
+        stack_ok(&["stop", "payment"], &[])?;
+        let order_id = api
+            .place(&order_body(&[(sku, 1, 1_500)], "GB", "tok_review"))
+            .await?;
+        let placed_at = chrono::Utc::now().timestamp_millis();
+        stack_ok(&["kill", "order"], &[])?;
+        // Payment alone: it opens the review while Order is away.
+        stack_ok(&["scale", "payment", "1"], short)?;
+        wait_for("the review to open", Duration::from_secs(60), || async {
+            let review = review(api, &order_id).await?;
+            let open = review.as_ref().is_some_and(|r| r["status"] == "OPEN");
+            Ok((open.then_some(()), format!("{review:?}")))
+        })
+        .await?;
+        until(placed_at + deadline_ms + 500).await;
+        stack_ok(&["up"], short)?;
+        // Timed out at once, or not at all: had Order heard of the review, the order would wait
+        // for its expiry.
+        let timed_out = wait_for(
+            "the order timed out when Order came back",
+            Duration::from_secs(10),
+            || async {
+                let order = api.order(&order_id).await?.unwrap_or_default();
+                let done = order["status"] == "CANCELLED";
+                Ok((done.then(|| order.clone()), order.to_string()))
+            },
+        )
+        .await;
+        let order = match timed_out {
+            Ok(order) => order,
+            Err(_) if attempt < 3 => {
+                println!("attempt {attempt}: Order heard of the review before its deadline passed");
+                decide(api, &order_id, "APPROVE", Some(&token)).await?;
+                api.wait_terminal(&order_id, SETTLE).await?;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        assert_eq!(
+            (
+                order["status"].as_str(),
+                order["cancellation_reason"].as_str()
+            ),
+            (Some("CANCELLED"), Some("TIMED_OUT")),
+            "{order}"
+        );
+        let closed = wait_for("the review closed", Duration::from_secs(60), || async {
+            let review = review(api, &order_id).await?;
+            let closed = review.as_ref().is_some_and(|r| r["status"] == "CANCELLED");
+            Ok((
+                closed.then(|| review.clone()).flatten(),
+                format!("{review:?}"),
+            ))
+        })
+        .await?;
+        let payment = api.payment(&order_id).await?.unwrap_or_default();
+        assert_eq!(
+            payment["status"], "DECLINED",
+            "nothing charged: {payment} {closed}"
+        );
+        let events = payment_events(&order_id).await?;
+        assert_eq!(outcomes(&events), 0, "no charge told: {events:?}");
+        let (status, body) = decide(api, &order_id, "APPROVE", Some(&token)).await?;
+        assert_eq!(status, 409, "a decision after the cancellation: {body}");
+        return Ok(());
+    }
     Ok(())
 }
