@@ -14,6 +14,7 @@ use sagactl::Context;
 use sagactl::audit::{AuditArgs, AuditReport, audit};
 use sagactl::databases::DatabaseArgs;
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 /// Four service databases (schemas) and the saga's topics, all empty and this test's own.
@@ -29,11 +30,17 @@ struct World {
 impl World {
     async fn new() -> anyhow::Result<Self> {
         let id = &Uuid::new_v4().simple().to_string()[..12];
+        // Payment's and Shipping's workflows keep their instances in tables of their own
+        // (saga-workflow's migration, ahead of the services').
+        let with_workflows = |own: Migrator| {
+            let workflows = sqlx::migrate!("../../crates/saga-workflow/migrations");
+            Migrator::with_migrations(workflows.iter().chain(own.iter()).cloned().collect())
+        };
         let migrators = [
             ("orders", sqlx::migrate!("../../services/order/migrations")),
             (
                 "payments",
-                sqlx::migrate!("../../services/payment/migrations"),
+                with_workflows(sqlx::migrate!("../../services/payment/migrations")),
             ),
             (
                 "inventory",
@@ -41,7 +48,7 @@ impl World {
             ),
             (
                 "shipping",
-                sqlx::migrate!("../../services/shipping/migrations"),
+                with_workflows(sqlx::migrate!("../../services/shipping/migrations")),
             ),
         ];
         let mut pools = Vec::new();
