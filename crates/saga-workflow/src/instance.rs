@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 use crate::{Command, Workflow, WorkflowError};
 
+/// The `NOTIFY` channel a transaction that schedules a step signals on: the step runner listens.
+pub const CHANNEL: &str = "saga_workflow_steps";
+
 /// An instance as stored.
 #[derive(Debug, Clone)]
 pub struct Instance<S> {
@@ -256,7 +259,7 @@ async fn carry_out(
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(crate::steps::CHANNEL)
+                    .bind(CHANNEL)
                     .bind(workflow)
                     .execute(&mut *tx)
                     .await?;

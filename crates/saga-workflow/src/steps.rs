@@ -35,10 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 use uuid::Uuid;
 
-use crate::{StepFailure, Workflow, WorkflowError, instance};
-
-/// The `NOTIFY` channel a transaction that schedules a step signals on.
-pub const CHANNEL: &str = "saga_workflow_steps";
+use crate::instance::{self, CHANNEL};
+use crate::{StepFailure, Workflow, WorkflowError};
 
 /// The longest a step's call may take; it counts as a transient failure after.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(2);

@@ -13,8 +13,8 @@
 //!   nothing charged).
 
 use saga_events::{
-    CancellationReason, EventMetadata, OrderLine, OrderPlaced, PaymentAuthorized, PaymentDeclined,
-    PaymentRefunded, SagaEvent, Service, StockLine,
+    CancellationReason, EventMetadata, OrderPlaced, PaymentAuthorized, PaymentDeclined,
+    PaymentRefunded, SagaEvent, Service,
 };
 use saga_participant::{Participant, Refused};
 use uuid::Uuid;
@@ -22,20 +22,11 @@ use uuid::Uuid;
 use saga_workflow::Traces;
 
 use crate::review::{self, REVIEW_TOKEN, Review};
-
-pub const PRODUCER: &str = "payment";
+use crate::words::stock_lines;
+pub use crate::words::{PRODUCER, PaymentStatus};
 
 /// The token that is always declined, so that the declined path can be driven from outside.
 pub const DECLINED_TOKEN: &str = "tok_decline";
-
-saga_events::status_enum! {
-    pub enum PaymentStatus {
-        Authorized => "AUTHORIZED",
-        Declined => "DECLINED",
-        Refunded => "REFUNDED",
-        InReview => "IN_REVIEW",
-    }
-}
 
 /// An order's payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,22 +223,6 @@ fn refund_owed(standing: &Standing, cause: &SagaEvent, reason: CancellationReaso
     Ok(refund(standing, cause, reason))
 }
 
-/// What to reserve: one line per SKU, so that an order listing a SKU on two lines (at two
-/// prices, say) reserves their sum once.
-pub(crate) fn stock_lines(items: &[OrderLine]) -> Vec<StockLine> {
-    let mut lines: Vec<StockLine> = Vec::with_capacity(items.len());
-    for item in items {
-        match lines.iter_mut().find(|line| line.sku == item.sku) {
-            Some(line) => line.quantity = line.quantity.saturating_add(item.quantity),
-            None => lines.push(StockLine {
-                sku: item.sku.clone(),
-                quantity: item.quantity,
-            }),
-        }
-    }
-    lines
-}
-
 /// Refunds held money; a declined or already refunded payment owes nothing, so a repeated
 /// compensation changes nothing.
 fn refund(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) -> Decision {
@@ -273,7 +248,7 @@ fn refund(standing: &Standing, cause: &SagaEvent, reason: CancellationReason) ->
 
 #[cfg(test)]
 mod tests {
-    use saga_events::{EventType, Money, StockReservationFailed};
+    use saga_events::{EventType, Money, OrderLine, StockLine, StockReservationFailed};
     use saga_participant::scenario::{self, Stage, emitted};
 
     use super::*;

@@ -9,6 +9,7 @@ pub mod http;
 pub mod review;
 pub mod reviews;
 pub mod store;
+pub mod words;
 
 use saga_events::Service;
 use saga_participant::Reacting;

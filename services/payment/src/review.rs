@@ -22,7 +22,7 @@ use saga_workflow::{Command, Conflict, Transition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{PRODUCER, stock_lines};
+use crate::words::{PRODUCER, PaymentStatus, stock_lines};
 
 /// The one timer of a review.
 pub const EXPIRY: &str = "expiry";
@@ -292,8 +292,8 @@ fn declined(review: &Review, reason: String) -> SagaEvent {
 
 /// What a review's outcome means for the order's payment: its status and, if declined, why.
 /// `None` while the review is open.
-pub fn payment_outcome(review: &Review) -> Option<(crate::domain::PaymentStatus, Option<String>)> {
-    use crate::domain::PaymentStatus::{Authorized, Declined};
+pub fn payment_outcome(review: &Review) -> Option<(PaymentStatus, Option<String>)> {
+    use PaymentStatus::{Authorized, Declined};
     match review.status {
         ReviewStatus::Open => None,
         ReviewStatus::Approved => Some((Authorized, None)),

@@ -21,8 +21,7 @@ use saga_participant::{Participant, Refused};
 use uuid::Uuid;
 
 use crate::fulfilment::{self, Fulfilment};
-
-pub const PRODUCER: &str = "shipping";
+pub use crate::words::{PRODUCER, ShipmentStatus};
 
 /// Destinations served when `SHIPPING_COUNTRIES` is not set: Europe, North America, Oceania and
 /// Japan. Anything else (e.g. `AQ`, Antarctica) fails, so the compensation path can be driven.
@@ -58,15 +57,6 @@ impl Destinations {
 /// Shipping's rules. Which destinations are served is the fulfilment's first step's to say.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rules;
-
-saga_events::status_enum! {
-    pub enum ShipmentStatus {
-        Scheduled => "SCHEDULED",
-        Failed => "FAILED",
-        Cancelled => "CANCELLED",
-        Fulfilling => "FULFILLING",
-    }
-}
 
 /// An order's shipment: where it goes and what it carries, as the reservation that asked for
 /// it said.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::PRODUCER;
+use crate::words::{PRODUCER, ShipmentStatus};
 
 /// A fulfilment's steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,8 +328,7 @@ impl Fulfilment {
     }
 
     /// The shipment status the fulfilment means: `FULFILLING` while it runs.
-    pub fn shipment_status(&self) -> crate::domain::ShipmentStatus {
-        use crate::domain::ShipmentStatus;
+    pub fn shipment_status(&self) -> ShipmentStatus {
         match self.phase {
             Phase::Scheduled => ShipmentStatus::Scheduled,
             Phase::Failed => ShipmentStatus::Failed,

@@ -11,6 +11,7 @@ pub mod fulfilment;
 pub mod fulfilments;
 pub mod http;
 pub mod store;
+pub mod words;
 
 use std::sync::Arc;
 

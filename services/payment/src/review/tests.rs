@@ -149,7 +149,7 @@ fn a_cancelled_order_closes_its_review_with_nothing_told() -> Result<(), Conflic
     assert!(cancels_expiry(&closed));
     assert_eq!(
         payment_outcome(&closed.state).map(|(status, _)| status),
-        Some(crate::domain::PaymentStatus::Declined),
+        Some(PaymentStatus::Declined),
         "nothing is charged"
     );
     Ok(())

@@ -186,10 +186,7 @@ fn a_cancellation_after_the_label_or_the_pickup_voids_the_label() {
             emitted(&cancelled).is_empty(),
             "ShipmentCancelled is Shipping's rules' to tell"
         );
-        assert_eq!(
-            cancelled.state.shipment_status(),
-            crate::domain::ShipmentStatus::Cancelled
-        );
+        assert_eq!(cancelled.state.shipment_status(), ShipmentStatus::Cancelled);
     }
 }
 
@@ -203,10 +200,7 @@ fn a_repeated_cancellation_changes_nothing() {
 #[test]
 fn the_shipment_is_fulfilling_while_the_carrier_is_called() {
     let fulfilment = started();
-    assert_eq!(
-        fulfilment.shipment_status(),
-        crate::domain::ShipmentStatus::Fulfilling
-    );
+    assert_eq!(fulfilment.shipment_status(), ShipmentStatus::Fulfilling);
     for step in Step::ALL {
         assert_eq!(Step::parse(step.as_str()), Some(step));
     }
