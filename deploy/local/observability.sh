@@ -163,7 +163,9 @@ prometheus_down() { stop_pid "Prometheus" "$PROMETHEUS_DIR/prometheus.pid" 30; }
 
 observability_endpoints() {
   if enabled "$WITH_JAEGER"; then
-    say "  Jaeger           $JAEGER_URL   (traces: search service 'order'; API /api/traces/{trace id})"
+    # The Go module's Jaeger serves its query API but only a placeholder page: the console lays
+    # a trace out on each order's page instead.
+    say "  Jaeger API       $JAEGER_URL/api/traces/{trace id}   (each order's trace is laid out on its console page)"
   fi
   if enabled "$WITH_PROMETHEUS"; then
     say "  Prometheus       $PROMETHEUS_URL   (targets /targets, alerts /alerts; rules deploy/observability/alerts.yml)"

@@ -503,6 +503,7 @@ start_replica() {
   # shellcheck disable=SC2086 # one VAR=value per word
   env $otel HTTP_ADDR="127.0.0.1:$port" KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" \
     SCHEMA_REGISTRY_URL="$REGISTRY_URL" PGPORT="$PGPORT" CONSUMER_INSTANCE_ID="$name-$number" \
+    PAYMENT_URL="http://127.0.0.1:$PAYMENT_PORT" JAEGER_URL="$JAEGER_URL" \
     DATABASE_URL="postgres://${db}_runtime:${db}_runtime@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
     MIGRATION_DATABASE_URL="postgres://$db:$db@localhost/$db?host=$PG_SOCKET_DIR&port=$PGPORT" \
     setsid nohup "$(service_binary "$name")" >>"$LOGS/$replica.log" 2>&1 </dev/null &
@@ -574,6 +575,8 @@ Stack is up:
   Inventory API    http://127.0.0.1:$INVENTORY_PORT   (PUT/GET /stock/{sku}; PUT needs Authorization: Bearer \$INVENTORY_ADMIN_TOKEN, default dev-inventory-admin)
   Shipping API     http://127.0.0.1:$SHIPPING_PORT   (GET /shipments/{order_id})
   History API      http://127.0.0.1:$HISTORY_PORT   (GET /history/orders, /history/orders/{id}?as_of=, /history/stats?as_of=)
+  Console          http://127.0.0.1:$HISTORY_PORT/   (orders, one saga live, stuck sagas, dead letters, reviews, the system as of a moment;
+                   redrives need \$CONSOLE_OPERATOR_TOKEN, default dev-console-operator)
                    each also serves /healthz, /readyz, /metrics, /openapi.json and /docs (Swagger UI)
 EOF
   local replicas

@@ -1,6 +1,7 @@
 //! Bearer tokens for the routes that are a person's action rather than a client's request
 //! (Inventory's `PUT /stock`, Payment's review decisions): one check, one refusal, one entry in
-//! the OpenAPI document, whatever the route.
+//! the OpenAPI document, whatever the route. The console's actions, which take their token from a
+//! form rather than a header, use the same comparison ([`TokenCheck`]).
 
 use std::sync::Arc;
 
@@ -11,42 +12,26 @@ use axum::response::Response;
 
 use crate::Problem;
 
-/// A bearer token a route requires, and what a request without it is told.
+/// A secret a person types (a token), and the one comparison of a guess against it.
 #[derive(Clone)]
-pub struct BearerGuard {
-    token: Arc<str>,
-    refusal: &'static str,
-}
+pub struct TokenCheck(Arc<str>);
 
 /// Never prints the token itself.
-impl std::fmt::Debug for BearerGuard {
+impl std::fmt::Debug for TokenCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BearerGuard")
-            .field("refusal", &self.refusal)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenCheck").finish_non_exhaustive()
     }
 }
 
-impl BearerGuard {
-    /// Admits `Authorization: Bearer <token>`; anything else is a 401 saying `refusal`.
-    pub fn new(token: impl Into<Arc<str>>, refusal: &'static str) -> Self {
-        Self {
-            token: token.into(),
-            refusal,
-        }
+impl TokenCheck {
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        Self(token.into())
     }
 
-    /// Whether `headers` carry `Authorization: Bearer <the token>`, compared in time that does
-    /// not depend on where a guess goes wrong.
-    pub fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        let expected = self.token.as_bytes();
+    /// Whether `given` (trimmed) is the token, compared in time that does not depend on where a
+    /// guess goes wrong.
+    pub fn admits(&self, given: &str) -> bool {
+        let expected = self.0.as_bytes();
         let given = given.trim().as_bytes();
         given.len() == expected.len()
             && given
@@ -54,6 +39,32 @@ impl BearerGuard {
                 .zip(expected)
                 .fold(0u8, |diff, (a, b)| diff | (a ^ b))
                 == 0
+    }
+}
+
+/// A bearer token a route requires, and what a request without it is told.
+#[derive(Debug, Clone)]
+pub struct BearerGuard {
+    token: TokenCheck,
+    refusal: &'static str,
+}
+
+impl BearerGuard {
+    /// Admits `Authorization: Bearer <token>`; anything else is a 401 saying `refusal`.
+    pub fn new(token: impl Into<Arc<str>>, refusal: &'static str) -> Self {
+        Self {
+            token: TokenCheck::new(token),
+            refusal,
+        }
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <the token>`.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| self.token.admits(given))
     }
 }
 

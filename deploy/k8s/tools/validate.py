@@ -17,8 +17,9 @@ For every overlay (a file of `kubectl kustomize` output) it checks:
    KEDA kafka triggers and the parameters of their TriggerAuthentication.
 4. The saga's own rules: KafkaTopics equal deploy/topics.conf, replication per overlay, ACLs,
    KEDA triggers per consumed topic, the Deployments of the services and of the read side
-   (probes, security context, ports, grace period), every Secret/ConfigMap reference resolvable,
-   dev-only secret values, and NetworkPolicies that select existing pods.
+   (probes, security context, ports, grace period, token Secrets, the URLs of the APIs they
+   call), every Secret/ConfigMap reference resolvable, dev-only secret values, and
+   NetworkPolicies that select existing pods and let each caller reach the API it calls.
 
 Then it runs negative controls: deliberately broken copies of rendered resources that each check
 must reject, so a validator that silently accepts everything cannot pass.
@@ -58,12 +59,21 @@ SERVICES = OrderedDict(
 )
 for _svc, _d in SERVICES.items():
     _d["writes"] = [f"{_svc}.events", f"{_svc}.retry", f"{_svc}.dlq"]
+    # What its outbox relay publishes, and so also reads (the takeover probe): all it writes.
+    _d["relay"] = _d["writes"]
 # The read side (services/history): it reads every partition of the event topics by explicit
 # assignment under a group id it never joins, so KEDA has no group lag to scale it on, and extra
-# replicas read the same records again. It writes only its own dead letters, never an event topic.
+# replicas read the same records again. It never writes an event topic: its projector's relay
+# publishes only its own dead letters, and its console reads the services' dead letters and
+# redrives them through their retry topics (as `sagactl dlq` does: written, never read back).
+# The console also calls Payment's reviews API (`calls`: service -> the variable holding its URL)
+# and checks the operator's token (`tokens`, from a Secret).
 READ_SIDE = OrderedDict(
     history=dict(port=8085, db="history", group="history-projector",
-                 reads=[f"{s}.events" for s in SERVICES], writes=["history.dlq"]),
+                 reads=[f"{s}.events" for s in SERVICES] + [f"{s}.dlq" for s in SERVICES],
+                 writes=["history.dlq"] + [f"{s}.retry" for s in SERVICES],
+                 relay=["history.dlq"], calls=dict(payment="PAYMENT_URL"),
+                 tokens=["CONSOLE_OPERATOR_TOKEN"]),
 )
 
 IMAGE = "ghcr.io/saga-example/order-saga"
@@ -79,7 +89,7 @@ EXPECT = {
 # overlays/prod/kustomization.yaml). Everything else must resolve inside the render.
 PROVIDED_BY_PLATFORM = {"orders-db-runtime", "payments-db-runtime", "inventory-db-runtime",
                         "shipping-db-runtime", "history-db-runtime", "inventory-admin",
-                        "payment-reviewer"}
+                        "payment-reviewer", "console-operator"}
 
 
 class Failure(Exception):
@@ -499,10 +509,10 @@ def check_users(overlay, docs, topics):
         reads = {n for t, n, _, op in acls if t == "topic" and op == "Read"}
         if writes != set(d["writes"]):
             fail(overlay, user, f"may write {sorted(writes)}, must write exactly {d['writes']}")
-        # Reads: what it consumes, plus its own topics for the outbox relay's takeover probe.
-        if reads != set(d["reads"]) | set(d["writes"]):
+        # Reads: what it consumes, plus what its outbox relay publishes (the takeover probe).
+        if reads != set(d["reads"]) | set(d["relay"]):
             fail(overlay, user, f"may read {sorted(reads)}, must read exactly "
-                                f"{sorted(set(d['reads']) | set(d['writes']))}")
+                                f"{sorted(set(d['reads']) | set(d['relay']))}")
         for t in reads | writes:
             if ("topic", t, "literal", "Describe") not in acls:
                 fail(overlay, user, f"needs Describe on topic {t}")
@@ -596,9 +606,17 @@ def check_services(overlay, docs, expect, partitions):
         env = env_of(c)
         secret_env = ["MIGRATION_DATABASE_URL", "KAFKA_SASL_PASSWORD"] + \
             (["INVENTORY_ADMIN_TOKEN"] if svc == "inventory" else []) + \
-            (["PAYMENT_REVIEWER_TOKEN"] if svc == "payment" else [])
+            (["PAYMENT_REVIEWER_TOKEN"] if svc == "payment" else []) + d.get("tokens", [])
         for var in secret_env:
             need("secretKeyRef" in env.get(var, {}).get("valueFrom", {}), f"{var} from a Secret")
+        # The APIs it calls, at their Service (an env entry overrides the ConfigMap, as in a pod).
+        for callee, var in d.get("calls", {}).items():
+            value = env[var].get("value", "") if var in env else settings.get(var, "")
+            port_of = SERVICES[callee]["port"]
+            need(re.fullmatch(rf"http://{callee}-service(\.saga(\.svc(\.cluster\.local)?)?)?"
+                              rf":{port_of}/?", value),
+                 f"{var} must be http://{callee}-service:{port_of} (the {callee}-service "
+                 f"Service), not {value!r}")
         url = env.get("DATABASE_URL", {}).get("value", "")
         parts = re.findall(r"\$\(([A-Z_]+)\)", url)
         need(url.startswith("postgres://") and f"@{d['db']}-db-rw:5432/{d['db']}" in url,
@@ -792,7 +810,38 @@ def check_network_policies(overlay, docs):
         if not rules or open_to_all != (svc == "order"):
             raise Failure(f"[{overlay}] NetworkPolicy of {svc}-service: port {d['port']} must be "
                           f"open to {'everyone' if svc == 'order' else 'this namespace only'}")
+    # Whoever calls another service's API may leave by that port, and the callee admits it.
+    for svc, d in list(SERVICES.items()) + list(READ_SIDE.items()):
+        for callee in d.get("calls", {}):
+            caller_labels = next(lbl for n, lbl in pods if n == f"Deployment {svc}-service")
+            callee_labels = next(lbl for n, lbl in pods if n == f"Deployment {callee}-service")
+            port = SERVICES[callee]["port"]
+            if not flow_allowed(policies, "egress", caller_labels, callee_labels, port):
+                raise Failure(f"[{overlay}] NetworkPolicy of {svc}-service: may not reach "
+                              f"{callee}-service on {port}, whose API it calls")
+            if not flow_allowed(policies, "ingress", callee_labels, caller_labels, port):
+                raise Failure(f"[{overlay}] NetworkPolicy of {callee}-service: does not admit "
+                              f"{svc}-service on {port}, which calls its API")
     return len(policies)
+
+
+def flow_allowed(policies, direction, subject, peer, port):
+    """Whether some policy selecting the pod labelled `subject` allows traffic in `direction`
+    with the pod labelled `peer` (same namespace) on TCP `port`."""
+    peers_key = "from" if direction == "ingress" else "to"
+    for np in policies:
+        if not selector_matches(np["spec"]["podSelector"], subject):
+            continue
+        for rule in np["spec"].get(direction, []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == "TCP"
+                                 for p in ports):
+                continue
+            peers = rule.get(peers_key)
+            if not peers or any("namespaceSelector" not in x and "podSelector" in x
+                                and selector_matches(x["podSelector"], peer) for x in peers):
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -845,6 +894,15 @@ def _containers(docs, name):
 
 def _rename(mapping, old, new):
     mapping[new] = mapping.pop(old)
+
+
+def _literal(env_entry, value):
+    env_entry.pop("valueFrom")
+    env_entry["value"] = value
+
+
+def _without(items, unwanted):
+    items[:] = [i for i in items if not unwanted(i)]
 
 
 def _retarget(scaled_object, deployment):
@@ -906,6 +964,30 @@ NEGATIVE_CONTROLS = [
          "acls"] if a["resource"].get("name") == "order.events")["operations"].append("Write")),
     ("ScaledObject for history-service (lag autoscaling of the read side)", "must not autoscale",
      lambda d: d.append(_retarget(copy.deepcopy(_first(d, "ScaledObject")), "history-service"))),
+    ("KafkaUser history-service: no ACL on order.retry (the console redrives through it)",
+     "must write exactly",
+     lambda d: _without(_first(d, "KafkaUser", "history-service")["spec"]["authorization"]["acls"],
+                        lambda a: a["resource"].get("name") == "order.retry")),
+    ("KafkaUser history-service: Read on payment.retry (the console only writes retry topics)",
+     "must read exactly",
+     lambda d: next(a for a in _first(d, "KafkaUser", "history-service")["spec"]["authorization"][
+         "acls"] if a["resource"].get("name") == "payment.retry")["operations"].append("Read")),
+    ("Deployment history-service: CONSOLE_OPERATOR_TOKEN as a literal value",
+     "CONSOLE_OPERATOR_TOKEN from a Secret",
+     lambda d: _literal(next(e for e in _containers(d, "history-service")[0]["env"]
+                             if e["name"] == "CONSOLE_OPERATOR_TOKEN"), "dev-console-operator")),
+    ("Deployment history-service: PAYMENT_URL on port 8080 (Order's, not Payment's)",
+     "PAYMENT_URL must be",
+     lambda d: _containers(d, "history-service")[0]["env"].append(
+         {"name": "PAYMENT_URL", "value": "http://payment-service:8080"})),
+    ("NetworkPolicy history-service: no egress to payment-service", "may not reach",
+     lambda d: _without(_first(d, "NetworkPolicy", "history-service")["spec"]["egress"],
+                        lambda r: any(p.get("podSelector", {}).get("matchLabels", {}).get(
+                            "app.kubernetes.io/name") == "payment-service"
+                            for p in r.get("to", [])))),
+    ("NetworkPolicy payment-service: port 8082 for Prometheus only", "does not admit",
+     lambda d: _without(_first(d, "NetworkPolicy", "payment-service")["spec"]["ingress"][0]["from"],
+                        lambda p: "namespaceSelector" not in p)),
 ]
 
 

@@ -241,6 +241,7 @@ async fn list_orders(
     let filter = Filter {
         customer_id: query.customer_id.map(|c| c.replace('\0', "\u{FFFD}")),
         status,
+        reason: None,
         placed_from: query
             .placed_from
             .as_deref()
@@ -268,7 +269,8 @@ async fn list_orders(
 /// cursor before it pages past everything, as it does from there.
 const EARLIEST_MICROS: i64 = -210_866_803_200_000_000;
 
-fn cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
+/// A page's `next`, read back: (placed_at, order_id) of the last order of the page before.
+pub(crate) fn cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), Problem> {
     let invalid = || bad_request("after must be the `next` of a previous page");
     let (micros, order) = text.split_once('_').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;

@@ -4,8 +4,12 @@
 //! moment. It never writes an event topic; the topics, which keep every record, are its source
 //! of truth, and everything it holds can be rebuilt from them.
 //!
+//! It also serves the console (`/`): web pages over the same views, for the people who run the
+//! saga ([`console`]).
+//!
 //! A library, so that its parts are tested without the stack; `main.rs` only runs it.
 
+pub mod console;
 pub mod http;
 pub mod progress;
 pub mod projector;
@@ -40,11 +44,14 @@ pub enum HistoryError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("http server")]
     Io(#[from] std::io::Error),
+    #[error("the console's HTTP client")]
+    Http(#[from] reqwest::Error),
 }
 
 /// Runs the read side until SIGTERM. Configured as the services are (`DATABASE_URL`, default the
 /// `history` database; `HTTP_ADDR`, default `127.0.0.1:8085`; `KAFKA_*`, `SCHEMA_REGISTRY_URL`,
-/// `TOPIC_PREFIX`), plus `PROJECTOR_BATCH_SIZE` (default 500: most records per transaction).
+/// `TOPIC_PREFIX`), plus `PROJECTOR_BATCH_SIZE` (default 500: most records per transaction) and
+/// the console's ([`console::ConsoleConfig`]).
 pub async fn run() -> Result<(), HistoryError> {
     let process = Process::install("history")?;
     let config = ServiceConfig::for_database(DATABASE, PORT)?;
@@ -57,6 +64,14 @@ pub async fn run() -> Result<(), HistoryError> {
     process.watch(shutdown.clone());
     let health = Health::new();
     let progress = Progress::new();
+    let console = console::Console::new(
+        console::ConsoleConfig::from_env(),
+        pool.clone(),
+        progress.clone(),
+        config.kafka.clone(),
+        topics.clone(),
+        codec.clone(),
+    )?;
 
     // The relay publishes the projector's dead letters; it stops after the projector, so that
     // what the last batch wrote is published.
@@ -78,7 +93,8 @@ pub async fn run() -> Result<(), HistoryError> {
 
     let readiness = Readiness::new(pool.clone(), &config.kafka, health)?;
     let api = http::router(http::AppState { pool, progress })
-        .merge(openapi_route(http::ApiDoc::openapi()));
+        .merge(openapi_route(http::ApiDoc::openapi()))
+        .merge(console::router(console));
     let served = process
         .serve(api, readiness, &config.http_addr, shutdown.clone())
         .await;

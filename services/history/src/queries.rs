@@ -103,6 +103,8 @@ pub struct OrderSummary {
 pub struct Filter {
     pub customer_id: Option<String>,
     pub status: Option<&'static str>,
+    /// Cancelled orders with this reason.
+    pub reason: Option<&'static str>,
     pub placed_from: Option<DateTime<Utc>>,
     pub placed_to: Option<DateTime<Utc>>,
     /// The last order of the previous page: (placed_at, order_id).
@@ -125,6 +127,9 @@ pub async fn orders(pool: &PgPool, filter: &Filter) -> Result<Vec<OrderSummary>,
     if let Some(status) = filter.status {
         query.push(" AND status = ").push_bind(status);
     }
+    if let Some(reason) = filter.reason {
+        query.push(" AND cancellation_reason = ").push_bind(reason);
+    }
     if let Some(from) = filter.placed_from {
         query.push(" AND placed_at >= ").push_bind(from);
     }
@@ -143,6 +148,61 @@ pub async fn orders(pool: &PgPool, filter: &Filter) -> Result<Vec<OrderSummary>,
         .push(" ORDER BY placed_at DESC, order_id DESC LIMIT ")
         .push_bind(filter.limit);
     query.build_query_as().fetch_all(pool).await
+}
+
+/// How many orders are in each status now.
+pub async fn status_counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, count(*) FROM order_view GROUP BY status")
+        .fetch_all(pool)
+        .await
+}
+
+/// A saga that has not ended, folded from its log.
+#[derive(Debug, Clone)]
+pub struct Unsettled {
+    pub order_id: Uuid,
+    pub last_event_at: DateTime<Utc>,
+    pub history: saga_history::OrderHistory,
+}
+
+/// Pending orders, and cancelled ones still owed an undo, with no event since `quiet_since`;
+/// the quietest first, at most `limit`.
+pub async fn unsettled(
+    pool: &PgPool,
+    quiet_since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Unsettled>, sqlx::Error> {
+    let orders: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT order_id, last_event_at FROM order_view
+         WHERE (status = 'PENDING' OR compensation = 'PENDING') AND last_event_at <= $1
+         ORDER BY last_event_at LIMIT $2",
+    )
+    .bind(quiet_since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let ids: Vec<Uuid> = orders.iter().map(|(id, _)| *id).collect();
+    let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT order_id, event_type, event FROM event_log WHERE order_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut events: std::collections::HashMap<Uuid, Vec<SagaEvent>> = Default::default();
+    for (order, event_type, event) in rows {
+        events
+            .entry(order)
+            .or_default()
+            .push(read_event(&event_type, event)?);
+    }
+    Ok(orders
+        .into_iter()
+        .map(|(order_id, last_event_at)| Unsettled {
+            order_id,
+            last_event_at,
+            history: saga_history::fold(events.get(&order_id).into_iter().flatten()),
+        })
+        .collect())
 }
 
 /// The whole system as of a moment: each placed order's state then, summed up.

@@ -6,7 +6,9 @@
 //! a service handles.
 //!
 //! - [`reader`]: one partition read by explicit assignment, and a group's committed offsets;
-//! - [`groups`]: a consumer group's members and the partitions each owns.
+//! - [`groups`]: a consumer group's members and the partitions each owns;
+//! - [`dead_letters`]: dead letters read back, chosen, and redriven or skipped.
 
+pub mod dead_letters;
 pub mod groups;
 pub mod reader;

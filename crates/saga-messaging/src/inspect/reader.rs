@@ -304,13 +304,38 @@ impl PartitionReader {
 
     /// Every record of `topic` whose key is `key`, reading only the partition the key maps to.
     pub fn records_with_key(&self, topic: &str, key: &str) -> Result<Vec<Delivery>, KafkaError> {
-        let partitions = self.partition_count(topic)?;
-        if partitions == 0 {
-            return Ok(Vec::new());
+        self.records_with_key_on(&[topic.to_owned()], key)
+    }
+
+    /// Every record keyed `key` on each of `topics`, reading only the partition the key maps to
+    /// on each, side by side ([`PartitionReader::scan_ranges`]).
+    pub fn records_with_key_on(
+        &self,
+        topics: &[String],
+        key: &str,
+    ) -> Result<Vec<Delivery>, KafkaError> {
+        let mut ranges = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let partitions = self.partition_count(topic)?;
+            if partitions == 0 {
+                continue;
+            }
+            let partition = partition_for(key.as_bytes(), partitions);
+            let (from, to) = self.watermarks(topic, partition)?;
+            ranges.push(Range {
+                topic: topic.clone(),
+                partition,
+                from,
+                to,
+            });
         }
-        let partition = partition_for(key.as_bytes(), partitions);
-        let mut records = self.read_partition(topic, partition)?;
-        records.retain(|r| r.key.as_deref() == Some(key.as_bytes()));
+        let mut records = Vec::new();
+        self.scan_ranges(&ranges, |record| {
+            if record.key.as_deref() == Some(key.as_bytes()) {
+                records.push(record);
+            }
+            ControlFlow::Continue(())
+        })?;
         Ok(records)
     }
 }

@@ -1,7 +1,8 @@
 //! The read side under the run's load: how far behind the saga the projection ran, how soon
-//! after the last event it held everything, and what a time-travel read and the whole-system
-//! statistics cost on the log as it now is. Measured through the history service's own API and
-//! `/metrics`; when it is not running, the report says so and nothing else is measured.
+//! after the last event it held everything, and what a time-travel read, the whole-system
+//! statistics and the console's pages cost on the log as it now is. Measured through the history
+//! service's own API and `/metrics`; when it is not running, the report says so and nothing else
+//! is measured.
 
 use std::time::{Duration, Instant};
 
@@ -126,26 +127,35 @@ pub async fn measure(
     let after = scrape(http, history_url).await.unwrap_or_default();
     // Time travel: each sampled order as of just before its last event. The read side held the
     // run's last event above, so each order is there: none waits, and one that fails counts.
-    let mut as_of = Latencies::new();
-    let mut as_of_failed = 0;
     let step = (placed.len() / 200).max(1);
-    for one in placed.iter().step_by(step).take(200) {
-        let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(one.ended_at_ms - 1)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .unwrap_or_default();
-        let url = format!("{history_url}/history/orders/{}?as_of={at}", one.order_id);
-        let started = Instant::now();
-        if http
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            as_of.record_ms(started.elapsed().as_secs_f64() * 1000.0);
-        } else {
-            as_of_failed += 1;
-        }
-    }
+    let sampled: Vec<&Placed> = placed.iter().step_by(step).take(200).collect();
+    let (as_of, as_of_failed) = timed_gets(
+        http,
+        sampled.iter().map(|one| {
+            let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(one.ended_at_ms - 1)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default();
+            format!("{history_url}/history/orders/{}?as_of={at}", one.order_id)
+        }),
+    )
+    .await;
+    // The console's pages as a person opens them: each sampled order's page, and the orders list
+    // (its first page, and the cancelled ones).
+    let (order_pages, order_pages_failed) = timed_gets(
+        http,
+        sampled
+            .iter()
+            .map(|one| format!("{history_url}/console/orders/{}", one.order_id)),
+    )
+    .await;
+    let (list_pages, list_pages_failed) = timed_gets(
+        http,
+        (0..50).map(|i| match i % 2 {
+            0 => format!("{history_url}/"),
+            _ => format!("{history_url}/?status=CANCELLED"),
+        }),
+    )
+    .await;
     let started = Instant::now();
     let stats = http
         .get(format!("{history_url}/history/stats"))
@@ -170,9 +180,36 @@ pub async fn measure(
         "caught_up": caught_up,
         "as_of_ms": as_of.summary(),
         "as_of_failed": as_of_failed,
+        "console_order_page_ms": order_pages.summary(),
+        "console_orders_page_ms": list_pages.summary(),
+        "console_failed": order_pages_failed + list_pages_failed,
         "stats_ms": stats_ms,
         "orders_in_history": orders_in_history,
     })
+}
+
+/// Each of `urls` fetched in turn: the latency of those answered with a success, and how many
+/// were not.
+async fn timed_gets(
+    http: &reqwest::Client,
+    urls: impl Iterator<Item = String>,
+) -> (Latencies, usize) {
+    let mut latencies = Latencies::new();
+    let mut failed = 0;
+    for url in urls {
+        let started = Instant::now();
+        if http
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            latencies.record_ms(started.elapsed().as_secs_f64() * 1000.0);
+        } else {
+            failed += 1;
+        }
+    }
+    (latencies, failed)
 }
 
 #[cfg(test)]

@@ -182,6 +182,14 @@ pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
             "GET /history/orders/{id}?as_of=",
             &read_side["as_of_ms"],
         ))?;
+        emit(latency_line(
+            "console: one order's page",
+            &read_side["console_order_page_ms"],
+        ))?;
+        emit(latency_line(
+            "console: the orders list",
+            &read_side["console_orders_page_ms"],
+        ))?;
         emit(format!(
             "  GET /history/stats: {} ms over {} orders",
             figure(&read_side["stats_ms"]),
