@@ -44,7 +44,7 @@ export SERVICE_FEATURES=${SERVICE_FEATURES:-saga-messaging/fault-injection}
 export RETRY_DELAY_MS=${RETRY_DELAY_MS:-200}
 # The console's browser test redrives a dead letter: Shipping fails these SKUs' StockReserved as
 # often as it tries, once each, so that the letter lands and its redrive succeeds.
-export FAULT_INJECTION=${FAULT_INJECTION:-shipping:sku=console-dead-:3:StockReserved}
+export FAULT_INJECTION=${FAULT_INJECTION:-shipping:sku=e2e-console-dead-:3:StockReserved}
 deploy/local/stack.sh up
 # Integration tests make topics of their own (it-…, mt-…, at-…); clear what earlier runs left.
 deploy/local/stack.sh kafka-topics --bootstrap-server "127.0.0.1:${KAFKA_PORT:-9092}" \

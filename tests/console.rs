@@ -20,9 +20,10 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 /// The rule that makes Shipping fail an order's `StockReserved` three times (as often as it
-/// tries before dead-lettering) for SKUs starting `console-dead-`: `make test` starts the stack
-/// with it; the redrive then finds the rule used up and succeeds.
-const DEAD_LETTER_RULE: &str = "shipping:sku=console-dead-:3:StockReserved";
+/// tries before dead-lettering) for SKUs starting `e2e-console-dead-`, as
+/// `unique_sku("console-dead")` makes them: `make test` starts the stack with it; the redrive
+/// then finds the rule used up and succeeds.
+const DEAD_LETTER_RULE: &str = "shipping:sku=e2e-console-dead-:3:StockReserved";
 
 /// How long a saga may take on a busy test machine.
 const SAGA: Duration = Duration::from_secs(60);
@@ -80,26 +81,32 @@ impl Browser {
             bail!("capabilities are an object");
         };
         let webdriver = format!("http://127.0.0.1:{port}");
-        let client = wait_for("ChromeDriver to start a session", Duration::from_secs(30), || {
-            let capabilities = capabilities.clone();
-            let webdriver = webdriver.clone();
-            async move {
-                match ClientBuilder::native()
-                    .capabilities(capabilities)
-                    .connect(&webdriver)
-                    .await
-                {
-                    Ok(client) => Ok((Some(client), String::new())),
-                    Err(error) => Ok((None, error.to_string())),
+        let client = wait_for(
+            "ChromeDriver to start a session",
+            Duration::from_secs(30),
+            || {
+                let capabilities = capabilities.clone();
+                let webdriver = webdriver.clone();
+                async move {
+                    match ClientBuilder::native()
+                        .capabilities(capabilities)
+                        .connect(&webdriver)
+                        .await
+                    {
+                        Ok(client) => Ok((Some(client), String::new())),
+                        Err(error) => Ok((None, error.to_string())),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await?;
         Ok(Self { client, driver })
     }
 
     async fn open(&self, path: &str) -> anyhow::Result<()> {
-        self.client.goto(&format!("{}{path}", console_url())).await?;
+        self.client
+            .goto(&format!("{}{path}", console_url()))
+            .await?;
         Ok(())
     }
 
@@ -182,7 +189,13 @@ impl Browser {
         Ok(())
     }
 
+    /// Saves what the window shows from the top of the page, with nothing focused.
     async fn screenshot(&self, name: &str) -> anyhow::Result<()> {
+        self.js(
+            "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
+            Vec::new(),
+        )
+        .await?;
         let png = self.client.screenshot().await?;
         let path = repo_root().join("docs/images").join(name);
         std::fs::create_dir_all(path.parent().context("docs/images")?)?;
@@ -237,10 +250,14 @@ async fn order_status(api: &Api, order_id: &str) -> anyhow::Result<String> {
 }
 
 async fn wait_order_status(api: &Api, order_id: &str, status: &str) -> anyhow::Result<()> {
-    wait_for(&format!("order {order_id} to be {status}"), SAGA, || async {
-        let now = order_status(api, order_id).await?;
-        Ok(((now == status).then_some(()), now))
-    })
+    wait_for(
+        &format!("order {order_id} to be {status}"),
+        SAGA,
+        || async {
+            let now = order_status(api, order_id).await?;
+            Ok(((now == status).then_some(()), now))
+        },
+    )
     .await
 }
 
@@ -294,9 +311,11 @@ async fn a_placed_order_shows_in_progress_then_its_events_then_confirmed_without
         })
         .await?;
     let events = browser
-        .wait_text("the page to list all five events", "table.hops tbody", |t| {
-            t.contains("OrderConfirmed")
-        })
+        .wait_text(
+            "the page to list all five events",
+            "table.hops tbody",
+            |t| t.contains("OrderConfirmed"),
+        )
         .await?;
     let mut at = 0;
     for event in [
@@ -312,7 +331,10 @@ async fn a_placed_order_shows_in_progress_then_its_events_then_confirmed_without
         at += found;
     }
     let same = browser
-        .js("return [window.sameDocument === true, window.updates];", Vec::new())
+        .js(
+            "return [window.sameDocument === true, window.updates];",
+            Vec::new(),
+        )
         .await?;
     assert_eq!(same[0], json!(true), "the page was not reloaded");
     assert!(
@@ -327,19 +349,26 @@ async fn a_placed_order_shows_in_progress_then_its_events_then_confirmed_without
     // The time slider, on the finished order.
     browser.open(&format!("/console/orders/{order_id}")).await?;
     let slider = browser.client.find(Locator::Css("#as-of")).await?;
-    slider.send_keys(&char::from(fantoccini::key::Key::Home).to_string()).await?;
+    slider
+        .send_keys(&char::from(fantoccini::key::Key::Home).to_string())
+        .await?;
     browser
         .wait_text("the state as of OrderPlaced", "#state", |t| {
             t.contains("PENDING") && !t.contains("AUTHORIZED")
         })
         .await?;
-    slider.send_keys(&char::from(fantoccini::key::Key::End).to_string()).await?;
+    slider
+        .send_keys(&char::from(fantoccini::key::Key::End).to_string())
+        .await?;
     let end = browser
         .wait_text("the state as of OrderConfirmed", "#state", |t| {
             t.contains("CONFIRMED")
         })
         .await?;
-    assert!(end.contains("SCHEDULED"), "shipment scheduled at the end: {end}");
+    assert!(
+        end.contains("SCHEDULED"),
+        "shipment scheduled at the end: {end}"
+    );
     browser.assert_accessible("an order's page").await?;
     browser.screenshot("console-order.png").await?;
     Ok(())
@@ -350,7 +379,13 @@ async fn the_waterfall_shows_each_compensation() -> anyhow::Result<()> {
     let api = Api::from_env()?;
     let browser = Browser::start().await?;
     let paths = [
-        ("tok_decline", 5, "GB", "PAYMENT_DECLINED", vec!["OrderCancelled"]),
+        (
+            "tok_decline",
+            5,
+            "GB",
+            "PAYMENT_DECLINED",
+            vec!["OrderCancelled"],
+        ),
         (
             "tok_visa",
             0,
@@ -396,9 +431,9 @@ async fn the_waterfall_shows_each_compensation() -> anyhow::Result<()> {
             .await?;
         for undo in &undos {
             assert!(
-                marked
-                    .as_array()
-                    .is_some_and(|rows| rows.iter().any(|r| r.as_str().is_some_and(|r| r.contains(undo)))),
+                marked.as_array().is_some_and(|rows| rows
+                    .iter()
+                    .any(|r| r.as_str().is_some_and(|r| r.contains(undo)))),
                 "{reason}: {undo} is marked as a compensation: {marked} in {compensations}"
             );
         }
@@ -408,7 +443,11 @@ async fn the_waterfall_shows_each_compensation() -> anyhow::Result<()> {
                 Vec::new(),
             )
             .await?;
-        assert_eq!(bars, json!(undos.len()), "{reason}: one bar per compensation");
+        assert_eq!(
+            bars,
+            json!(undos.len()),
+            "{reason}: one bar per compensation"
+        );
     }
     Ok(())
 }
@@ -442,7 +481,9 @@ async fn a_dead_letter_is_redriven_from_the_page_after_a_dry_run() -> anyhow::Re
     browser.screenshot("console-dead-letters.png").await?;
 
     // A wrong token is refused, with a message.
-    browser.select("#what", &format!("order:{order_id}")).await?;
+    browser
+        .select("#what", &format!("order:{order_id}"))
+        .await?;
     browser.fill("#operator-token", "not-the-token").await?;
     browser.click("form.action button[type=submit]").await?;
     let refused = browser.text("main").await?;
@@ -453,7 +494,9 @@ async fn a_dead_letter_is_redriven_from_the_page_after_a_dry_run() -> anyhow::Re
 
     // A dry run says what it would do and does nothing.
     browser.open(&page).await?;
-    browser.select("#what", &format!("order:{order_id}")).await?;
+    browser
+        .select("#what", &format!("order:{order_id}"))
+        .await?;
     browser.fill("#operator-token", &operator_token()).await?;
     browser.click("form.action button[type=submit]").await?;
     let dry = browser.text("main").await?;
@@ -461,11 +504,17 @@ async fn a_dead_letter_is_redriven_from_the_page_after_a_dry_run() -> anyhow::Re
         dry.contains("Dry run") && dry.contains("StockReserved"),
         "the dry run lists the letter: {dry}"
     );
-    assert_eq!(order_status(&api, &order_id).await?, "PENDING", "a dry run changes nothing");
+    assert_eq!(
+        order_status(&api, &order_id).await?,
+        "PENDING",
+        "a dry run changes nothing"
+    );
 
     // The redrive completes the order.
     browser.open(&page).await?;
-    browser.select("#what", &format!("order:{order_id}")).await?;
+    browser
+        .select("#what", &format!("order:{order_id}"))
+        .await?;
     browser.click("#dry-run").await?;
     browser.fill("#operator-token", &operator_token()).await?;
     browser.click("form.action button[type=submit]").await?;

@@ -171,7 +171,14 @@ pub async fn run(context: &Context, command: DlqCommand) -> anyhow::Result<()> {
                     "say what to redrive: --id <partition:offset>, --order <order id> or --all"
                 ),
             };
-            republish(context, &args.service, &selection, args.dry_run, Verb::Redrive).await
+            republish(
+                context,
+                &args.service,
+                &selection,
+                args.dry_run,
+                Verb::Redrive,
+            )
+            .await
         }
         DlqCommand::Skip(args) => {
             republish(

@@ -91,7 +91,10 @@ mod tests {
     #[test]
     fn an_action_without_the_cookie_or_with_another_value_is_refused() {
         assert!(!admits(&headers(&[]), "abc123"));
-        assert!(!admits(&headers(&[("cookie", "console-csrf=abc123")]), "abc124"));
+        assert!(!admits(
+            &headers(&[("cookie", "console-csrf=abc123")]),
+            "abc124"
+        ));
         assert!(!admits(&headers(&[("cookie", "console-csrf=abc123")]), ""));
     }
 

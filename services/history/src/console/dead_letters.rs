@@ -41,7 +41,11 @@ pub async fn page(
 ) -> Result<Response, ConsoleError> {
     let topics: Vec<String> = SERVICES.iter().map(|s| console.topics.dlq(*s)).collect();
     let letters = dead_letters::read(&console.kafka, topics.clone()).await?;
-    let order = query.order.as_deref().map(str::trim).filter(|o| !o.is_empty());
+    let order = query
+        .order
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty());
     let service = query
         .service
         .as_deref()
@@ -122,10 +126,7 @@ pub async fn page(
                                     pre { (serde_json::to_string_pretty(&letter.0.headers.to_text_map()).unwrap_or_default()) }
                                 }
                             }
-                            td { @match letter.order() {
-                                Some(o) => a href={ "/console/orders/" (o) } { code { (o) } },
-                                None => "—",
-                            } }
+                            td { (order_cell(letter)) }
                             td { (letter.event_type()) }
                             td { (letter.error()) }
                             td class="num" { (letter.attempts().unwrap_or(0)) }
@@ -144,6 +145,16 @@ pub async fn page(
     )))
 }
 
+/// The order a letter's key names, linked to its page; a key that names no order (forged or
+/// empty) is shown as it is.
+fn order_cell(letter: &DeadLetter) -> Markup {
+    match (letter.0.key_order(), letter.order()) {
+        (Some(order), _) => html! { a href={ "/console/orders/" (order) } { code { (order) } } },
+        (None, Some(key)) if !key.is_empty() => html! { code { (key) } " (not an order id)" },
+        _ => html! { "no key" },
+    }
+}
+
 /// The letter's event as JSON through the registry, or why it cannot be decoded.
 async fn decode(console: &Console, letter: &DeadLetter) -> (String, String) {
     match console.codec.decode_json(&letter.0.payload).await {
@@ -159,7 +170,11 @@ async fn decode(console: &Console, letter: &DeadLetter) -> (String, String) {
         }
         Err(error) => (
             "none: the bytes are not an event this registry knows".into(),
-            format!("{} ({} bytes)", saga_messaging::error::error_chain(&error), letter.0.payload.len()),
+            format!(
+                "{} ({} bytes)",
+                saga_messaging::error::error_chain(&error),
+                letter.0.payload.len()
+            ),
         ),
     }
 }
@@ -292,7 +307,12 @@ pub async fn redrive(
         dry_run,
     )
     .await?;
-    tracing::info!(service = service.name(), letters = sent.len(), dry_run, "dead letters redriven from the console");
+    tracing::info!(
+        service = service.name(),
+        letters = sent.len(),
+        dry_run,
+        "dead letters redriven from the console"
+    );
     let title = if dry_run {
         "Dry run: nothing was redriven"
     } else {
@@ -311,9 +331,9 @@ pub async fn redrive(
                 @for s in &sent {
                     li {
                         "letter " code { (s.id) } " (" (s.event_type) ") of order "
-                        @match &s.order_id {
+                        @match s.order_id.as_deref().filter(|o| uuid::Uuid::parse_str(o).is_ok()) {
                             Some(o) => a href={ "/console/orders/" (o) } { code { (o) } },
-                            None => "—",
+                            None => code { (s.order_id.as_deref().unwrap_or("(no key)")) },
                         }
                     }
                 }

@@ -21,7 +21,11 @@ pub enum Section {
 const NAVIGATION: [(Section, &str, &str); 5] = [
     (Section::Orders, "/", "Orders"),
     (Section::Stuck, "/console/stuck", "Stuck sagas"),
-    (Section::DeadLetters, "/console/dead-letters", "Dead letters"),
+    (
+        Section::DeadLetters,
+        "/console/dead-letters",
+        "Dead letters",
+    ),
     (Section::Reviews, "/console/reviews", "Reviews"),
     (Section::System, "/console/system", "System as of"),
 ];

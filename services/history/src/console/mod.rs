@@ -111,9 +111,7 @@ impl Console {
             http,
             payment_url: config.payment_url.trim_end_matches('/').into(),
             jaeger_url: config.jaeger_url.trim_end_matches('/').into(),
-            jaeger_ui_url: config
-                .jaeger_ui_url
-                .map(|u| u.trim_end_matches('/').into()),
+            jaeger_ui_url: config.jaeger_ui_url.map(|u| u.trim_end_matches('/').into()),
             operator: TokenCheck::new(config.operator_token),
         })
     }

@@ -168,10 +168,12 @@ fn live_region(console: &Console, order: Uuid, log: &[Logged], history: &OrderHi
             h2 id="now-heading" { "Now" }
             dl class="facts" {
                 dt { "Status" }
-                dd role="status" id="order-status" {
-                    (layout::status_badge(status.as_str()))
-                    @if let Some(reason) = status.reason() { " " (reason.as_str()) }
-                    @if let Some(compensation) = history.compensation() { " · compensation " (compensation.as_str()) }
+                dd id="order-status" {
+                    span role="status" {
+                        (layout::status_badge(status.as_str()))
+                        @if let Some(reason) = status.reason() { " " (reason.as_str()) }
+                        @if let Some(compensation) = history.compensation() { " · compensation " (compensation.as_str()) }
+                    }
                 }
                 @if let Some(placed) = placement {
                     dt { "Customer" } dd { (placed.customer_id) }
@@ -225,8 +227,12 @@ async fn letters_of(console: &Console, order: Uuid) -> Result<Vec<DeadLetter>, S
 
 fn set_aside(order: Uuid, letters: &Result<Vec<DeadLetter>, String>) -> Markup {
     match letters {
-        Err(error) => html! { p role="alert" { "The dead-letter topics could not be read: " (error) } },
-        Ok(letters) if letters.is_empty() => html! { p { "No message of this order is dead-lettered." } },
+        Err(error) => {
+            html! { p role="alert" { "The dead-letter topics could not be read: " (error) } }
+        }
+        Ok(letters) if letters.is_empty() => {
+            html! { p { "No message of this order is dead-lettered." } }
+        }
         Ok(letters) => html! {
             ul {
                 @for letter in letters {

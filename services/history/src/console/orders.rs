@@ -178,7 +178,11 @@ pub async fn page(
             p { a href=(next) rel="next" { "Older orders" } }
         }
     };
-    Ok(layout::respond(layout::page("Orders", Section::Orders, body)))
+    Ok(layout::respond(layout::page(
+        "Orders",
+        Section::Orders,
+        body,
+    )))
 }
 
 /// The live counts alone, for the page's script to refresh.

@@ -152,14 +152,16 @@ pub async fn decide(
         return Ok(stale_form(Section::Reviews));
     }
     let back = html! { p { a href="/console/reviews" { "Back to the reviews" } } };
-    let order = uuid::Uuid::parse_str(form.order_id.trim()).map_err(|_| {
-        ConsoleError::BadRequest(format!("{:?} is not an order id", form.order_id))
-    })?;
+    let order = uuid::Uuid::parse_str(form.order_id.trim())
+        .map_err(|_| ConsoleError::BadRequest(format!("{:?} is not an order id", form.order_id)))?;
     let note = Some(form.note.trim()).filter(|n| !n.is_empty());
     let sent = console
         .http
         .post(format!("{}/reviews/{order}/decision", console.payment_url))
-        .header(header::AUTHORIZATION, format!("Bearer {}", form.token.trim()))
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", form.token.trim()),
+        )
         .json(&json!({ "decision": form.decision, "reviewer": form.reviewer, "note": note }))
         .send()
         .await;

@@ -57,15 +57,25 @@ fn comparison(then: DateTime<Utc>, earlier: &Stats, now: DateTime<Utc>, current:
             th scope="col" class="num" { "Now (" (layout::time(now)) ")" }
         } }
     };
-    let statuses: BTreeSet<&String> = earlier.by_status.keys().chain(current.by_status.keys()).collect();
+    let statuses: BTreeSet<&String> = earlier
+        .by_status
+        .keys()
+        .chain(current.by_status.keys())
+        .collect();
     let reasons: BTreeSet<&String> = earlier
         .by_cancellation_reason
         .keys()
         .chain(current.by_cancellation_reason.keys())
         .collect();
     let currencies: BTreeSet<&String> = earlier.money.keys().chain(current.money.keys()).collect();
-    let skus: BTreeSet<&String> = earlier.held_units.keys().chain(current.held_units.keys()).collect();
-    let count = |map: &std::collections::BTreeMap<String, i64>, key: &String| map.get(key).copied().unwrap_or(0);
+    let skus: BTreeSet<&String> = earlier
+        .held_units
+        .keys()
+        .chain(current.held_units.keys())
+        .collect();
+    let count = |map: &std::collections::BTreeMap<String, i64>, key: &String| {
+        map.get(key).copied().unwrap_or(0)
+    };
     html! {
         table {
             caption { "Orders" }

@@ -79,7 +79,9 @@ pub async fn fragment(
         .map_err(|_| ConsoleError::BadRequest(format!("{order:?} is not an order id")))?;
     let log = queries::order_log(&console.pool, order, None).await?;
     let Some(trace_id) = log.iter().find_map(|l| l.trace_id.clone()) else {
-        return Ok(layout::respond(html! { p { "No trace id on its records." } }));
+        return Ok(layout::respond(
+            html! { p { "No trace id on its records." } },
+        ));
     };
     let url = format!("{}/api/traces/{trace_id}", console.jaeger_url);
     let fetched = async {
@@ -159,8 +161,18 @@ mod tests {
         assert_eq!(
             laid_out,
             [
-                Row { service: "order".into(), operation: "POST /orders".into(), start_us: 0, duration_us: 3000 },
-                Row { service: "payment".into(), operation: "payment.events process".into(), start_us: 400, duration_us: 900 },
+                Row {
+                    service: "order".into(),
+                    operation: "POST /orders".into(),
+                    start_us: 0,
+                    duration_us: 3000
+                },
+                Row {
+                    service: "payment".into(),
+                    operation: "payment.events process".into(),
+                    start_us: 400,
+                    duration_us: 900
+                },
             ]
         );
         Ok(())

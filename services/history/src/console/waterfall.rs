@@ -128,7 +128,7 @@ pub fn render(hops: &[Hop]) -> Markup {
             }
             figcaption id="waterfall-caption" {
                 "The saga across Order, Payment, Inventory and Shipping over "
-                (layout::millis(end)) "; each bar runs from when an event occurred to when its record reached the topic. Compensations are hatched."
+                (layout::millis(end)) "; each bar runs from when an event occurred to when its record reached the topic. Compensations are red, and marked in the table below."
             }
         }
         table class="hops" {
@@ -162,7 +162,9 @@ pub fn render(hops: &[Hop]) -> Markup {
 
 #[cfg(test)]
 mod tests {
-    use saga_events::{CancellationReason, EventMetadata, OrderCancelled, PaymentDeclined, SagaEvent};
+    use saga_events::{
+        CancellationReason, EventMetadata, OrderCancelled, PaymentDeclined, SagaEvent,
+    };
 
     use super::*;
 
@@ -204,7 +206,10 @@ mod tests {
             reason: CancellationReason::PAYMENT_DECLINED,
         });
         // When its hops are measured, in whatever order the records arrived
-        let hops = hops(&[logged(cancelled, 1_010, 1_013), logged(declined, 1_000, 1_004)]);
+        let hops = hops(&[
+            logged(cancelled, 1_010, 1_013),
+            logged(declined, 1_000, 1_004),
+        ]);
         // Then the decline comes first; the cancellation is 6 ms of handling after the decline
         // reached the topic, then 3 ms in the outbox, in Order's lane, and a compensation
         assert_eq!(hops.len(), 2);
