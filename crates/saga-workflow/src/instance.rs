@@ -83,7 +83,7 @@ pub async fn start<W: Workflow>(
     if inserted == 0 {
         return Ok(Vec::new());
     }
-    let emit = carry_out(tx, W::NAME, id, commands).await?;
+    let emit = carry_out(tx, W::NAME, id, commands, Wake::Runner).await?;
     journal(
         tx,
         workflow,
@@ -137,6 +137,27 @@ pub async fn handle<W: Workflow>(
     input: &W::Input,
     now_ms: i64,
 ) -> Result<Handled<W::State>, WorkflowError> {
+    moved(tx, workflow, id, input, now_ms, Wake::Runner).await
+}
+
+/// Whether a step the move schedules wakes the step runners (`NOTIFY`). The runner's own
+/// hand-over claims the step it schedules in the same transaction, so it wakes nobody: a wake
+/// would only send a runner to claim a step that is already claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    Runner,
+    Nobody,
+}
+
+/// [`handle`], waking the runners or not.
+pub(crate) async fn moved<W: Workflow>(
+    tx: &mut PgConnection,
+    workflow: &W,
+    id: Uuid,
+    input: &W::Input,
+    now_ms: i64,
+    wake: Wake,
+) -> Result<Handled<W::State>, WorkflowError> {
     let instance = read::<W>(tx, id, "FOR UPDATE")
         .await?
         .ok_or(WorkflowError::Unknown {
@@ -145,13 +166,21 @@ pub async fn handle<W: Workflow>(
         })?;
     let transition = workflow.transition(&instance.state, input, now_ms)?;
     let changed = transition.state != instance.state;
-    let emit = carry_out(tx, W::NAME, id, transition.commands).await?;
+    let emit = carry_out(tx, W::NAME, id, transition.commands, wake).await?;
     if changed || !emit.is_empty() {
         let version = instance.version + 1;
+        let input = serde_json::to_value(input).unwrap_or(serde_json::Value::Null);
+        let emitted: Vec<&str> = emit.iter().map(|e| e.event_type().name()).collect();
+        // The move and its journal entry in one statement: one round trip per input.
         sqlx::query(
-            "UPDATE workflow_instances
-             SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
-             WHERE workflow = $1 AND instance_id = $2",
+            "WITH moved AS (
+                 UPDATE workflow_instances
+                 SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
+                 WHERE workflow = $1 AND instance_id = $2
+                 RETURNING version
+             )
+             INSERT INTO workflow_journal (workflow, instance_id, version, input, label, emitted)
+             SELECT $1, $2, version, $7, $4, $8 FROM moved",
         )
         .bind(W::NAME)
         .bind(id)
@@ -159,10 +188,10 @@ pub async fn handle<W: Workflow>(
         .bind(workflow.label(&transition.state))
         .bind(workflow.waiting_for(&transition.state))
         .bind(version)
+        .bind(&input)
+        .bind(emitted)
         .execute(&mut *tx)
         .await?;
-        let input = serde_json::to_value(input).unwrap_or(serde_json::Value::Null);
-        journal(tx, workflow, id, version, &input, &transition.state, &emit).await?;
         workflow.persist(tx, id, &transition.state).await?;
     }
     Ok(Handled {
@@ -228,6 +257,7 @@ async fn carry_out(
     workflow: &'static str,
     id: Uuid,
     commands: Vec<Command>,
+    wake: Wake,
 ) -> Result<Vec<SagaEvent>, sqlx::Error> {
     let mut emit = Vec::new();
     for command in commands {
@@ -258,11 +288,13 @@ async fn carry_out(
                 .bind(step)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(workflow)
-                    .execute(&mut *tx)
-                    .await?;
+                if wake == Wake::Runner {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(CHANNEL)
+                        .bind(workflow)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             Command::Drop { step } => {
                 sqlx::query(

@@ -16,7 +16,8 @@
 //!    again) is dropped; that runner reports the same result.
 //!
 //! A step the transition schedules now is claimed in the hand-over's own transaction and run at
-//! once, so that a chain of steps (allocate → label → pickup) costs one transaction per step.
+//! once, on the state just written, so that a chain of steps (allocate → label → pickup) costs
+//! one transaction per step; it wakes no runner, since no other runner is to claim it.
 //! Chains of different instances run side by side ([`CONCURRENCY`]), claimed in batches. The
 //! runner wakes on `NOTIFY` from the transaction that scheduled a step, and looks at least every
 //! 250 ms besides.
@@ -29,13 +30,13 @@ use saga_messaging::error::error_chain;
 use saga_messaging::headers::{Headers, TRACEPARENT};
 use saga_messaging::{Backoff, HandlerError, Outbox, trace};
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 use uuid::Uuid;
 
-use crate::instance::{self, CHANNEL};
+use crate::instance::{self, CHANNEL, Wake};
 use crate::{StepFailure, Workflow, WorkflowError};
 
 /// The longest a step's call may take; it counts as a transient failure after.
@@ -256,36 +257,6 @@ async fn claim_due<W: Workflow>(
         .collect())
 }
 
-/// Leases step `step` of instance `id` and reads what running it needs.
-async fn lease<W: Workflow>(
-    _workflow: &W,
-    tx: &mut PgConnection,
-    id: Uuid,
-    step: &str,
-) -> Result<Option<Claimed<W::State>>, HandlerError> {
-    let attempts: i32 = sqlx::query_scalar(
-        "UPDATE workflow_steps
-         SET attempts = attempts + 1, due_at = now() + make_interval(secs => $4),
-             updated_at = now()
-         WHERE workflow = $1 AND instance_id = $2 AND step = $3
-         RETURNING attempts",
-    )
-    .bind(W::NAME)
-    .bind(id)
-    .bind(step)
-    .bind(LEASE.as_secs_f64())
-    .fetch_one(&mut *tx)
-    .await?;
-    let instance = instance::load::<W>(tx, id).await.map_err(handler_error)?;
-    Ok(instance.map(|instance| Claimed {
-        id,
-        step: step.to_owned(),
-        attempts,
-        state: instance.state,
-        traceparent: instance.traceparent,
-    }))
-}
-
 /// Hands a step's outcome to its instance under the instance's lock; returns the next step
 /// to run at once, claimed, if the transition scheduled one.
 async fn hand_over<W: Workflow>(
@@ -369,7 +340,7 @@ async fn hand_over<W: Workflow>(
         return Ok(None);
     };
     let now = Utc::now().timestamp_millis();
-    let handled = match instance::handle(&mut tx, workflow, id, &input, now).await {
+    let handled = match instance::moved(&mut tx, workflow, id, &input, now, Wake::Nobody).await {
         Ok(handled) => handled,
         Err(WorkflowError::Conflict(_) | WorkflowError::Unknown { .. }) => {
             tx.commit().await?;
@@ -378,20 +349,30 @@ async fn hand_over<W: Workflow>(
         Err(WorkflowError::Database(error)) => return Err(error.into()),
         Err(error) => return Err(HandlerError::rejected(error_chain(&error))),
     };
-    // The next step the transition scheduled, claimed here: it runs without another round trip.
-    let next: Option<String> = sqlx::query_scalar(
-        "SELECT step FROM workflow_steps
-         WHERE workflow = $1 AND instance_id = $2 AND status = 'PENDING' AND due_at <= now()
-         ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+    // The next step the transition scheduled, leased here: it runs at once, on the state just
+    // written, without another round trip.
+    let next: Option<(String, i32)> = sqlx::query_as(
+        "UPDATE workflow_steps
+         SET attempts = attempts + 1, due_at = now() + make_interval(secs => $3),
+             updated_at = now()
+         WHERE workflow = $1 AND instance_id = $2 AND step = (
+             SELECT step FROM workflow_steps
+             WHERE workflow = $1 AND instance_id = $2 AND status = 'PENDING' AND due_at <= now()
+             ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING step, attempts",
     )
     .bind(W::NAME)
     .bind(id)
+    .bind(LEASE.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
-    let chained = match next {
-        Some(next) => lease(workflow, &mut tx, id, &next).await?,
-        None => None,
-    };
+    let chained = next.map(|(step, attempts)| Claimed {
+        id,
+        step,
+        attempts,
+        state: handled.after.clone(),
+        traceparent: handled.traceparent.clone(),
+    });
     let written = outbox.append(&mut tx, &handled.emit).await?;
     outbox.commit(tx, written).await?;
     Ok(chained)
