@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
-use saga_e2e::{Api, order_body, repo_root, restart, service_db, unique_sku, wait_for};
+use saga_e2e::{Api, HeldProjection, order_body, repo_root, restart, unique_sku, wait_for};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
@@ -268,14 +268,9 @@ async fn a_placed_order_shows_in_progress_then_its_events_then_confirmed_without
     let sku = unique_sku("console-live");
     api.set_stock(&sku, 5).await?;
     let browser = Browser::start().await?;
-    let db = service_db("history").await?;
-    let mut holder = db.acquire().await?;
     // Hold the projection back for a moment, so that the page is certainly open before the
     // read side holds the order: what a user sees when the read side lags.
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(saga_history::projection::store::PROJECTION_LOCK)
-        .execute(&mut *holder)
-        .await?;
+    let projection = HeldProjection::hold().await?;
     let opened = async {
         let order_id = api
             .place(&order_body(&[(&sku, 1, 1_250)], "GB", "tok_visa"))
@@ -295,10 +290,7 @@ async fn a_placed_order_shows_in_progress_then_its_events_then_confirmed_without
         Ok::<_, anyhow::Error>((order_id, shown))
     }
     .await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(saga_history::projection::store::PROJECTION_LOCK)
-        .execute(&mut *holder)
-        .await?;
+    projection.release().await?;
     let (order_id, shown) = opened?;
     assert!(
         shown.contains("IN PROGRESS"),
@@ -481,12 +473,7 @@ async fn a_dead_letter_is_redriven_from_the_page_after_a_dry_run() -> anyhow::Re
     browser.screenshot("console-dead-letters.png").await?;
 
     // A wrong token is refused, with a message.
-    browser
-        .select("#what", &format!("order:{order_id}"))
-        .await?;
-    browser.fill("#operator-token", "not-the-token").await?;
-    browser.click("form.action button[type=submit]").await?;
-    let refused = browser.text("main").await?;
+    let refused = redrive(&browser, &order_id, "not-the-token", DryRun::Yes).await?;
     assert!(
         refused.contains("operator token is wrong"),
         "a wrong token is refused: {refused}"
@@ -494,12 +481,7 @@ async fn a_dead_letter_is_redriven_from_the_page_after_a_dry_run() -> anyhow::Re
 
     // A dry run says what it would do and does nothing.
     browser.open(&page).await?;
-    browser
-        .select("#what", &format!("order:{order_id}"))
-        .await?;
-    browser.fill("#operator-token", &operator_token()).await?;
-    browser.click("form.action button[type=submit]").await?;
-    let dry = browser.text("main").await?;
+    let dry = redrive(&browser, &order_id, &operator_token(), DryRun::Yes).await?;
     assert!(
         dry.contains("Dry run") && dry.contains("StockReserved"),
         "the dry run lists the letter: {dry}"
@@ -512,19 +494,47 @@ async fn a_dead_letter_is_redriven_from_the_page_after_a_dry_run() -> anyhow::Re
 
     // The redrive completes the order.
     browser.open(&page).await?;
-    browser
-        .select("#what", &format!("order:{order_id}"))
-        .await?;
-    browser.click("#dry-run").await?;
-    browser.fill("#operator-token", &operator_token()).await?;
-    browser.click("form.action button[type=submit]").await?;
-    let done = browser.text("main").await?;
+    let done = redrive(&browser, &order_id, &operator_token(), DryRun::No).await?;
     assert!(done.contains("went through"), "redriven: {done}");
     let confirmed = wait_order_status(&api, &order_id, "CONFIRMED").await;
     if !standing {
         restart("shipping", &[])?;
     }
     confirmed
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DryRun {
+    Yes,
+    No,
+}
+
+/// Fills the open dead-letters page's form for every letter of `order` and sends it; returns
+/// the answer page's text.
+async fn redrive(
+    browser: &Browser,
+    order: &str,
+    token: &str,
+    dry_run: DryRun,
+) -> anyhow::Result<String> {
+    browser.select("#what", &format!("order:{order}")).await?;
+    if dry_run == DryRun::No {
+        // The dry run is checked by default.
+        browser.click("#dry-run").await?;
+    }
+    browser.fill("#operator-token", token).await?;
+    browser.click("form.action button[type=submit]").await?;
+    browser.text("main").await
+}
+
+/// Fills the open reviews page's form to approve `order` and sends it; returns the answer
+/// page's text.
+async fn decide(browser: &Browser, order: &str, token: &str) -> anyhow::Result<String> {
+    browser.select("#review", order).await?;
+    browser.fill("#reviewer", "ada@example.org").await?;
+    browser.fill("#reviewer-token", token).await?;
+    browser.click("form.action button[type=submit]").await?;
+    browser.text("main").await
 }
 
 fn operator_token() -> String {
@@ -556,22 +566,14 @@ async fn a_review_is_approved_from_the_page_and_the_order_completes() -> anyhow:
     .await?;
     browser.assert_accessible("the reviews").await?;
 
-    browser.select("#review", &order_id).await?;
-    browser.fill("#reviewer", "ada@example.org").await?;
-    browser.fill("#reviewer-token", "not-the-token").await?;
-    browser.click("form.action button[type=submit]").await?;
-    let refused = browser.text("main").await?;
+    let refused = decide(&browser, &order_id, "not-the-token").await?;
     assert!(
         refused.contains("reviewer token is wrong"),
         "a wrong token is refused: {refused}"
     );
 
     browser.open("/console/reviews").await?;
-    browser.select("#review", &order_id).await?;
-    browser.fill("#reviewer", "ada@example.org").await?;
-    browser.fill("#reviewer-token", &reviewer_token()).await?;
-    browser.click("form.action button[type=submit]").await?;
-    let decided = browser.text("main").await?;
+    let decided = decide(&browser, &order_id, &reviewer_token()).await?;
     assert!(decided.contains("approved"), "decided: {decided}");
     wait_order_status(&api, &order_id, "CONFIRMED").await
 }

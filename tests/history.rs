@@ -362,13 +362,7 @@ async fn a_read_waits_for_its_write_and_says_how_far_behind_the_projection_is() 
     let api = Api::from_env()?;
     let sku = unique_sku("hist-ryw");
     api.set_stock(&sku, 5).await?;
-    let db = service_db("history").await?;
-    let mut holder = db.acquire().await?;
-    // Hold the projection back, as `sagactl history rebuild` does while it compares.
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(saga_history::projection::store::PROJECTION_LOCK)
-        .execute(&mut *holder)
-        .await?;
+    let projection = HeldProjection::hold().await?;
     let held = async {
         let (order_id, event_id) =
             place(&api, &order_body(&[(&sku, 1, 500)], "GB", "tok_visa")).await?;
@@ -378,10 +372,7 @@ async fn a_read_waits_for_its_write_and_says_how_far_behind_the_projection_is() 
         Ok::<_, anyhow::Error>((order_id, event_id, code, body))
     }
     .await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(saga_history::projection::store::PROJECTION_LOCK)
-        .execute(&mut *holder)
-        .await?;
+    projection.release().await?;
     let (order_id, event_id, code, body) = held?;
     assert_eq!(code, 503, "not projected while held back: {body}");
     let detail = body["detail"].as_str().unwrap_or_default();

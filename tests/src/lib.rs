@@ -460,6 +460,32 @@ pub async fn service_db(database: &str) -> anyhow::Result<sqlx::PgPool> {
         .await?)
 }
 
+/// The read side's projection held back, as `sagactl history rebuild` holds it while it
+/// compares: the projector waits at its next batch until [`HeldProjection::release`].
+#[derive(Debug)]
+pub struct HeldProjection {
+    holder: sqlx::pool::PoolConnection<sqlx::Postgres>,
+}
+
+impl HeldProjection {
+    pub async fn hold() -> anyhow::Result<Self> {
+        let mut holder = service_db("history").await?.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(saga_history::projection::store::PROJECTION_LOCK)
+            .execute(&mut *holder)
+            .await?;
+        Ok(Self { holder })
+    }
+
+    pub async fn release(mut self) -> anyhow::Result<()> {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(saga_history::projection::store::PROJECTION_LOCK)
+            .execute(&mut *self.holder)
+            .await?;
+        Ok(())
+    }
+}
+
 /// A new order id whose records land on `partition` of a topic with `partitions` partitions.
 pub fn order_id_on_partition(partition: i32, partitions: i32) -> uuid::Uuid {
     loop {

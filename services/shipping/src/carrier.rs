@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use thiserror::Error;
 
 /// What a carrier is asked to do.
@@ -81,8 +82,20 @@ pub struct StandIn {
 }
 
 impl StandIn {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// The stand-in keeps its bookkeeping in Shipping's database, through connections of its own
+    /// that commit without waiting for the disk (`synchronous_commit = off`): what it books
+    /// stands for the carrier's side, not Shipping's, and a real carrier's latency is not the
+    /// saga's to pay twice per call. A Postgres crash can forget its last answers (a clean stop
+    /// flushes them); Shipping's own state and outbox commit durably as before.
+    pub fn new(pool: &PgPool) -> Self {
+        let options = (*pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        Self {
+            pool: PgPoolOptions::new()
+                .max_connections(8)
+                .connect_lazy_with(options),
+        }
     }
 }
 

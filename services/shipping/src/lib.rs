@@ -33,7 +33,7 @@ pub async fn run() -> Result<(), RuntimeError> {
         saga_participant::migrator(saga_workflow::migrator(sqlx::migrate!("./migrations")));
     let runtime = ServiceRuntime::start(Service::Shipping, 8084, migrator).await?;
     let fulfilling = fulfilments::Fulfilling {
-        carrier: Arc::new(carrier::StandIn::new(runtime.pool.clone())),
+        carrier: Arc::new(carrier::StandIn::new(&runtime.pool)),
         destinations: Arc::new(destinations),
     };
     // No fulfilment sets a timer; the loop keeps the workflow's gauges.

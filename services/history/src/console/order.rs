@@ -60,13 +60,18 @@ pub struct AsOfQuery {
     as_of: Option<String>,
 }
 
+/// The order a path names, and the moment its query names (if any).
+fn order_at(order: &str, query: &AsOfQuery) -> Result<(Uuid, Option<DateTime<Utc>>), ConsoleError> {
+    let moment = form_time("as of", query.as_of.as_deref().unwrap_or(""))?;
+    Ok((order_id(order)?, moment))
+}
+
 pub async fn page(
     State(console): State<Console>,
     Path(order): Path<String>,
     ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> Result<Response, ConsoleError> {
-    let order = order_id(&order)?;
-    let as_of = form_time("as of", query.as_of.as_deref().unwrap_or(""))?;
+    let (order, as_of) = order_at(&order, &query)?;
     let (log, history) = load(&console, order, None).await?;
     let chosen = match as_of {
         Some(at) => saga_history::fold_as_of(log.iter().map(|l| &l.event), at.timestamp_millis()),
@@ -264,8 +269,7 @@ pub async fn state(
     Path(order): Path<String>,
     ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> Result<Response, ConsoleError> {
-    let order = order_id(&order)?;
-    let as_of = form_time("as of", query.as_of.as_deref().unwrap_or(""))?;
+    let (order, as_of) = order_at(&order, &query)?;
     let (_, history) = load(&console, order, as_of).await?;
     Ok(layout::respond(state_panel(
         &history,

@@ -2,7 +2,7 @@
 //! cancellation reason, customer and placement time, a page at a time by keyset (the same query
 //! and indexes as `GET /history/orders`), with counts per status that refresh while it is open.
 
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{Markup, html};
@@ -12,7 +12,7 @@ use saga_runtime::ApiQuery;
 use serde::Deserialize;
 
 use super::layout::{self, Section};
-use super::{Console, ConsoleError, csrf};
+use super::{Console, ConsoleError};
 use crate::http::cursor;
 use crate::queries::{self, Filter};
 
@@ -109,24 +109,13 @@ pub async fn page(
     let body = html! {
         (counts_section(&counts))
         form method="get" action="/" class="filters" aria-label="Filter orders" {
-            div {
-                label for="status" { "Status" }
-                select id="status" name="status" {
-                    option value="" { "any" }
-                    @for s in StatusName::ALL {
-                        option value=(s.as_str()) selected[query.status == s.as_str()] { (s.as_str()) }
-                    }
-                }
-            }
-            div {
-                label for="reason" { "Cancellation reason" }
-                select id="reason" name="reason" {
-                    option value="" { "any" }
-                    @for r in CancellationReason::ALL {
-                        option value=(r.as_str()) selected[query.reason == r.as_str()] { (r.as_str()) }
-                    }
-                }
-            }
+            (choice("status", "Status", StatusName::ALL.iter().map(|s| s.as_str()), &query.status))
+            (choice(
+                "reason",
+                "Cancellation reason",
+                CancellationReason::ALL.iter().map(|r| r.as_str()),
+                &query.reason,
+            ))
             div {
                 label for="customer" { "Customer" }
                 input id="customer" name="customer" type="text" value=(query.customer) autocomplete="off";
@@ -185,11 +174,28 @@ pub async fn page(
     )))
 }
 
+/// A labelled drop-down of `options` (and "any"), `chosen` selected.
+fn choice<'a>(
+    name: &str,
+    label: &str,
+    options: impl Iterator<Item = &'a str>,
+    chosen: &str,
+) -> Markup {
+    html! {
+        div {
+            label for=(name) { (label) }
+            select id=(name) name=(name) {
+                option value="" { "any" }
+                @for option in options {
+                    option value=(option) selected[chosen == option] { (option) }
+                }
+            }
+        }
+    }
+}
+
 /// The live counts alone, for the page's script to refresh.
-pub async fn counts(
-    State(console): State<Console>,
-    _csrf: Extension<csrf::Value>,
-) -> Result<Response, ConsoleError> {
+pub async fn counts(State(console): State<Console>) -> Result<Response, ConsoleError> {
     let counts = queries::status_counts(&console.pool).await?;
     Ok(layout::respond(counts_list(&counts)))
 }
