@@ -22,8 +22,11 @@
 //!   under its lock. A permanent failure is the workflow's to answer (its own compensation).
 //! - **Traces.** An instance keeps the trace context of the event that started it: each input
 //!   it handles later is a span in that order's trace, and the events it emits continue it.
+//! - **Retention** ([`retention`]): a finished instance is deleted, with its journal, steps and
+//!   timers, once it is older than the service's inbox window.
 
 mod instance;
+pub mod retention;
 pub mod steps;
 pub mod timers;
 mod traces;

@@ -50,6 +50,12 @@ pub async fn run() -> Result<(), RuntimeError> {
         runtime.outbox.clone(),
         runtime.shutdown(),
     ));
+    tokio::spawn(saga_workflow::retention::keep_clean(
+        reviews::Reviews,
+        runtime.pool.clone(),
+        runtime.config.inbox_retention.clone(),
+        runtime.shutdown(),
+    ));
     let review_state = reviews::http::ReviewState {
         pool: runtime.pool.clone(),
         outbox: runtime.outbox.clone(),

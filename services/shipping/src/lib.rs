@@ -43,6 +43,12 @@ pub async fn run() -> Result<(), RuntimeError> {
         runtime.outbox.clone(),
         runtime.shutdown(),
     ));
+    tokio::spawn(saga_workflow::retention::keep_clean(
+        fulfilments::Fulfilments,
+        runtime.pool.clone(),
+        runtime.config.inbox_retention.clone(),
+        runtime.shutdown(),
+    ));
     tokio::spawn(saga_workflow::steps::run(
         fulfilments::Fulfilments,
         fulfilling,
