@@ -3,6 +3,7 @@
 //! re-publishing go through [`saga_messaging::inspect::dead_letters`], as `sagactl dlq` does.
 
 use axum::Form;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -255,8 +256,9 @@ pub fn stale_form(section: Section) -> Response {
 pub async fn redrive(
     State(console): State<Console>,
     headers: HeaderMap,
-    Form(form): Form<RedriveForm>,
+    form: Result<Form<RedriveForm>, FormRejection>,
 ) -> Result<Response, ConsoleError> {
+    let Form(form) = form.map_err(|rejection| ConsoleError::BadRequest(rejection.body_text()))?;
     let back = html! { p { a href={ "/console/dead-letters?service=" (form.service) } { "Back to the dead letters" } } };
     if !csrf::admits(&headers, &form.csrf) {
         return Ok(stale_form(Section::DeadLetters));

@@ -3,6 +3,7 @@
 //! reviewer's token; the console passes the token on for one request and keeps nothing.
 
 use axum::Form;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -146,8 +147,9 @@ impl std::fmt::Debug for DecisionForm {
 pub async fn decide(
     State(console): State<Console>,
     headers: HeaderMap,
-    Form(form): Form<DecisionForm>,
+    form: Result<Form<DecisionForm>, FormRejection>,
 ) -> Result<Response, ConsoleError> {
+    let Form(form) = form.map_err(|rejection| ConsoleError::BadRequest(rejection.body_text()))?;
     if !csrf::admits(&headers, &form.csrf) {
         return Ok(stale_form(Section::Reviews));
     }
