@@ -69,10 +69,22 @@ pub fn page(title: &str, section: Section, body: Markup) -> Markup {
     }
 }
 
-/// An HTML answer that no cache keeps: every page shows the system now.
+/// What a console page may load and who may frame it: only its own stylesheet and script, and
+/// nobody (a framed page could be tricked into an action: clickjacking).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; \
+     base-uri 'none'";
+
+/// An HTML answer that no cache keeps (every page shows the system now), under the console's
+/// content security policy.
 pub fn respond(markup: Markup) -> axum::response::Response {
     (
-        [(header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "same-origin"),
+        ],
         axum::response::Html(markup.into_string()),
     )
         .into_response()

@@ -26,7 +26,7 @@ mod waterfall;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use saga_events::{EventCodec, TopicNames};
@@ -170,11 +170,8 @@ impl IntoResponse for ConsoleError {
                 p { "Reload the page to try again." }
             },
         );
-        (
-            status,
-            [(header::CACHE_CONTROL, "no-store")],
-            axum::response::Html(body.into_string()),
-        )
-            .into_response()
+        let mut response = layout::respond(body);
+        *response.status_mut() = status;
+        response
     }
 }
