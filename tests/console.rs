@@ -151,6 +151,26 @@ impl Browser {
         Ok(())
     }
 
+    /// Sends the page's action form and returns the text of the answer page, once the browser
+    /// shows it: a click only starts the navigation, so the old page can still be there.
+    async fn submit(&self, action: &str) -> anyhow::Result<String> {
+        self.click("form.action button[type=submit]").await?;
+        wait_for(&format!("the answer to {action}"), SAGA, || async {
+            let shown = self
+                .js(
+                    "return document.readyState === 'complete' && location.pathname === arguments[0]
+                       ? document.querySelector('main').innerText : null;",
+                    vec![json!(action)],
+                )
+                .await?;
+            Ok((
+                shown.as_str().map(str::to_owned),
+                format!("not yet: {shown}"),
+            ))
+        })
+        .await
+    }
+
     async fn select(&self, css: &str, value: &str) -> anyhow::Result<()> {
         self.client
             .find(Locator::Css(css))
@@ -523,8 +543,7 @@ async fn redrive(
         browser.click("#dry-run").await?;
     }
     browser.fill("#operator-token", token).await?;
-    browser.click("form.action button[type=submit]").await?;
-    browser.text("main").await
+    browser.submit("/console/dead-letters/redrive").await
 }
 
 /// Fills the open reviews page's form to approve `order` and sends it; returns the answer
@@ -533,8 +552,7 @@ async fn decide(browser: &Browser, order: &str, token: &str) -> anyhow::Result<S
     browser.select("#review", order).await?;
     browser.fill("#reviewer", "ada@example.org").await?;
     browser.fill("#reviewer-token", token).await?;
-    browser.click("form.action button[type=submit]").await?;
-    browser.text("main").await
+    browser.submit("/console/reviews/decision").await
 }
 
 fn operator_token() -> String {
