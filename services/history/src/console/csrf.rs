@@ -8,6 +8,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use saga_runtime::auth::TokenCheck;
 
 /// The cookie (and form field) holding the value.
 pub const COOKIE: &str = "console-csrf";
@@ -56,14 +57,8 @@ pub fn admits(headers: &HeaderMap, form_value: &str) -> bool {
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .is_none_or(|site| site == "same-origin" || site == "none");
-    let matches = from_cookie(headers).is_some_and(|cookie| {
-        cookie.len() == form_value.len()
-            && cookie
-                .bytes()
-                .zip(form_value.bytes())
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
-    });
+    let matches = !form_value.trim().is_empty()
+        && from_cookie(headers).is_some_and(|cookie| TokenCheck::new(cookie).admits(form_value));
     same_site && matches
 }
 
