@@ -83,7 +83,7 @@ pub async fn start<W: Workflow>(
     if inserted == 0 {
         return Ok(Vec::new());
     }
-    let emit = carry_out(tx, W::NAME, id, commands, Wake::Runner).await?;
+    let (emit, _) = carry_out(tx, W::NAME, id, commands, Wake::Runner, None).await?;
     journal(
         tx,
         workflow,
@@ -158,48 +158,117 @@ pub(crate) async fn moved<W: Workflow>(
     now_ms: i64,
     wake: Wake,
 ) -> Result<Handled<W::State>, WorkflowError> {
-    let instance = read::<W>(tx, id, "FOR UPDATE")
-        .await?
-        .ok_or(WorkflowError::Unknown {
-            workflow: W::NAME,
-            instance: id,
-        })?;
-    let transition = workflow.transition(&instance.state, input, now_ms)?;
-    let changed = transition.state != instance.state;
-    let emit = carry_out(tx, W::NAME, id, transition.commands, wake).await?;
-    if changed || !emit.is_empty() {
-        let version = instance.version + 1;
-        let input = serde_json::to_value(input).unwrap_or(serde_json::Value::Null);
-        let emitted: Vec<&str> = emit.iter().map(|e| e.event_type().name()).collect();
-        // The move and its journal entry in one statement: one round trip per input.
-        sqlx::query(
-            "WITH moved AS (
-                 UPDATE workflow_instances
-                 SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
-                 WHERE workflow = $1 AND instance_id = $2
-                 RETURNING version
-             )
-             INSERT INTO workflow_journal (workflow, instance_id, version, input, label, emitted)
-             SELECT $1, $2, version, $7, $4, $8 FROM moved",
-        )
-        .bind(W::NAME)
-        .bind(id)
-        .bind(sqlx::types::Json(&transition.state))
-        .bind(workflow.label(&transition.state))
-        .bind(workflow.waiting_for(&transition.state))
-        .bind(version)
-        .bind(&input)
-        .bind(emitted)
-        .execute(&mut *tx)
+    let mut moving = Moving::<W>::lock(tx, id).await?;
+    moving
+        .apply(tx, workflow, input, now_ms, wake, None)
         .await?;
-        workflow.persist(tx, id, &transition.state).await?;
+    moving.write(tx, workflow).await
+}
+
+/// An instance read under its lock and moved by one input after another in memory, then written
+/// once: its state, one journal entry per input that changed something, and what the final state
+/// means to the service's tables. The step runner hands a chain's outcomes over this way.
+pub(crate) struct Moving<W: Workflow> {
+    id: Uuid,
+    before: W::State,
+    state: W::State,
+    version: i32,
+    journal: Vec<serde_json::Value>,
+    emit: Vec<SagaEvent>,
+    traceparent: Option<String>,
+}
+
+impl<W: Workflow> Moving<W> {
+    /// Instance `id`, locked (`FOR UPDATE`) for the rest of the transaction.
+    pub(crate) async fn lock(tx: &mut PgConnection, id: Uuid) -> Result<Self, WorkflowError> {
+        let instance = read::<W>(tx, id, "FOR UPDATE")
+            .await?
+            .ok_or(WorkflowError::Unknown {
+                workflow: W::NAME,
+                instance: id,
+            })?;
+        Ok(Self {
+            id,
+            before: instance.state.clone(),
+            state: instance.state,
+            version: instance.version,
+            journal: Vec::new(),
+            emit: Vec::new(),
+            traceparent: instance.traceparent,
+        })
     }
-    Ok(Handled {
-        before: instance.state,
-        after: transition.state,
-        emit,
-        traceparent: instance.traceparent,
-    })
+
+    /// Moves the instance by `input` at `now_ms` and carries out the transition's commands;
+    /// returns the steps it scheduled. A step named `in_hand` is scheduled without a pending row:
+    /// its outcome is already in the caller's hands, which writes the row itself. A refused
+    /// input is a [`WorkflowError::Conflict`] and changes nothing.
+    pub(crate) async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        workflow: &W,
+        input: &W::Input,
+        now_ms: i64,
+        wake: Wake,
+        in_hand: Option<&str>,
+    ) -> Result<Vec<&'static str>, WorkflowError> {
+        let transition = workflow.transition(&self.state, input, now_ms)?;
+        let changed = transition.state != self.state;
+        let (emit, scheduled) =
+            carry_out(tx, W::NAME, self.id, transition.commands, wake, in_hand).await?;
+        if changed || !emit.is_empty() {
+            let emitted: Vec<&str> = emit.iter().map(|e| e.event_type().name()).collect();
+            self.journal.push(serde_json::json!({
+                "version": i64::from(self.version) + 1 + self.journal.len() as i64,
+                "input": serde_json::to_value(input).unwrap_or(serde_json::Value::Null),
+                "label": workflow.label(&transition.state),
+                "emitted": emitted,
+            }));
+            self.state = transition.state;
+            self.emit.extend(emit);
+        }
+        Ok(scheduled)
+    }
+
+    /// Writes the instance as moved, with its journal, in one statement, and the service's own
+    /// tables ([`Workflow::persist`]) once; returns what changed and the events to emit.
+    pub(crate) async fn write(
+        self,
+        tx: &mut PgConnection,
+        workflow: &W,
+    ) -> Result<Handled<W::State>, WorkflowError> {
+        if !self.journal.is_empty() {
+            let version = self.version + i32::try_from(self.journal.len()).unwrap_or(i32::MAX);
+            sqlx::query(
+                "WITH moved AS (
+                     UPDATE workflow_instances
+                     SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
+                     WHERE workflow = $1 AND instance_id = $2
+                     RETURNING 1
+                 )
+                 INSERT INTO workflow_journal (workflow, instance_id, version, input, label, emitted)
+                 SELECT $1, $2, j.version, j.input, j.label,
+                        ARRAY(SELECT jsonb_array_elements_text(j.emitted))
+                 FROM moved,
+                      jsonb_to_recordset($7) AS j(version int, input jsonb, label text, emitted jsonb)",
+            )
+            .bind(W::NAME)
+            .bind(self.id)
+            .bind(sqlx::types::Json(&self.state))
+            .bind(workflow.label(&self.state))
+            .bind(workflow.waiting_for(&self.state))
+            .bind(version)
+            .bind(serde_json::Value::Array(self.journal))
+            .execute(&mut *tx)
+            .await?;
+            workflow.persist(tx, self.id, &self.state).await?;
+        }
+        Ok(Handled {
+            before: self.before,
+            after: self.state,
+            emit: self.emit,
+            traceparent: self.traceparent,
+        })
+    }
 }
 
 const COLUMNS: &str =
@@ -251,15 +320,18 @@ async fn read<W: Workflow>(
     row.map(from_row::<W>).transpose()
 }
 
-/// Carries out the timer commands; returns the events to emit, in order.
+/// Carries out the commands; returns the events to emit, in order, and the steps scheduled. A
+/// step named `in_hand` gets no pending row (see [`Moving::apply`]).
 async fn carry_out(
     tx: &mut PgConnection,
     workflow: &'static str,
     id: Uuid,
     commands: Vec<Command>,
     wake: Wake,
-) -> Result<Vec<SagaEvent>, sqlx::Error> {
+    in_hand: Option<&str>,
+) -> Result<(Vec<SagaEvent>, Vec<&'static str>), sqlx::Error> {
     let mut emit = Vec::new();
+    let mut scheduled = Vec::new();
     for command in commands {
         match command {
             Command::Emit(event) => emit.push(*event),
@@ -279,6 +351,10 @@ async fn carry_out(
                 .await?;
             }
             Command::Run { step } => {
+                scheduled.push(step);
+                if in_hand == Some(step) {
+                    continue;
+                }
                 sqlx::query(
                     "INSERT INTO workflow_steps (workflow, instance_id, step) VALUES ($1, $2, $3)
                      ON CONFLICT (workflow, instance_id, step) DO NOTHING",
@@ -320,7 +396,7 @@ async fn carry_out(
             }
         }
     }
-    Ok(emit)
+    Ok((emit, scheduled))
 }
 
 async fn journal<W: Workflow>(

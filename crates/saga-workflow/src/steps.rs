@@ -15,18 +15,25 @@
 //!    what the effect did. An outcome whose lease was lost (another runner claimed the step
 //!    again) is dropped; that runner reports the same result.
 //!
-//! A step the transition schedules now is claimed in the hand-over's own transaction and run at
-//! once, on the state just written, so that a chain of steps (allocate → label → pickup) costs
-//! one transaction per step; it wakes no runner, since no other runner is to claim it.
-//! Chains of different instances run side by side ([`CONCURRENCY`]), claimed in batches. The
-//! runner wakes on `NOTIFY` from the transaction that scheduled a step, and looks at least every
-//! 250 ms besides.
+//! **Running ahead.** When an outcome's transition does nothing but schedule the next step
+//! (allocate → label → pickup), the runner does not hand it over first: it works the transition
+//! out in memory and runs the next step at once, under that step's own key, then hands the
+//! outcomes over together in one transaction (`hand_over`). A chain of fast steps thus costs one
+//! transaction, not one per step. Each outcome is applied to the instance as it is then, so a
+//! cancellation that came in meanwhile is answered as for a step dropped while it ran. A runner
+//! killed before the hand-over runs the chain again from its first step when the lease ends: the
+//! keys make the calls repeat nothing. A step that takes longer than [`PATIENCE`] has the outcomes
+//! before it handed over while it runs, and is leased in that transaction, so that what is done
+//! shows (`GET /shipments/{id}`) and is not asked for again after a crash. A step the hand-over
+//! schedules is leased in its transaction and run at once; it wakes no runner, since no other
+//! runner is to claim it. Chains of different instances run side by side ([`CONCURRENCY`]),
+//! claimed in batches. The runner wakes on `NOTIFY` from the transaction that scheduled a step,
+//! and looks at least every 250 ms besides.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use saga_messaging::error::error_chain;
 use saga_messaging::headers::{Headers, TRACEPARENT};
 use saga_messaging::{Backoff, HandlerError, Outbox, trace};
 use sqlx::PgPool;
@@ -36,14 +43,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 use uuid::Uuid;
 
-use crate::instance::{self, CHANNEL, Wake};
-use crate::{StepFailure, Workflow, WorkflowError};
+use crate::instance::{self, CHANNEL};
+use crate::{Command, StepFailure, Workflow};
+use hand_over::{Finished, hand_over, handler_error};
 
 /// The longest a step's call may take; it counts as a transient failure after.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a claim holds a step: past the call's timeout, with a margin for the hand-over.
 const LEASE: Duration = Duration::from_secs(5);
+
+/// Time a lease keeps for the hand-over after its last call.
+const HAND_OVER_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long a step run ahead may take before the outcomes before it are handed over while it
+/// runs: a fast chain commits once, a slow step does not keep what is done out of sight.
+pub const PATIENCE: Duration = Duration::from_millis(50);
 
 /// Attempts of a step before a transient failure counts as permanent. A step's whole retry
 /// budget is then at most `ATTEMPTS × STEP_TIMEOUT` of calls plus 0.7 s of backoff (8.7 s),
@@ -167,43 +182,177 @@ async fn run_chain<W: Workflow, P: Perform<W>>(
     outbox: &Outbox,
     first: Claimed<W::State>,
 ) {
-    let mut next = Some(first);
-    while let Some(claimed) = next.take() {
-        let span = info_span!(
-            "workflow step",
-            workflow = W::NAME,
-            step = %claimed.step,
-            order_id = %claimed.id,
-            attempt = claimed.attempts,
-            otel.kind = "client",
-        );
-        if let Some(traceparent) = &claimed.traceparent {
-            let mut carried = Headers::new();
-            carried.insert(TRACEPARENT, traceparent.as_str());
-            trace::continue_trace(&span, &carried);
-        }
-        let outcome = async {
-            let key = format!("{}:{}:{}", W::NAME, claimed.id, claimed.step);
-            let call = performer.perform(claimed.id, &claimed.state, &claimed.step, &key);
-            let outcome = match tokio::time::timeout(STEP_TIMEOUT, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(StepFailure::transient(format!(
-                    "no answer within {STEP_TIMEOUT:?}"
-                ))),
-            };
-            hand_over(workflow, pool, outbox, &claimed, outcome).await
-        }
-        .instrument(span)
+    let mut legs = VecDeque::from([first]);
+    while let Some(claimed) = legs.pop_front() {
+        legs.extend(run_leg(workflow, performer, pool, outbox, claimed).await);
+    }
+}
+
+/// Runs `claimed`, then runs ahead through the steps its outcomes schedule while each answers
+/// within [`PATIENCE`], and hands all the outcomes over at once. A step slower than that has the
+/// outcomes before it handed over while it runs (leased in that transaction, so that what is done
+/// shows and survives a crash), and the leg goes on from it. Returns the steps leased for this
+/// instance to run next.
+async fn run_leg<W: Workflow, P: Perform<W>>(
+    workflow: &W,
+    performer: &P,
+    pool: &PgPool,
+    outbox: &Outbox,
+    claimed: Claimed<W::State>,
+) -> Vec<Claimed<W::State>> {
+    let Claimed {
+        id,
+        step,
+        attempts,
+        mut state,
+        traceparent,
+    } = claimed;
+    let mut leased_at = Instant::now();
+    let mut span = step_span::<W>(id, &step, attempts, traceparent.as_deref());
+    let outcome = perform(performer, id, &state, &step)
+        .instrument(span.clone())
         .await;
-        match outcome {
-            Ok(chained) => next = chained,
-            Err(error) => warn!(
+    let mut held = vec![Finished::new(step, Some(attempts), outcome)];
+    while let Some((next, ahead)) = run_ahead(workflow, &state, &held) {
+        // The lease of the first outcome held must outlast the call and its hand-over.
+        if leased_at.elapsed() + STEP_TIMEOUT + HAND_OVER_MARGIN >= LEASE {
+            break;
+        }
+        span = step_span::<W>(id, next, 1, traceparent.as_deref());
+        let call = async move {
+            let outcome = perform(performer, id, &ahead, next).await;
+            (outcome, ahead)
+        }
+        .instrument(span.clone());
+        tokio::pin!(call);
+        tokio::select! {
+            (outcome, ahead) = &mut call => {
+                held.push(Finished::new(next.to_owned(), None, outcome));
+                state = ahead;
+                continue;
+            }
+            _ = tokio::time::sleep(PATIENCE) => {}
+        }
+        // Slow: what is done is handed over while the call goes on, with this step leased.
+        leased_at = Instant::now();
+        let handing =
+            hand_over(workflow, pool, outbox, id, &held, Some(next)).instrument(span.clone());
+        // Both are polled: the call may itself wait on the instance's lock (a remote that calls
+        // back into this service), which the hand-over holds until it commits.
+        let (handed, (outcome, _)) = tokio::join!(handing, &mut call);
+        match handed {
+            Ok(Some(lease)) if lease.step == next => {
+                held = vec![Finished::new(
+                    next.to_owned(),
+                    Some(lease.attempts),
+                    outcome,
+                )];
+                state = lease.state;
+            }
+            Ok(other) => {
+                // The instance moved meanwhile and no longer schedules it: its outcome is still
+                // reported (a success is the workflow's to undo), then the step it schedules.
+                let late = [Finished::new(next.to_owned(), None, outcome)];
+                let mut after = reported::<W>(
+                    hand_over(workflow, pool, outbox, id, &late, None)
+                        .instrument(span)
+                        .await,
+                    id,
+                );
+                after.extend(other);
+                return after;
+            }
+            Err(error) => {
+                reported::<W>(Err(error), id);
+                return Vec::new();
+            }
+        }
+    }
+    reported::<W>(
+        hand_over(workflow, pool, outbox, id, &held, None)
+            .instrument(span)
+            .await,
+        id,
+    )
+}
+
+/// The step `state`'s last outcome held schedules, alone, and the state it leads to: the step
+/// the runner may run before handing the outcomes over. `None` when the outcome is a transient
+/// failure (retried later), or the transition does anything besides scheduling one step.
+fn run_ahead<W: Workflow>(
+    workflow: &W,
+    state: &W::State,
+    held: &[Finished],
+) -> Option<(&'static str, W::State)> {
+    let last = held.last()?;
+    let outcome = match &last.outcome {
+        Ok(result) => Ok(result.clone()),
+        Err(failure) if !failure.transient => Err(failure.reason.clone()),
+        Err(_) => return None,
+    };
+    let input = workflow.step_finished(&last.step, outcome)?;
+    let transition = workflow.transition(state, &input, last.at_ms).ok()?;
+    match transition.commands.as_slice() {
+        [Command::Run { step }] => Some((step, transition.state)),
+        _ => None,
+    }
+}
+
+fn step_span<W: Workflow>(
+    id: Uuid,
+    step: &str,
+    attempt: i32,
+    traceparent: Option<&str>,
+) -> tracing::Span {
+    let span = info_span!(
+        "workflow step",
+        workflow = W::NAME,
+        step = %step,
+        order_id = %id,
+        attempt,
+        otel.kind = "client",
+    );
+    if let Some(traceparent) = traceparent {
+        let mut carried = Headers::new();
+        carried.insert(TRACEPARENT, traceparent);
+        trace::continue_trace(&span, &carried);
+    }
+    span
+}
+
+/// Runs the effect of `step` under its idempotency key; a call that outlasts [`STEP_TIMEOUT`]
+/// is a transient failure.
+async fn perform<W: Workflow, P: Perform<W>>(
+    performer: &P,
+    id: Uuid,
+    state: &W::State,
+    step: &str,
+) -> Result<serde_json::Value, StepFailure> {
+    let key = format!("{}:{}:{}", W::NAME, id, step);
+    match tokio::time::timeout(STEP_TIMEOUT, performer.perform(id, state, step, &key)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(StepFailure::transient(format!(
+            "no answer within {STEP_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// The steps a hand-over leased, or none if it failed (logged: the first outcome's step runs
+/// again when its lease ends, and its key repeats nothing).
+fn reported<W: Workflow>(
+    handed: Result<Option<Claimed<W::State>>, HandlerError>,
+    id: Uuid,
+) -> Vec<Claimed<W::State>> {
+    match handed {
+        Ok(next) => next.into_iter().collect(),
+        Err(error) => {
+            warn!(
                 workflow = W::NAME,
-                step = %claimed.step,
-                order_id = %claimed.id,
+                order_id = %id,
                 error = %error.reason(),
                 "a step's outcome could not be handed over: the step runs again when its lease ends"
-            ),
+            );
+            Vec::new()
         }
     }
 }
@@ -257,130 +406,4 @@ async fn claim_due<W: Workflow>(
         .collect())
 }
 
-/// Hands a step's outcome to its instance under the instance's lock; returns the next step
-/// to run at once, claimed, if the transition scheduled one.
-async fn hand_over<W: Workflow>(
-    workflow: &W,
-    pool: &PgPool,
-    outbox: &Outbox,
-    claimed: &Claimed<W::State>,
-    outcome: Result<serde_json::Value, StepFailure>,
-) -> Result<Option<Claimed<W::State>>, HandlerError> {
-    let (id, step) = (claimed.id, claimed.step.as_str());
-    let mut tx = instance::begin(pool, id).await?;
-    let row: Option<(String, i32)> = sqlx::query_as(
-        "SELECT status, attempts FROM workflow_steps
-         WHERE workflow = $1 AND instance_id = $2 AND step = $3 FOR UPDATE",
-    )
-    .bind(W::NAME)
-    .bind(id)
-    .bind(step)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((status, attempts)) = row else {
-        return Ok(None);
-    };
-    // Claimed again by another runner after this one's lease ran out: that one reports.
-    if attempts != claimed.attempts || !matches!(status.as_str(), "PENDING" | "DROPPED") {
-        return Ok(None);
-    }
-    let dropped = status == "DROPPED";
-    let outcome = match outcome {
-        Err(failure) if failure.transient && attempts < ATTEMPTS && !dropped => {
-            metrics::counter!("saga_workflow_step_failures_total", "workflow" => W::NAME, "step" => step.to_owned(), "kind" => "transient").increment(1);
-            let mut delay = backoff();
-            let wait = (0..attempts)
-                .map(|_| delay.next_delay())
-                .last()
-                .unwrap_or_default();
-            sqlx::query(
-                "UPDATE workflow_steps
-                 SET due_at = now() + make_interval(secs => $4), last_error = $5, updated_at = now()
-                 WHERE workflow = $1 AND instance_id = $2 AND step = $3",
-            )
-            .bind(W::NAME)
-            .bind(id)
-            .bind(step)
-            .bind(wait.as_secs_f64())
-            .bind(&failure.reason)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(None);
-        }
-        // A dropped step that failed did nothing: there is nothing to undo.
-        Err(_) if dropped => {
-            tx.commit().await?;
-            return Ok(None);
-        }
-        Err(failure) => {
-            metrics::counter!("saga_workflow_step_failures_total", "workflow" => W::NAME, "step" => step.to_owned(), "kind" => "permanent").increment(1);
-            Err(failure.reason)
-        }
-        Ok(result) => Ok(result),
-    };
-    let (final_status, result, error) = match &outcome {
-        Ok(result) => ("DONE", Some(result.clone()), None),
-        Err(reason) => ("FAILED", None, Some(reason.clone())),
-    };
-    sqlx::query(
-        "UPDATE workflow_steps SET status = $4, result = $5, last_error = $6, updated_at = now()
-         WHERE workflow = $1 AND instance_id = $2 AND step = $3",
-    )
-    .bind(W::NAME)
-    .bind(id)
-    .bind(step)
-    .bind(final_status)
-    .bind(result)
-    .bind(error)
-    .execute(&mut *tx)
-    .await?;
-    let Some(input) = workflow.step_finished(step, outcome) else {
-        tx.commit().await?;
-        return Ok(None);
-    };
-    let now = Utc::now().timestamp_millis();
-    let handled = match instance::moved(&mut tx, workflow, id, &input, now, Wake::Nobody).await {
-        Ok(handled) => handled,
-        Err(WorkflowError::Conflict(_) | WorkflowError::Unknown { .. }) => {
-            tx.commit().await?;
-            return Ok(None);
-        }
-        Err(WorkflowError::Database(error)) => return Err(error.into()),
-        Err(error) => return Err(HandlerError::rejected(error_chain(&error))),
-    };
-    // The next step the transition scheduled, leased here: it runs at once, on the state just
-    // written, without another round trip.
-    let next: Option<(String, i32)> = sqlx::query_as(
-        "UPDATE workflow_steps
-         SET attempts = attempts + 1, due_at = now() + make_interval(secs => $3),
-             updated_at = now()
-         WHERE workflow = $1 AND instance_id = $2 AND step = (
-             SELECT step FROM workflow_steps
-             WHERE workflow = $1 AND instance_id = $2 AND status = 'PENDING' AND due_at <= now()
-             ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING step, attempts",
-    )
-    .bind(W::NAME)
-    .bind(id)
-    .bind(LEASE.as_secs_f64())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let chained = next.map(|(step, attempts)| Claimed {
-        id,
-        step,
-        attempts,
-        state: handled.after.clone(),
-        traceparent: handled.traceparent.clone(),
-    });
-    let written = outbox.append(&mut tx, &handled.emit).await?;
-    outbox.commit(tx, written).await?;
-    Ok(chained)
-}
-
-fn handler_error(error: WorkflowError) -> HandlerError {
-    match error {
-        WorkflowError::Database(error) => error.into(),
-        other => HandlerError::rejected(error_chain(&other)),
-    }
-}
+mod hand_over;

@@ -101,12 +101,29 @@ impl StandIn {
 
 /// What the stand-in's rules make of a call's attempt (1 for the first call under a key).
 pub fn rule(call: Call, postal_code: &str, attempt: i32) -> Result<(), CarrierError> {
-    let code = postal_code.trim().to_ascii_uppercase();
-    match (code.as_str(), call) {
-        ("FLAKY", _) if attempt <= 2 => Err(CarrierError::Unavailable(format!(
+    let failing = failing_attempts(postal_code);
+    if attempt <= failing {
+        return Err(CarrierError::Unavailable(format!(
             "{} attempt {attempt} failed (FLAKY fails twice)",
             call.as_str()
-        ))),
+        )));
+    }
+    refusal(call, postal_code)
+}
+
+/// How many attempts under one key fail (unavailable) before one goes through.
+fn failing_attempts(postal_code: &str) -> i32 {
+    if postal_code.trim().eq_ignore_ascii_case("FLAKY") {
+        2
+    } else {
+        0
+    }
+}
+
+/// Whether the carrier refuses `call` for good, whatever the attempt.
+fn refusal(call: Call, postal_code: &str) -> Result<(), CarrierError> {
+    let code = postal_code.trim().to_ascii_uppercase();
+    match (code.as_str(), call) {
         ("LABEL-FAIL", Call::Label) => Err(CarrierError::Refused(
             "the carrier refuses labels to LABEL-FAIL".into(),
         )),
@@ -124,38 +141,37 @@ impl Carrier for StandIn {
         if call == Call::Pickup && postal_code.trim().eq_ignore_ascii_case("PICKUP-SLOW") {
             tokio::time::sleep(Duration::from_millis(1000)).await;
         }
-        // Two statements and no transaction around them: the call is counted, then answered.
-        // A caller that dies between them leaves a counted call without an answer, which the
-        // next call with the key answers; of two calls racing on one key, the first answer is
-        // kept and both return it.
-        let (attempt, answered): (i32, Option<Value>) = sqlx::query_as(
-            "INSERT INTO standin_carrier_calls (idempotency_key, call) VALUES ($1, $2)
+        // One statement: the call is counted and, if the rules let this attempt through,
+        // answered with a fresh id, unless the key was answered before (then that answer is
+        // kept). Of two calls racing on one key, the second waits on the first's row and gets
+        // its answer.
+        let fresh = json!({
+            "id": format!("{}-{}", call.id_prefix(), &uuid::Uuid::now_v7().simple().to_string()[20..])
+        });
+        let refused = refusal(call, postal_code).is_err();
+        let (attempt, answer): (i32, Option<Value>) = sqlx::query_as(
+            "INSERT INTO standin_carrier_calls (idempotency_key, call, answer)
+             VALUES ($1, $2, CASE WHEN NOT $4 AND 1 > $5 THEN $3 END)
              ON CONFLICT (idempotency_key) DO UPDATE
-                 SET attempts = standin_carrier_calls.attempts + 1
+                 SET attempts = standin_carrier_calls.attempts + 1,
+                     answer = COALESCE(standin_carrier_calls.answer,
+                         CASE WHEN NOT $4 AND standin_carrier_calls.attempts + 1 > $5 THEN $3 END)
              RETURNING attempts, answer",
         )
         .bind(key)
         .bind(call.as_str())
+        .bind(&fresh)
+        .bind(refused)
+        .bind(failing_attempts(postal_code))
         .fetch_one(&self.pool)
         .await
         .map_err(unavailable)?;
-        if let Some(answer) = answered {
-            return Ok(answer);
+        match answer {
+            Some(answer) => Ok(answer),
+            None => Err(rule(call, postal_code, attempt).err().unwrap_or_else(|| {
+                CarrierError::Unavailable(format!("{} was not answered", call.as_str()))
+            })),
         }
-        rule(call, postal_code, attempt)?;
-        let answer = json!({
-            "id": format!("{}-{}", call.id_prefix(), &uuid::Uuid::now_v7().simple().to_string()[20..])
-        });
-        let kept: Value = sqlx::query_scalar(
-            "UPDATE standin_carrier_calls SET answer = COALESCE(answer, $2)
-             WHERE idempotency_key = $1 RETURNING answer",
-        )
-        .bind(key)
-        .bind(&answer)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(kept)
     }
 }
 
