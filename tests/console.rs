@@ -9,6 +9,7 @@
 //! Nothing here downloads a browser: Chromium and ChromeDriver are the OS packages
 //! (`apt-get install chromium chromium-driver`; CI installs them).
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -36,12 +37,24 @@ fn console_url() -> String {
 struct Browser {
     client: Client,
     driver: Child,
+    profile: PathBuf,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // A killed ChromeDriver leaves its browsers running (and polling the console's counts
+        // through every later suite): the driver leads a process group of its own, and the
+        // whole group goes.
+        let group = format!("-{}", self.driver.id());
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        if !killed.is_ok_and(|status| status.success()) {
+            let _ = self.driver.kill();
+        }
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -58,6 +71,7 @@ impl Browser {
         let port = free_port()?;
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -100,7 +114,11 @@ impl Browser {
             },
         )
         .await?;
-        Ok(Self { client, driver })
+        Ok(Self {
+            client,
+            driver,
+            profile,
+        })
     }
 
     async fn open(&self, path: &str) -> anyhow::Result<()> {

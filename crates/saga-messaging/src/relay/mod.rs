@@ -37,7 +37,7 @@ pub use publish::produce_without_deleting;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
@@ -53,6 +53,10 @@ use crate::outbox::{self, NOTIFY_CHANNEL, RelayWake};
 
 /// Advisory lock key of the relay: each service has its own database, so one key suffices.
 pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
+
+/// A wake this soon after a round that published counts as load: the relay lingers
+/// ([`RelaySettings::busy_linger`]) to let more rows join the next round.
+const BUSY_WITHIN: Duration = Duration::from_millis(20);
 
 /// What a relay is doing right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +75,9 @@ pub struct RelaySettings {
     pub batch_size: i64,
     /// Fallback poll when no notification arrives (e.g. the listener reconnected and missed one).
     pub poll_interval: Duration,
-    /// After a round that published something, how long to let more rows gather before the
-    /// next: batches grow with the load, and an idle relay still publishes at once.
+    /// When a wake comes within [`BUSY_WITHIN`] of a round that published something, how long
+    /// to let more rows gather before the next round (`RELAY_BUSY_LINGER_MS`, default 2):
+    /// batches grow with the load, and a row after a quiet spell is published at once.
     pub busy_linger: Duration,
     /// How often a standby tries to take the lock.
     pub standby_interval: Duration,
@@ -368,15 +373,18 @@ impl OutboxRelay {
             if published as i64 >= self.settings.batch_size {
                 continue;
             }
+            let round_ended = Instant::now();
             tokio::select! {
                 _ = self.wake.woken() => {}
                 notification = listener.recv() => { notification?; }
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 _ = shutdown.cancelled() => break,
             }
-            // Busy (the last round published something): let a few more rows gather, so that
-            // one round trip carries them all. Idle, the first row goes out at once.
-            if published > 0 && !self.settings.busy_linger.is_zero() {
+            // Busy (the last round published something, and rows keep coming): let a few more
+            // rows gather, so that one round trip carries them all. A row that comes after a
+            // quiet spell goes out at once: one order at a time pays no linger on any hop.
+            let busy = published > 0 && round_ended.elapsed() < BUSY_WITHIN;
+            if busy && !self.settings.busy_linger.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.settings.busy_linger) => {}
                     _ = shutdown.cancelled() => break,
