@@ -302,6 +302,14 @@ impl Fixture {
     fn key(&self, step: &str) -> String {
         format!("chain-test:{}:{step}", self.id)
     }
+
+    /// Each of `steps` was asked of the remote once, under its key.
+    fn assert_each_called_once(&self, steps: &[&str]) {
+        let calls = self.remote.calls();
+        for step in steps {
+            assert_eq!(calls.get(&self.key(step)), Some(&1), "{step}: {calls:?}");
+        }
+    }
 }
 
 impl Drop for Fixture {
@@ -319,13 +327,7 @@ async fn a_chain_of_fast_steps_is_handed_over_in_one_transaction() -> anyhow::Re
     let state = fixture.until("DONE", |_| true).await?;
     // Then each step ran once, and the three outcomes moved the instance in one transaction
     assert_eq!(state.heard, ["a", "b", "c"]);
-    for step in ["a", "b", "c"] {
-        assert_eq!(
-            fixture.remote.calls().get(&fixture.key(step)),
-            Some(&1),
-            "{step}"
-        );
-    }
+    fixture.assert_each_called_once(&["a", "b", "c"]);
     let journal = fixture.journal().await?;
     assert_eq!(journal.len(), 4, "the start and three inputs: {journal:?}");
     assert!(
@@ -373,13 +375,7 @@ async fn a_slow_step_shows_what_is_done_while_it_runs() -> anyhow::Result<()> {
     gate.notify_one();
     let state = fixture.until("DONE", |_| true).await?;
     assert_eq!(state.heard, ["a", "b", "c"]);
-    for step in ["a", "b", "c"] {
-        assert_eq!(
-            fixture.remote.calls().get(&fixture.key(step)),
-            Some(&1),
-            "{step}"
-        );
-    }
+    fixture.assert_each_called_once(&["a", "b", "c"]);
     Ok(())
 }
 
@@ -402,6 +398,6 @@ async fn a_cancellation_while_steps_run_ahead_still_has_their_effect_undone() ->
         Some("cancel"),
         "{state:?}"
     );
-    assert_eq!(fixture.remote.calls().get(&fixture.key("undo_b")), Some(&1));
+    fixture.assert_each_called_once(&["undo_b"]);
     Ok(())
 }
