@@ -4,6 +4,7 @@
 //! Entries are inserted by [`crate::Outbox::write`], in the statement that writes the same
 //! transaction's outbox rows (one round trip for both); they are deleted here, past retention.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
@@ -112,6 +113,36 @@ pub struct Retention {
     pub batch: i64,
 }
 
+/// One round of a cleanup: a delete of at most a batch of rows on the connection it is given,
+/// answering how many it deleted.
+pub type Round = for<'c> fn(
+    &'c mut PgConnection,
+    &'c Retention,
+    &'static str,
+) -> Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 'c>>;
+
+impl Retention {
+    /// Runs `round` (one delete of at most [`Retention::batch`] rows past the window, of what
+    /// `scope` names) until a round deletes less than a batch; returns the rows deleted in all.
+    /// The one batched delete of every cleanup past the window: the inbox's, and the workflows'.
+    pub async fn in_batches(
+        &self,
+        conn: &mut PgConnection,
+        scope: &'static str,
+        round: Round,
+    ) -> Result<u64, sqlx::Error> {
+        let full = u64::try_from(self.batch.max(1)).unwrap_or(u64::MAX);
+        let mut deleted = 0;
+        loop {
+            let rows = round(&mut *conn, self, scope).await?;
+            deleted += rows;
+            if rows < full {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Self {
@@ -127,28 +158,33 @@ impl Default for Retention {
 /// the hot path, and replicas cleaning at once do not get in each other's way. Returns the rows
 /// deleted.
 pub async fn clean_up(conn: &mut PgConnection, retention: &Retention) -> Result<u64, sqlx::Error> {
-    let mut deleted = 0;
-    loop {
-        let rows = sqlx::query(
-            "DELETE FROM inbox WHERE event_id IN (
-                 SELECT event_id FROM inbox WHERE processed_at < now() - make_interval(secs => $1)
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(retention.keep.as_secs_f64())
-        .bind(retention.batch)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        deleted += rows;
-        if rows < retention.batch.max(1) as u64 {
-            break;
-        }
-    }
+    let deleted = retention.in_batches(conn, "inbox", delete_past).await?;
     if deleted > 0 {
         info!(rows = deleted, "deleted inbox entries past retention");
     }
     metrics::counter!("saga_retention_deleted_rows_total").increment(deleted);
     Ok(deleted)
+}
+
+/// One round of the inbox's cleanup.
+fn delete_past<'c>(
+    conn: &'c mut PgConnection,
+    retention: &'c Retention,
+    _scope: &'static str,
+) -> Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 'c>> {
+    Box::pin(async move {
+        Ok(sqlx::query(
+            "DELETE FROM inbox WHERE event_id IN (
+                 SELECT event_id FROM inbox
+                 WHERE processed_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(retention.keep.as_secs_f64())
+        .bind(retention.batch)
+        .execute(conn)
+        .await?
+        .rows_affected())
+    })
 }
 
 /// Cleans up every [`Retention::every`] until shutdown; a failed round is logged and tried

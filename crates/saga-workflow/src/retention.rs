@@ -4,6 +4,7 @@
 //! no longer recognised by then either). One round deletes a bounded batch per statement and
 //! skips rows in use, as the inbox's cleanup does, so it never waits on the hot path.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use saga_messaging::inbox::Retention;
@@ -20,41 +21,9 @@ pub async fn clean_up(
     workflow: &'static str,
     retention: &Retention,
 ) -> Result<u64, sqlx::Error> {
-    let mut deleted = 0;
-    loop {
-        let rows = sqlx::query(
-            "WITH done AS (
-                 SELECT instance_id FROM workflow_instances
-                 WHERE workflow = $1 AND waiting_for IS NULL
-                   AND updated_at < now() - make_interval(secs => $2)
-                 LIMIT $3 FOR UPDATE SKIP LOCKED
-             ),
-             journal AS (
-                 DELETE FROM workflow_journal
-                 WHERE workflow = $1 AND instance_id IN (SELECT instance_id FROM done)
-             ),
-             steps AS (
-                 DELETE FROM workflow_steps
-                 WHERE workflow = $1 AND instance_id IN (SELECT instance_id FROM done)
-             ),
-             timers AS (
-                 DELETE FROM workflow_timers
-                 WHERE workflow = $1 AND instance_id IN (SELECT instance_id FROM done)
-             )
-             DELETE FROM workflow_instances
-             WHERE workflow = $1 AND instance_id IN (SELECT instance_id FROM done)",
-        )
-        .bind(workflow)
-        .bind(retention.keep.as_secs_f64())
-        .bind(retention.batch)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        deleted += rows;
-        if rows < retention.batch.max(1) as u64 {
-            break;
-        }
-    }
+    let deleted = retention
+        .in_batches(conn, workflow, delete_finished)
+        .await?;
     if deleted > 0 {
         info!(
             workflow,
@@ -63,6 +32,45 @@ pub async fn clean_up(
         );
     }
     Ok(deleted)
+}
+
+/// One round of the workflows' cleanup: a batch of `workflow`'s finished instances, with their
+/// journal, steps and timers.
+fn delete_finished<'c>(
+    conn: &'c mut PgConnection,
+    retention: &'c Retention,
+    workflow: &'static str,
+) -> Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 'c>> {
+    Box::pin(async move {
+        Ok(sqlx::query(
+            "WITH done AS (
+                     SELECT instance_id FROM workflow_instances
+                     WHERE workflow = $1 AND waiting_for IS NULL
+                       AND updated_at < now() - make_interval(secs => $2)
+                     LIMIT $3 FOR UPDATE SKIP LOCKED
+                 ),
+                 journal AS (
+                     DELETE FROM workflow_journal
+                     WHERE workflow = $1 AND instance_id IN (SELECT instance_id FROM done)
+                 ),
+                 steps AS (
+                     DELETE FROM workflow_steps
+                     WHERE workflow = $1 AND instance_id IN (SELECT instance_id FROM done)
+                 ),
+                 timers AS (
+                     DELETE FROM workflow_timers
+                     WHERE workflow = $1 AND instance_id IN (SELECT instance_id FROM done)
+                 )
+                 DELETE FROM workflow_instances
+                 WHERE workflow = $1 AND instance_id IN (SELECT instance_id FROM done)",
+        )
+        .bind(workflow)
+        .bind(retention.keep.as_secs_f64())
+        .bind(retention.batch)
+        .execute(conn)
+        .await?
+        .rows_affected())
+    })
 }
 
 /// Cleans up `W`'s finished instances every `retention.every` until shutdown; a failed round is
