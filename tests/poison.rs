@@ -383,6 +383,19 @@ async fn an_undecodable_record_holds_its_order_back_until_it_is_skipped() -> any
         .place(&order_body(&[(&sku, 1, 100)], "GB", "tok_visa"))
         .await?;
     api.wait_terminal(&order_id, SETTLE).await?;
+    // Order reads its own events too, and its API says CONFIRMED as soon as it commits, before
+    // it has read that OrderConfirmed back: until then the record would queue behind the junk
+    // below like any later one (seen in CI: a second WAITING row, the OrderConfirmed).
+    wait_for(
+        "Order to have read the order's own OrderConfirmed",
+        SETTLE,
+        || async {
+            let timeline = api.timeline(&order_id).await?.unwrap_or_default();
+            let read = timeline.to_string().contains("OrderConfirmed");
+            Ok((read.then_some(()), timeline.to_string()))
+        },
+    )
+    .await?;
 
     // Junk keyed by the order, then a valid event of it on the same partition.
     let topic = "inventory.events";
