@@ -40,6 +40,7 @@ fuzz-api:
 # offset 0 (events per second). Reports land in bench/results/.
 bench:
 	cargo build --release --quiet -p sagactl
+	deploy/local/stack.sh jaeger-wait
 	deploy/local/stack.sh stop history
 	target/release/sagactl bench --orders 10000 --concurrency 128 --save bench/results
 	deploy/local/stack.sh up >/dev/null

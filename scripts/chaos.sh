@@ -13,5 +13,7 @@ export SCHEMA_REGISTRY_URL=${SCHEMA_REGISTRY_URL:-http://127.0.0.1:${REGISTRY_PO
 # Builds the services and starts what is not running; the soak restarts every service itself,
 # as these builds, with its fault rules.
 deploy/local/stack.sh up
+# A first start builds Jaeger in the background: not while the faults run.
+deploy/local/stack.sh jaeger-wait
 cargo build --quiet -p sagactl
 cargo test --features "$SERVICE_FEATURES" -p saga-e2e --test chaos -- --nocapture

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
 
 step "formatting and lints"
 cargo fmt --all -- --check
@@ -72,6 +72,8 @@ scripts/check-api.sh
 # whole stack, run last, alone: cargo runs the binaries of one invocation one after another.
 features=(--features "$SERVICE_FEATURES")
 cargo test --workspace --no-run --quiet "${features[@]}"
+# On a first start Jaeger was building beside the tests' build; the traces' tests need it.
+deploy/local/stack.sh jaeger-wait
 isolated_log=$(mktemp)
 trap 'rm -f "$log" "$isolated_log"' EXIT
 cargo test --workspace --exclude saga-e2e --no-fail-fast "${features[@]}" >"$isolated_log" 2>&1 &

@@ -46,14 +46,22 @@ jaeger_build() {
 
 jaeger_ready() { curl -fs -o /dev/null "http://127.0.0.1:13133/status"; }
 
+# Building Jaeger takes minutes on two cores, and nothing in the stack needs it to work. So a
+# first `up` does not wait for it: the stack starts without it, and the build runs afterwards in
+# the background and starts Jaeger when done (`jaeger-build`). Spans until then are dropped.
+JAEGER_BUILDER=$JAEGER_DIR/build.pid
+
+jaeger_building() { pid_alive "$JAEGER_BUILDER"; }
+
 jaeger_up() {
   enabled "$WITH_JAEGER" || return 0
   mkdir -p "$JAEGER_DIR" "$LOGS"
-  jaeger_build
   if pid_alive "$JAEGER_DIR/jaeger.pid"; then
     say "jaeger     already running"
     return
   fi
+  # Not built yet: `jaeger_build_later` builds and starts it once the rest is up.
+  [ -x "$(jaeger_binary)" ] || return 0
   local port
   for port in 4317 "$JAEGER_OTLP_HTTP_PORT" "$JAEGER_UI_PORT" 16685 13133; do
     port_open "$port" && die "port $port (Jaeger) is taken by another process: stop it or set WITH_JAEGER=0"
@@ -64,12 +72,47 @@ jaeger_up() {
   echo $! >"$JAEGER_DIR/jaeger.pid"
 }
 
+# Called last by `up`: builds Jaeger in the background if it is not built, and starts it when
+# done. The builder leads a process group of its own, so that `down` stops the Go toolchain too.
+jaeger_build_later() {
+  enabled "$WITH_JAEGER" || return 0
+  [ -x "$(jaeger_binary)" ] && return 0
+  if ! jaeger_building; then
+    command -v go >/dev/null 2>&1 || die "Go not found: Jaeger is built from its Go module (install Go, or set WITH_JAEGER=0)"
+    setsid nohup "$ROOT/deploy/local/stack.sh" jaeger-build >>"$LOGS/jaeger.log" 2>&1 </dev/null &
+    echo $! >"$JAEGER_BUILDER"
+  fi
+  say "Jaeger is being built from its Go module (first start only, a few minutes; log:"
+  say "$LOGS/jaeger-build.log). It starts by itself when built; spans until then are dropped."
+  say "deploy/local/stack.sh jaeger-wait waits for it."
+}
+
+# Waits for a Jaeger that `up` started; one still building is not waited for (`jaeger-wait` is).
 jaeger_wait() {
   enabled "$WITH_JAEGER" || return 0
+  pid_alive "$JAEGER_DIR/jaeger.pid" || return 0
   wait_until "Jaeger" 60 "$LOGS/jaeger.log" jaeger_ready
 }
 
-jaeger_down() { stop_pid "Jaeger" "$JAEGER_DIR/jaeger.pid" 20; }
+# For what needs traces (the tests): waits for the background build, then for Jaeger itself.
+jaeger_wait_built() {
+  enabled "$WITH_JAEGER" || return 0
+  if jaeger_building; then
+    step "waiting for Jaeger's build (log: $LOGS/jaeger-build.log)"
+    wait_until "Jaeger's build" 1200 "$LOGS/jaeger-build.log" eval '! jaeger_building'
+  fi
+  [ -x "$(jaeger_binary)" ] || die "Jaeger was not built (log: $LOGS/jaeger-build.log)"
+  pid_alive "$JAEGER_DIR/jaeger.pid" || die "Jaeger is not running: run make up"
+  wait_until "Jaeger" 60 "$LOGS/jaeger.log" jaeger_ready
+}
+
+jaeger_down() {
+  if jaeger_building; then
+    step "stopping Jaeger's build"
+    kill -TERM -- "-$(cat "$JAEGER_BUILDER")" 2>/dev/null || true
+  fi
+  stop_pid "Jaeger" "$JAEGER_DIR/jaeger.pid" 20
+}
 
 # What the services are told about the collector: export only where Jaeger runs, unless the
 # caller already named a collector of their own.
@@ -177,6 +220,9 @@ observability_status() {
   if enabled "$WITH_JAEGER"; then
     if pid_alive "$JAEGER_DIR/jaeger.pid" && jaeger_ready; then
       status_line jaeger running "$JAEGER_URL (pid $(cat "$JAEGER_DIR/jaeger.pid"), OTLP http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT)"
+    elif jaeger_building; then
+      status_line jaeger building "first start only; it starts when built (log: $LOGS/jaeger-build.log)"
+      all=1
     else
       status_line jaeger stopped "-"
       all=1

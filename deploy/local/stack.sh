@@ -608,6 +608,7 @@ cmd_up() {
   services_up
   prometheus_wait
   endpoints
+  jaeger_build_later
 }
 
 cmd_down() {
@@ -724,6 +725,13 @@ case "${1:-}" in
     shift
     kafka_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@"
     ;;
+  # Builds Jaeger and starts it: what `up` runs in the background on a first start.
+  jaeger-build)
+    jaeger_build
+    jaeger_up
+    ;;
+  # Waits until Jaeger runs, its first build included (the tests need its traces).
+  jaeger-wait) jaeger_wait_built ;;
   # Simulates a crash of one component: kill -9 (Postgres: an immediate shutdown). `up` restarts it.
   kill)
     cmd_kill "${2:-}"
@@ -745,7 +753,7 @@ case "${1:-}" in
     esac
     ;;
   *)
-    say "usage: $0 up|down|status|logs|clean|kill <component>|stop <service>[-<replica>]|scale <service> <replicas>|kafka-topics <args>|kafka-configs <args>|kafka-consumer-groups <args>" >&2
+    say "usage: $0 up|down|status|logs|clean|jaeger-wait|kill <component>|stop <service>[-<replica>]|scale <service> <replicas>|kafka-topics <args>|kafka-configs <args>|kafka-consumer-groups <args>" >&2
     exit 2
     ;;
 esac

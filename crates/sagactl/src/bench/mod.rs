@@ -15,6 +15,7 @@ mod cpu;
 mod load;
 mod read_side;
 mod report;
+mod settle;
 mod stats;
 mod watch;
 
@@ -50,6 +51,10 @@ pub struct BenchArgs {
     /// Orders placed (and not measured) before the run, so that it starts warm.
     #[arg(long, default_value_t = 20)]
     pub warmup: usize,
+    /// Before the run, wait up to this many seconds for autovacuum to finish what earlier runs
+    /// left it (0: start at once). The report says how long it waited and whether it got quiet.
+    #[arg(long, default_value_t = 300)]
+    pub settle: u64,
     /// Also measure Kafka's and Postgres' own ceilings on this machine (about 30 s).
     #[arg(long)]
     pub ceilings: bool,
@@ -166,6 +171,7 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout),
         ended: ended.clone(),
     };
+    let settled = settle::quiet(&databases, Duration::from_secs(args.settle)).await?;
     for warm in load::closed_loop(&placer, args.warmup, args.warmup.clamp(1, 8)).await {
         warm.context("a warm-up order failed")?;
     }
@@ -256,6 +262,7 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
         "hops_ms": hops.iter().map(|(k, v)| (k.clone(), v.summary())).collect::<serde_json::Map<_, _>>(),
         "cpu_ms_per_saga": cpu.iter().map(|(k, v)| (k.clone(), json!(v / completed))).chain([("total".to_owned(), json!(cpu_total / completed))]).collect::<serde_json::Map<_, _>>(),
         "per_saga": per_saga,
+        "settled": settled,
         "machine": report::machine(),
         "git_sha": report::git_sha(),
         "started_at": chrono::Utc::now().to_rfc3339(),

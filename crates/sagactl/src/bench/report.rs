@@ -78,15 +78,24 @@ pub fn machine() -> Value {
     })
 }
 
-/// The commit the stack was built from, when run from a checkout.
+/// The checkout's commit, with `-dirty` when its files differ from it: the stack may then run
+/// code that no commit holds.
 pub fn git_sha() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(sha) => match git(&["status", "--porcelain", "--untracked-files=no"]) {
+            Some(changes) if !changes.is_empty() => format!("{sha}-dirty"),
+            _ => sha,
+        },
+        None => "unknown".into(),
+    }
 }
 
 /// Writes the report to `<dir>/<date>-<sha>.json`.
@@ -135,6 +144,17 @@ pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
         report["confirmed"],
         report["cancelled"],
         report["failed"]
+    ))?;
+    let settled = &report["settled"];
+    emit(format!(
+        "started on {} stored orders, after {:.0} s waiting for autovacuum{}",
+        settled["orders_stored"],
+        settled["waited_seconds"].as_f64().unwrap_or(0.0),
+        if settled["quiet"] == true {
+            ""
+        } else {
+            " (still running)"
+        }
     ))?;
     emit(format!(
         "throughput {:.1} sagas/s ({:.1} s from first POST to last terminal event)",
