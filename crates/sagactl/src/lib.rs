@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod cli;
 pub mod databases;
 pub mod dlq;
 pub mod history;

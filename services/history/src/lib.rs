@@ -48,6 +48,12 @@ pub enum HistoryError {
     Http(#[from] reqwest::Error),
 }
 
+/// The process: [`run`] on a runtime of its own ([`saga_runtime::block_on`] says why it is
+/// here and not in `main.rs`).
+pub fn main() -> Result<(), HistoryError> {
+    saga_runtime::block_on(run())
+}
+
 /// Runs the read side until SIGTERM. Configured as the services are (`DATABASE_URL`, default the
 /// `history` database; `HTTP_ADDR`, default `127.0.0.1:8085`; `KAFKA_*`, `SCHEMA_REGISTRY_URL`,
 /// `TOPIC_PREFIX`), plus `PROJECTOR_BATCH_SIZE` (default 500: most records per transaction) and

@@ -16,6 +16,12 @@ use utoipa::OpenApi;
 /// The operator token `make up` and the dev overlay use; a deployment sets its own.
 pub const DEV_ADMIN_TOKEN: &str = "dev-inventory-admin";
 
+/// The process: [`run`] on a runtime of its own ([`saga_runtime::block_on`] says why it is
+/// here and not in `main.rs`).
+pub fn main() -> Result<(), RuntimeError> {
+    saga_runtime::block_on(run())
+}
+
 /// Runs the service until SIGTERM. `INVENTORY_ADMIN_TOKEN` (default `dev-inventory-admin`, for
 /// development only) is the bearer token `PUT /stock/{sku}` requires.
 pub async fn run() -> Result<(), RuntimeError> {

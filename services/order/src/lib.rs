@@ -19,6 +19,12 @@ use saga_events::Service;
 use saga_runtime::{RuntimeError, ServiceRuntime, env_parse, openapi_route};
 use utoipa::OpenApi;
 
+/// The process: [`run`] on a runtime of its own ([`saga_runtime::block_on`] says why it is
+/// here and not in `main.rs`).
+pub fn main() -> Result<(), RuntimeError> {
+    saga_runtime::block_on(run())
+}
+
 /// Runs the service until SIGTERM: `ORDER_DEADLINE_SECONDS` (default 30) is how long an order's
 /// saga may take before the order is cancelled (`TIMED_OUT`). It has to outlast ordinary
 /// failover: a dead consumer is noticed after its 10 s session timeout, and a restart takes a

@@ -19,6 +19,12 @@ use utoipa::OpenApi;
 /// The reviewer token the dev stack uses when `PAYMENT_REVIEWER_TOKEN` is not set.
 pub const DEV_REVIEWER_TOKEN: &str = "dev-payment-reviewer";
 
+/// The process: [`run`] on a runtime of its own ([`saga_runtime::block_on`] says why it is
+/// here and not in `main.rs`).
+pub fn main() -> Result<(), RuntimeError> {
+    saga_runtime::block_on(run())
+}
+
 /// Runs the service until SIGTERM:
 /// - `PAYMENT_AMOUNT_LIMIT_CENTS` (default 1000000): the largest amount authorized;
 /// - `PAYMENT_REVIEW_THRESHOLD_CENTS` (default 200000): orders from this amount on (within the

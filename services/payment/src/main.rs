@@ -1,7 +1,6 @@
 //! The Payment service process (see the library for what it does).
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    payment_service::run().await?;
+fn main() -> anyhow::Result<()> {
+    payment_service::main()?;
     Ok(())
 }

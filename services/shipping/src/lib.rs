@@ -20,6 +20,12 @@ use saga_participant::Reacting;
 use saga_runtime::{RuntimeError, ServiceRuntime, openapi_route};
 use utoipa::OpenApi;
 
+/// The process: [`run`] on a runtime of its own ([`saga_runtime::block_on`] says why it is
+/// here and not in `main.rs`).
+pub fn main() -> Result<(), RuntimeError> {
+    saga_runtime::block_on(run())
+}
+
 /// Runs the service until SIGTERM: `SHIPPING_COUNTRIES` (comma-separated ISO 3166-1 alpha-2
 /// codes, default [`domain::DEFAULT_COUNTRIES`]) are the destinations served.
 pub async fn run() -> Result<(), RuntimeError> {

@@ -1,7 +1,6 @@
 //! The Shipping service process (see the library for what it does).
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    shipping_service::run().await?;
+fn main() -> anyhow::Result<()> {
+    shipping_service::main()?;
     Ok(())
 }

@@ -81,7 +81,8 @@ pub struct BenchArgs {
     /// Give up on an order that has not ended after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
-    /// Database for Postgres' ceiling (pgbench works in a schema of its own there).
+    /// Database for Postgres' ceiling (pgbench works in a schema of its own there); its role also
+    /// looks for autovacuum's workers before the run (it needs `pg_read_all_stats`).
     #[arg(
         long,
         env = "TEST_DATABASE_URL",
@@ -171,7 +172,12 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout),
         ended: ended.clone(),
     };
-    let settled = settle::quiet(&databases, Duration::from_secs(args.settle)).await?;
+    let settled = settle::quiet(
+        &databases,
+        &args.ceiling_db,
+        Duration::from_secs(args.settle),
+    )
+    .await?;
     for warm in load::closed_loop(&placer, args.warmup, args.warmup.clamp(1, 8)).await {
         warm.context("a warm-up order failed")?;
     }

@@ -147,13 +147,13 @@ pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
     ))?;
     let settled = &report["settled"];
     emit(format!(
-        "started on {} stored orders, after {:.0} s waiting for autovacuum{}",
+        "started on about {} stored orders, after {:.0} s waiting for autovacuum{}",
         settled["orders_stored"],
         settled["waited_seconds"].as_f64().unwrap_or(0.0),
-        if settled["quiet"] == true {
-            ""
-        } else {
-            " (still running)"
+        match settled["quiet"].as_bool() {
+            Some(true) => "",
+            Some(false) => " (still running)",
+            None => " (not seen: the ceilings' role lacks pg_read_all_stats)",
         }
     ))?;
     emit(format!(
