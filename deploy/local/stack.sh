@@ -599,13 +599,17 @@ cmd_up() {
   mkdir -p "$STATE" "$LOGS"
   java17_bin >/dev/null
   java21_bin >/dev/null
+  # The build is the longest part of a first start: it runs beside resolving and starting the
+  # rest, which mostly waits on downloads and on the JVMs.
+  services_build &
+  local build=$!
   postgres_up
   # Both JVMs start side by side; each is waited for with its own deadline.
   kafka_up
   registry_up
   jaeger_up
   prometheus_up
-  services_build
+  wait "$build" || die "building the services failed"
   kafka_wait
   registry_wait
   # The services export spans from their first request on.
