@@ -219,7 +219,8 @@ EOF
   # `sagactl bench` waits until autovacuum is done before it measures; it sees the workers (in
   # pg_stat_activity) only with pg_read_all_stats, which the tests' role gets, and no service's.
   pg_sql <<EOF
-GRANT pg_read_all_stats TO saga_test;
+SELECT 'GRANT pg_read_all_stats TO saga_test'
+ WHERE NOT pg_has_role('saga_test', 'pg_read_all_stats', 'MEMBER') \gexec
 EOF
   # Each service connects as <db>_runtime (reads and writes its tables, nothing else) and
   # migrates as the owner <db>: deploy/postgres/service-roles.sql. pg_hba lets each runtime role
