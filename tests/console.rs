@@ -12,7 +12,7 @@
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -79,6 +79,9 @@ impl Browser {
         let profile = std::env::temp_dir().join(format!("console-test-{}", uuid::Uuid::new_v4()));
         let capabilities = json!({
             "browserName": "chrome",
+            // The accessibility engine runs as one script per page, and with the other suites
+            // beside this one it has taken longer than WebDriver's default 30 s.
+            "timeouts": { "script": SCRIPT_DEADLINE.as_millis() as u64 },
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": [
@@ -202,6 +205,13 @@ impl Browser {
     async fn assert_accessible(&self, page: &str) -> anyhow::Result<()> {
         let engine = axe_source().await?;
         self.js(engine, Vec::new()).await?;
+        let elements = self
+            .js(
+                "return document.getElementsByTagName('*').length;",
+                Vec::new(),
+            )
+            .await?;
+        let started = Instant::now();
         let found = self
             .client
             .execute_async(
@@ -213,7 +223,17 @@ impl Browser {
                    .catch(e => done('axe failed: ' + e));",
                 Vec::new(),
             )
-            .await?;
+            .await
+            .with_context(|| {
+                format!(
+                    "{page}: the accessibility engine over {elements} elements, stopped after {:?}",
+                    started.elapsed()
+                )
+            })?;
+        println!(
+            "{page}: {elements} elements checked in {:?}",
+            started.elapsed()
+        );
         let Value::Array(violations) = found else {
             bail!("{page}: {found}");
         };
@@ -250,6 +270,9 @@ fn which(program: &str) -> anyhow::Result<PathBuf> {
             format!("{program} not found: apt-get install chromium chromium-driver (CI does)")
         })
 }
+
+/// How long one script in the browser may run: the accessibility engine over a whole page.
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// axe-core's script, installed from npm into `.local/axe` the first time.
 async fn axe_source() -> anyhow::Result<&'static str> {

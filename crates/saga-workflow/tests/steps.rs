@@ -390,13 +390,17 @@ async fn a_cancellation_while_steps_run_ahead_still_has_their_effect_undone() ->
     }
     // When the runner runs the chain
     fixture.run()?;
-    // Then b's effect, reported after the cancellation, is undone, and c changes nothing
+    // Then b's effect, reported after the cancellation, is undone, and c changes nothing.
+    // Which path the runner took depends on how long b's call (which commits the cancellation
+    // first) takes: within PATIENCE, a's outcome is handed over after the cancellation with
+    // b's; past it (seen in CI, on a loaded machine), a's is handed over while b runs, and may
+    // take the instance's lock before the cancellation does. Either way b comes after it.
     let state = fixture.until("CANCELLED", |s| s.b_undone).await?;
     assert!(state.b_done && state.b_undone, "{state:?}");
-    assert_eq!(
-        state.heard.first().map(String::as_str),
-        Some("cancel"),
-        "{state:?}"
+    let heard_at = |input: &str| state.heard.iter().position(|heard| heard == input);
+    assert!(
+        heard_at("cancel").is_some() && heard_at("cancel") < heard_at("b"),
+        "b's outcome is heard after the cancellation: {state:?}"
     );
     fixture.assert_each_called_once(&["undo_b"]);
     Ok(())
