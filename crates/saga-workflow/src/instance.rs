@@ -2,7 +2,6 @@
 //! their order's lock, with every move journaled and its commands carried out in the same
 //! transaction.
 
-use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
@@ -104,26 +103,6 @@ pub async fn load<W: Workflow>(
     id: Uuid,
 ) -> Result<Option<Instance<W::State>>, WorkflowError> {
     read::<W>(conn, id, "").await
-}
-
-/// Instances `ids` of workflow `W`, by id (those that exist).
-pub(crate) async fn load_many<W: Workflow>(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, Instance<W::State>>, WorkflowError> {
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM workflow_instances WHERE workflow = $1 AND instance_id = ANY($2)"
-    )))
-    .bind(W::NAME)
-    .bind(ids)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            let instance = from_row::<W>(row)?;
-            Ok((instance.id, instance))
-        })
-        .collect()
 }
 
 /// Moves instance `id` by `input` at `now_ms`: transition, journal, the service's own tables
@@ -288,11 +267,7 @@ type Row = (
 
 fn from_row<W: Workflow>(row: Row) -> Result<Instance<W::State>, WorkflowError> {
     let (id, state, label, waiting_for, version, traceparent, created_at, updated_at) = row;
-    let state = serde_json::from_value(state).map_err(|source| WorkflowError::Corrupt {
-        workflow: W::NAME,
-        instance: id,
-        source,
-    })?;
+    let state = state_of::<W>(id, state)?;
     Ok(Instance {
         id,
         state,
@@ -302,6 +277,18 @@ fn from_row<W: Workflow>(row: Row) -> Result<Instance<W::State>, WorkflowError> 
         traceparent,
         created_at,
         updated_at,
+    })
+}
+
+/// Instance `id`'s state as its row keeps it.
+pub(crate) fn state_of<W: Workflow>(
+    id: Uuid,
+    state: serde_json::Value,
+) -> Result<W::State, WorkflowError> {
+    serde_json::from_value(state).map_err(|source| WorkflowError::Corrupt {
+        workflow: W::NAME,
+        instance: id,
+        source,
     })
 }
 

@@ -3,7 +3,7 @@
 //!
 //! 1. **Claim.** The earliest due step is taken (`FOR UPDATE SKIP LOCKED`, so replicas share
 //!    them) and leased: its `due_at` moves past the call's timeout and its attempt is counted,
-//!    in a transaction of its own. A runner killed mid-call leaves the step to be claimed again
+//!    in one statement of its own that also reads the instance's state. A runner killed mid-call leaves the step to be claimed again
 //!    when the lease ends.
 //! 2. **Perform.** [`Workflow::perform`] runs the effect under the key `workflow:instance:step`,
 //!    which the remote honours: a step run again after a crash repeats nothing (the same label,
@@ -28,12 +28,14 @@
 //! schedules is leased in its transaction and run at once; it wakes no runner, since no other
 //! runner is to claim it. Chains of different instances run side by side ([`CONCURRENCY`]),
 //! claimed in batches. The runner wakes on `NOTIFY` from the transaction that scheduled a step,
-//! and looks at least every 250 ms besides.
+//! and looks at least every 250 ms besides; a chain that ends makes nothing due, so it sends the
+//! runner to look only if its last look filled every place.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use saga_messaging::error::error_chain;
 use saga_messaging::headers::{Headers, TRACEPARENT};
 use saga_messaging::{Backoff, HandlerError, Outbox, trace};
 use sqlx::PgPool;
@@ -45,7 +47,7 @@ use uuid::Uuid;
 
 use crate::instance::{self, CHANNEL};
 use crate::{Command, StepFailure, Workflow};
-use hand_over::{Finished, hand_over, handler_error};
+use hand_over::{Finished, hand_over};
 
 /// The longest a step's call may take; it counts as a transient failure after.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -115,13 +117,18 @@ pub async fn run<W: Workflow, P: Perform<W>>(
     // must get on with it while this loop waits for one to claim more.
     let performer = Arc::new(performer);
     let mut running = JoinSet::new();
+    // Whether a step may be due that this runner has not looked for: at start, after a wake or
+    // a poll, and after a claim that filled every free place (more may wait). A chain that ends
+    // frees a place but makes nothing due (what its hand-over schedules, it runs itself), so it
+    // sends no look to the database by itself.
+    let mut look = true;
     while !shutdown.is_cancelled() {
         let room = CONCURRENCY.saturating_sub(running.len());
-        if room > 0 {
-            match claim_due(&workflow, &pool, room).await {
+        if room > 0 && look {
+            match claim_due::<W>(&pool, room).await {
                 Ok(claimed) => {
                     backoff = self::backoff();
-                    let claimed_any = !claimed.is_empty();
+                    look = claimed.len() == room;
                     for claimed in claimed {
                         let (workflow, performer) = (workflow.clone(), performer.clone());
                         let (pool, outbox) = (pool.clone(), outbox.clone());
@@ -129,7 +136,7 @@ pub async fn run<W: Workflow, P: Perform<W>>(
                             run_chain(&workflow, performer.as_ref(), &pool, &outbox, claimed).await;
                         });
                     }
-                    if claimed_any {
+                    if look {
                         continue;
                     }
                 }
@@ -160,8 +167,8 @@ pub async fn run<W: Workflow, P: Perform<W>>(
         };
         tokio::select! {
             _ = a_chain_ended => {}
-            _ = woken => {}
-            _ = tokio::time::sleep(LONGEST_SLEEP) => {}
+            _ = woken => look = true,
+            _ = tokio::time::sleep(LONGEST_SLEEP) => look = true,
             _ = shutdown.cancelled() => return,
         }
     }
@@ -357,51 +364,54 @@ fn reported<W: Workflow>(
     }
 }
 
-/// Claims up to `limit` due steps, earliest first, in a transaction of its own.
+/// Claims up to `limit` due steps, earliest first, with their instances' state, in one
+/// statement: a look that finds nothing due costs one round trip and writes nothing.
 async fn claim_due<W: Workflow>(
-    _workflow: &W,
     pool: &PgPool,
     limit: usize,
 ) -> Result<Vec<Claimed<W::State>>, HandlerError> {
-    let mut tx = pool.begin().await?;
-    let leased: Vec<(Uuid, String, i32)> = sqlx::query_as(
+    let leased: Vec<(Uuid, String, i32, serde_json::Value, Option<String>)> = sqlx::query_as(
         "WITH due AS (
              SELECT instance_id, step FROM workflow_steps
              WHERE workflow = $1 AND status = 'PENDING' AND due_at <= now()
              ORDER BY due_at LIMIT $2
              FOR UPDATE SKIP LOCKED
+         ),
+         leased AS (
+             UPDATE workflow_steps s
+             SET attempts = s.attempts + 1, due_at = now() + make_interval(secs => $3),
+                 updated_at = now()
+             FROM due
+             WHERE s.workflow = $1 AND s.instance_id = due.instance_id AND s.step = due.step
+             RETURNING s.instance_id, s.step, s.attempts
          )
-         UPDATE workflow_steps s
-         SET attempts = s.attempts + 1, due_at = now() + make_interval(secs => $3),
-             updated_at = now()
-         FROM due
-         WHERE s.workflow = $1 AND s.instance_id = due.instance_id AND s.step = due.step
-         RETURNING s.instance_id, s.step, s.attempts",
+         SELECT leased.instance_id, leased.step, leased.attempts, i.state, i.traceparent
+         FROM leased
+         JOIN workflow_instances i ON i.workflow = $1 AND i.instance_id = leased.instance_id",
     )
     .bind(W::NAME)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(LEASE.as_secs_f64())
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
-    if leased.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = leased.iter().map(|(id, _, _)| *id).collect();
-    let instances = instance::load_many::<W>(&mut tx, &ids)
-        .await
-        .map_err(handler_error)?;
-    tx.commit().await?;
     Ok(leased
         .into_iter()
-        .filter_map(|(id, step, attempts)| {
-            let instance = instances.get(&id)?;
-            Some(Claimed {
-                id,
-                step,
-                attempts,
-                state: instance.state.clone(),
-                traceparent: instance.traceparent.clone(),
-            })
+        .filter_map(|(id, step, attempts, state, traceparent)| {
+            // An instance whose state cannot be read holds back no other: its step stays leased,
+            // and is looked at again (and said again) when the lease ends.
+            match instance::state_of::<W>(id, state) {
+                Ok(state) => Some(Claimed {
+                    id,
+                    step,
+                    attempts,
+                    state,
+                    traceparent,
+                }),
+                Err(error) => {
+                    warn!(workflow = W::NAME, order_id = %id, error = %error_chain(&error), "a claimed step's instance cannot be read");
+                    None
+                }
+            }
         })
         .collect())
 }

@@ -270,8 +270,7 @@ impl Projector {
     /// Dead-letters one record the database will not take, moving its checkpoint past it.
     async fn refuse(&self, delivery: &Delivery, reason: &str) -> Result<(), ProjectorError> {
         let read = self.projection.refused(delivery, reason);
-        let mut tx = self.pool.begin().await?;
-        store::join_projection(&mut tx).await?;
+        let mut tx = store::begin_projecting(&self.pool).await?;
         let applied = projection::apply(&mut tx, vec![(delivery, read)]).await?;
         let written = self.outbox.write(&mut tx, &applied.dead, &[]).await?;
         self.outbox.commit(tx, written).await?;
@@ -291,8 +290,7 @@ impl Projector {
                 .map_err(ProjectorError::Registry)?;
             reads.push((delivery, read));
         }
-        let mut tx = self.pool.begin().await?;
-        store::join_projection(&mut tx).await?;
+        let mut tx = store::begin_projecting(&self.pool).await?;
         let applied = projection::apply(&mut tx, reads).await?;
         let written = self.outbox.write(&mut tx, &applied.dead, &[]).await?;
         self.outbox.commit(tx, written).await?;

@@ -176,23 +176,11 @@ pub async fn apply(
             Read::DeadLetter(record) => applied.dead.push(*record),
         }
     }
-    store::append(tx, &applied.logged).await?;
-    let orders: Vec<Uuid> = applied
-        .logged
-        .iter()
-        .map(|r| r.order_id)
-        .collect::<BTreeSet<_>>()
+    let events = store::append(tx, &applied.logged).await?;
+    let views: Vec<_> = events
         .into_iter()
+        .map(|(order, history)| (order, moments(&history)))
         .collect();
-    let mut events = store::events_of(tx, &orders).await?;
-    let views: Vec<_> = orders
-        .iter()
-        .map(|order| {
-            let history = events.remove(order).unwrap_or_default();
-            (*order, moments(&history))
-        })
-        .collect();
-    store::save_views(tx, &views).await?;
-    store::advance(tx, &applied.next).await?;
+    store::save(tx, &views, &applied.next).await?;
     Ok(applied)
 }

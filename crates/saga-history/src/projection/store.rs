@@ -4,12 +4,12 @@
 //! commit and the next poll) is below its checkpoint or already in the log, and the views are a
 //! function of the log: nothing changes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::OrderHistory;
 use chrono::{DateTime, Utc};
 use saga_events::{EventType, SagaEvent};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// A partition of an event topic.
@@ -43,13 +43,15 @@ pub async fn checkpoints(pool: &PgPool) -> Result<HashMap<Partition, i64>, sqlx:
 /// the projection back) stops the projection at a batch boundary until they let go.
 pub const PROJECTION_LOCK: i64 = 0x0068_6973_746f_7279;
 
-/// Waits while someone holds the projection back (see [`PROJECTION_LOCK`]).
-pub async fn join_projection(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-        .bind(PROJECTION_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+/// Begins a projecting transaction, waiting while someone holds the projection back (see
+/// [`PROJECTION_LOCK`]), in one round trip: the `BEGIN` statement takes the lock.
+pub async fn begin_projecting(
+    pool: &PgPool,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    pool.begin_with(AssertSqlSafe(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock_shared({PROJECTION_LOCK})"
+    )))
+    .await
 }
 
 /// Locks the checkpoints of `partitions` for this transaction (so that two replicas of the
@@ -75,25 +77,42 @@ pub async fn lock_checkpoints(
     Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
 }
 
-/// Appends `rows` to the event log (a row already there stays as it is).
-pub async fn append(tx: &mut PgConnection, rows: &[LogRow]) -> Result<(), sqlx::Error> {
+/// Appends `rows` to the event log (a row already there stays as it is), and returns every event
+/// the log then holds for each order they touch, in one statement: the rows it adds come from
+/// the insert, the others from the statement's snapshot, which does not see the insert.
+pub async fn append(
+    tx: &mut PgConnection,
+    rows: &[LogRow],
+) -> Result<BTreeMap<Uuid, Vec<SagaEvent>>, sqlx::Error> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(BTreeMap::new());
     }
     let mut columns = LogColumns::default();
     for row in rows {
         columns.push(row);
     }
-    sqlx::query(
-        "INSERT INTO event_log (topic, kafka_partition, kafka_offset, record_key, event_id,
-                                event_type, order_id, producer, occurred_at, recorded_at,
-                                trace_id, written_as, event)
-         SELECT t, p, o, k, i, et, oid, pr, oc, ra, tr, wa, ev::jsonb
-         FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                     $7::uuid[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::text[],
-                     $12::text[], $13::text[])
-              AS r(t, p, o, k, i, et, oid, pr, oc, ra, tr, wa, ev)
-         ON CONFLICT DO NOTHING",
+    let orders: Vec<Uuid> = rows
+        .iter()
+        .map(|row| row.order_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let logged: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
+        "WITH appended AS (
+             INSERT INTO event_log (topic, kafka_partition, kafka_offset, record_key, event_id,
+                                    event_type, order_id, producer, occurred_at, recorded_at,
+                                    trace_id, written_as, event)
+             SELECT t, p, o, k, i, et, oid, pr, oc, ra, tr, wa, ev::jsonb
+             FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                         $7::uuid[], $8::text[], $9::timestamptz[], $10::timestamptz[],
+                         $11::text[], $12::text[], $13::text[])
+                  AS r(t, p, o, k, i, et, oid, pr, oc, ra, tr, wa, ev)
+             ON CONFLICT DO NOTHING
+             RETURNING order_id, event_type, event
+         )
+         SELECT order_id, event_type, event FROM event_log WHERE order_id = ANY($14)
+         UNION ALL
+         SELECT order_id, event_type, event FROM appended",
     )
     .bind(&columns.topics)
     .bind(&columns.partitions)
@@ -108,9 +127,18 @@ pub async fn append(tx: &mut PgConnection, rows: &[LogRow]) -> Result<(), sqlx::
     .bind(&columns.trace_ids)
     .bind(&columns.written_as)
     .bind(&columns.events)
-    .execute(&mut *tx)
+    .bind(&orders)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(())
+    // By order id: the views are written in one order, so replicas queue on them, not deadlock.
+    let mut events: BTreeMap<Uuid, Vec<SagaEvent>> = BTreeMap::new();
+    for (order, event_type, json) in logged {
+        events
+            .entry(order)
+            .or_default()
+            .push(read_event(&event_type, json)?);
+    }
+    Ok(events)
 }
 
 #[derive(Default)]
@@ -186,27 +214,6 @@ pub fn millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms.max(EARLIEST_MS)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// Every event the log holds for each of `orders`.
-pub async fn events_of(
-    tx: &mut PgConnection,
-    orders: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<SagaEvent>>, sqlx::Error> {
-    let rows: Vec<(Uuid, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT order_id, event_type, event FROM event_log WHERE order_id = ANY($1)",
-    )
-    .bind(orders)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut events: HashMap<Uuid, Vec<SagaEvent>> = HashMap::new();
-    for (order, event_type, json) in rows {
-        events
-            .entry(order)
-            .or_default()
-            .push(read_event(&event_type, json)?);
-    }
-    Ok(events)
-}
-
 /// An event the log holds, read back into its type: it was written from that type, so failing
 /// here means the row was changed by hand.
 pub fn read_event(event_type: &str, json: serde_json::Value) -> Result<SagaEvent, sqlx::Error> {
@@ -219,10 +226,13 @@ pub fn read_event(event_type: &str, json: serde_json::Value) -> Result<SagaEvent
 }
 
 /// Writes the views of `orders`, each from the moments of its history (see
-/// [`crate::moments`]); an order not placed yet has none.
-pub async fn save_views(
+/// [`crate::moments`]; an order not placed yet has none), and moves the checkpoints of the
+/// partitions a batch read to just past its last records (never back: a replica behind another
+/// writes nothing older), in one statement.
+pub async fn save(
     tx: &mut PgConnection,
     orders: &[(Uuid, Vec<(i64, OrderHistory)>)],
+    next: &HashMap<Partition, i64>,
 ) -> Result<(), sqlx::Error> {
     let mut current = ViewColumns::default();
     let mut versions = VersionColumns::default();
@@ -235,9 +245,17 @@ pub async fn save_views(
         }
     }
     let touched: Vec<Uuid> = orders.iter().map(|(order, _)| *order).collect();
-    // Only what changed is written: a new event usually adds a moment at the end and leaves the
-    // earlier ones as they were, so rewriting them all (as a delete and insert) cost a write,
-    // two index entries and a dead row each, for every order a batch touches.
+    let mut topics = Vec::with_capacity(next.len());
+    let mut partitions = Vec::with_capacity(next.len());
+    let mut offsets = Vec::with_capacity(next.len());
+    for ((topic, partition), offset) in next {
+        topics.push(topic.as_str());
+        partitions.push(*partition);
+        offsets.push(*offset);
+    }
+    // Only the versions that changed are written: a new event usually adds a moment at the end
+    // and leaves the earlier ones as they were, so rewriting them all (as a delete and insert)
+    // cost a write, two index entries and a dead row each, for every order a batch touches.
     sqlx::query(
         "WITH fresh AS (
              SELECT o, v, s, r, c, a, f, h::jsonb AS h
@@ -249,20 +267,40 @@ pub async fn save_views(
              WHERE ov.order_id = ANY($9)
                AND NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.o = ov.order_id
                                                      AND fresh.v = ov.valid_from)
+         ),
+         versions AS (
+             INSERT INTO order_versions (order_id, valid_from, status, cancellation_reason,
+                                         currency, authorized_cents, refunded_cents, held)
+             SELECT o, v, s, r, c, a, f, h FROM fresh
+             ON CONFLICT (order_id, valid_from) DO UPDATE SET
+                 status = excluded.status, cancellation_reason = excluded.cancellation_reason,
+                 currency = excluded.currency, authorized_cents = excluded.authorized_cents,
+                 refunded_cents = excluded.refunded_cents, held = excluded.held
+             WHERE (order_versions.status, order_versions.cancellation_reason,
+                    order_versions.currency, order_versions.authorized_cents,
+                    order_versions.refunded_cents, order_versions.held)
+                   IS DISTINCT FROM
+                   (excluded.status, excluded.cancellation_reason, excluded.currency,
+                    excluded.authorized_cents, excluded.refunded_cents, excluded.held)
+         ),
+         views AS (
+             INSERT INTO order_view (order_id, customer_id, status, cancellation_reason,
+                                     compensation, currency, total_cents, placed_at,
+                                     last_event_at, events)
+             SELECT * FROM unnest($10::uuid[], $11::text[], $12::text[], $13::text[],
+                                  $14::text[], $15::text[], $16::bigint[], $17::timestamptz[],
+                                  $18::timestamptz[], $19::int[])
+             ON CONFLICT (order_id) DO UPDATE SET
+                 customer_id = excluded.customer_id, status = excluded.status,
+                 cancellation_reason = excluded.cancellation_reason,
+                 compensation = excluded.compensation, currency = excluded.currency,
+                 total_cents = excluded.total_cents, placed_at = excluded.placed_at,
+                 last_event_at = excluded.last_event_at, events = excluded.events
          )
-         INSERT INTO order_versions (order_id, valid_from, status, cancellation_reason, currency,
-                                     authorized_cents, refunded_cents, held)
-         SELECT o, v, s, r, c, a, f, h FROM fresh
-         ON CONFLICT (order_id, valid_from) DO UPDATE SET
-             status = excluded.status, cancellation_reason = excluded.cancellation_reason,
-             currency = excluded.currency, authorized_cents = excluded.authorized_cents,
-             refunded_cents = excluded.refunded_cents, held = excluded.held
-         WHERE (order_versions.status, order_versions.cancellation_reason,
-                order_versions.currency, order_versions.authorized_cents,
-                order_versions.refunded_cents, order_versions.held)
-               IS DISTINCT FROM
-               (excluded.status, excluded.cancellation_reason, excluded.currency,
-                excluded.authorized_cents, excluded.refunded_cents, excluded.held)",
+         INSERT INTO checkpoints (topic, kafka_partition, next_offset)
+         SELECT * FROM unnest($20::text[], $21::int[], $22::bigint[])
+         ON CONFLICT (topic, kafka_partition)
+         DO UPDATE SET next_offset = GREATEST(checkpoints.next_offset, excluded.next_offset)",
     )
     .bind(&versions.order_ids)
     .bind(&versions.valid_from)
@@ -273,21 +311,6 @@ pub async fn save_views(
     .bind(&versions.refunded)
     .bind(&versions.held)
     .bind(&touched)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO order_view (order_id, customer_id, status, cancellation_reason, compensation,
-                                 currency, total_cents, placed_at, last_event_at, events)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::text[], $7::bigint[], $8::timestamptz[], $9::timestamptz[],
-                              $10::int[])
-         ON CONFLICT (order_id) DO UPDATE SET
-             customer_id = excluded.customer_id, status = excluded.status,
-             cancellation_reason = excluded.cancellation_reason,
-             compensation = excluded.compensation, currency = excluded.currency,
-             total_cents = excluded.total_cents, placed_at = excluded.placed_at,
-             last_event_at = excluded.last_event_at, events = excluded.events",
-    )
     .bind(&current.order_ids)
     .bind(&current.customers)
     .bind(&current.statuses)
@@ -298,6 +321,9 @@ pub async fn save_views(
     .bind(&current.placed_at)
     .bind(&current.last_event_at)
     .bind(&current.events)
+    .bind(&topics)
+    .bind(&partitions)
+    .bind(&offsets)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -368,34 +394,6 @@ impl VersionColumns {
         self.held
             .push(serde_json::to_string(&held).unwrap_or_else(|_| "{}".to_owned()));
     }
-}
-
-/// Moves the checkpoints of the partitions a batch read to just past its last records (never
-/// back: a replica behind another writes nothing older).
-pub async fn advance(
-    tx: &mut PgConnection,
-    next: &HashMap<Partition, i64>,
-) -> Result<(), sqlx::Error> {
-    let mut topics = Vec::with_capacity(next.len());
-    let mut partitions = Vec::with_capacity(next.len());
-    let mut offsets = Vec::with_capacity(next.len());
-    for ((topic, partition), offset) in next {
-        topics.push(topic.as_str());
-        partitions.push(*partition);
-        offsets.push(*offset);
-    }
-    sqlx::query(
-        "INSERT INTO checkpoints (topic, kafka_partition, next_offset)
-         SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[])
-         ON CONFLICT (topic, kafka_partition)
-         DO UPDATE SET next_offset = GREATEST(checkpoints.next_offset, excluded.next_offset)",
-    )
-    .bind(&topics)
-    .bind(&partitions)
-    .bind(&offsets)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -131,3 +131,40 @@ fn comparison(then: DateTime<Utc>, earlier: &Stats, now: DateTime<Utc>, current:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Units held per SKU: 99 SKUs holding `each`, plus `still` (7 units at both moments) and
+    /// `mover` (holding `mover`).
+    fn held(each: i64, mover: i64) -> Stats {
+        let mut held_units: std::collections::BTreeMap<String, i64> =
+            (0..99).map(|i| (format!("sku-{i:03}"), each)).collect();
+        held_units.insert("still".to_owned(), 7);
+        held_units.insert("mover".to_owned(), mover);
+        Stats {
+            held_units,
+            ..Stats::default()
+        }
+    }
+
+    #[test]
+    fn past_a_hundred_skus_the_ones_that_moved_most_are_shown_and_the_rest_counted() {
+        // Given 101 SKUs: 99 that moved by one unit, one that moved by 40, one that did not move.
+        let (earlier, current) = (held(5, 0), held(6, 40));
+        let now = Utc::now();
+
+        // When the page compares the two moments.
+        let page = comparison(now - chrono::Duration::hours(1), &earlier, now, &current);
+        let page = page.into_string();
+
+        // Then it shows 100 SKUs, the one that moved most among them and the still one not, and
+        // says where the one left out is.
+        let skus = &page[page.find("Units held per SKU").unwrap_or(0)..];
+        assert_eq!(skus.matches("<th scope=\"row\">").count(), SKUS_SHOWN, "{skus}");
+        assert!(skus.contains(">mover<"), "{skus}");
+        assert!(!skus.contains(">still<"), "{skus}");
+        assert!(page.contains("; 1 more are in"), "{page}");
+    }
+}
