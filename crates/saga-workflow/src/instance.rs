@@ -2,7 +2,6 @@
 //! their order's lock, with every move journaled and its commands carried out in the same
 //! transaction.
 
-
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
 use saga_messaging::parking;
@@ -65,10 +64,25 @@ pub async fn start<W: Workflow>(
     commands: Vec<Command>,
     traceparent: Option<&str>,
 ) -> Result<Vec<SagaEvent>, WorkflowError> {
-    let inserted = sqlx::query(
-        "INSERT INTO workflow_instances (workflow, instance_id, state, label, waiting_for, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (workflow, instance_id) DO NOTHING",
+    // The events the commands emit are known before any is carried out: the journal's first
+    // entry names them, written with the instance in one statement.
+    let emitted: Vec<&str> = commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Emit(event) => Some(event.event_type().name()),
+            _ => None,
+        })
+        .collect();
+    let started = sqlx::query(
+        "WITH started AS (
+             INSERT INTO workflow_instances (workflow, instance_id, state, label, waiting_for,
+                                             traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (workflow, instance_id) DO NOTHING
+             RETURNING 1
+         )
+         INSERT INTO workflow_journal (workflow, instance_id, version, input, label, emitted)
+         SELECT $1, $2, 0, '\"start\"'::jsonb, $4, $7 FROM started",
     )
     .bind(W::NAME)
     .bind(id)
@@ -76,23 +90,14 @@ pub async fn start<W: Workflow>(
     .bind(workflow.label(state))
     .bind(workflow.waiting_for(state))
     .bind(traceparent)
+    .bind(&emitted)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if inserted == 0 {
+    if started == 0 {
         return Ok(Vec::new());
     }
     let (emit, _) = carry_out(tx, W::NAME, id, commands, Wake::Runner, None).await?;
-    journal(
-        tx,
-        workflow,
-        id,
-        0,
-        &serde_json::json!("start"),
-        state,
-        &emit,
-    )
-    .await?;
     metrics::counter!("saga_workflow_started_total", "workflow" => W::NAME).increment(1);
     Ok(emit)
 }
@@ -342,22 +347,28 @@ async fn carry_out(
                 if in_hand == Some(step) {
                     continue;
                 }
-                sqlx::query(
-                    "INSERT INTO workflow_steps (workflow, instance_id, step) VALUES ($1, $2, $3)
-                     ON CONFLICT (workflow, instance_id, step) DO NOTHING",
-                )
-                .bind(workflow)
-                .bind(id)
-                .bind(step)
-                .execute(&mut *tx)
-                .await?;
-                if wake == Wake::Runner {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(CHANNEL)
-                        .bind(workflow)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                // With the wake in the same statement: the insert is a CTE, always carried out.
+                let statement = match wake {
+                    Wake::Runner => {
+                        "WITH scheduled AS (
+                             INSERT INTO workflow_steps (workflow, instance_id, step)
+                             VALUES ($1, $2, $3)
+                             ON CONFLICT (workflow, instance_id, step) DO NOTHING
+                         )
+                         SELECT pg_notify($4, $1)"
+                    }
+                    Wake::Nobody => {
+                        "INSERT INTO workflow_steps (workflow, instance_id, step)
+                         VALUES ($1, $2, $3)
+                         ON CONFLICT (workflow, instance_id, step) DO NOTHING"
+                    }
+                };
+                let query = sqlx::query(statement).bind(workflow).bind(id).bind(step);
+                let query = match wake {
+                    Wake::Runner => query.bind(CHANNEL),
+                    Wake::Nobody => query,
+                };
+                query.execute(&mut *tx).await?;
             }
             Command::Drop { step } => {
                 sqlx::query(
@@ -384,29 +395,4 @@ async fn carry_out(
         }
     }
     Ok((emit, scheduled))
-}
-
-async fn journal<W: Workflow>(
-    tx: &mut PgConnection,
-    workflow: &W,
-    id: Uuid,
-    version: i32,
-    input: &serde_json::Value,
-    state: &W::State,
-    emit: &[SagaEvent],
-) -> Result<(), sqlx::Error> {
-    let emitted: Vec<&str> = emit.iter().map(|e| e.event_type().name()).collect();
-    sqlx::query(
-        "INSERT INTO workflow_journal (workflow, instance_id, version, input, label, emitted)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(W::NAME)
-    .bind(id)
-    .bind(version)
-    .bind(input)
-    .bind(workflow.label(state))
-    .bind(emitted)
-    .execute(tx)
-    .await?;
-    Ok(())
 }

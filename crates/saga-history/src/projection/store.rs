@@ -256,6 +256,8 @@ pub async fn save(
     // Only the versions that changed are written: a new event usually adds a moment at the end
     // and leaves the earlier ones as they were, so rewriting them all (as a delete and insert)
     // cost a write, two index entries and a dead row each, for every order a batch touches.
+    // Unchanged ones are left out before the insert: `ON CONFLICT` would lock each (a WAL record)
+    // even where its `WHERE` then writes nothing.
     sqlx::query(
         "WITH fresh AS (
              SELECT o, v, s, r, c, a, f, h::jsonb AS h
@@ -272,16 +274,16 @@ pub async fn save(
              INSERT INTO order_versions (order_id, valid_from, status, cancellation_reason,
                                          currency, authorized_cents, refunded_cents, held)
              SELECT o, v, s, r, c, a, f, h FROM fresh
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM order_versions ov
+                 WHERE ov.order_id = fresh.o AND ov.valid_from = fresh.v
+                   AND (ov.status, ov.cancellation_reason, ov.currency, ov.authorized_cents,
+                        ov.refunded_cents, ov.held)
+                       IS NOT DISTINCT FROM (fresh.s, fresh.r, fresh.c, fresh.a, fresh.f, fresh.h))
              ON CONFLICT (order_id, valid_from) DO UPDATE SET
                  status = excluded.status, cancellation_reason = excluded.cancellation_reason,
                  currency = excluded.currency, authorized_cents = excluded.authorized_cents,
                  refunded_cents = excluded.refunded_cents, held = excluded.held
-             WHERE (order_versions.status, order_versions.cancellation_reason,
-                    order_versions.currency, order_versions.authorized_cents,
-                    order_versions.refunded_cents, order_versions.held)
-                   IS DISTINCT FROM
-                   (excluded.status, excluded.cancellation_reason, excluded.currency,
-                    excluded.authorized_cents, excluded.refunded_cents, excluded.held)
          ),
          views AS (
              INSERT INTO order_view (order_id, customer_id, status, cancellation_reason,

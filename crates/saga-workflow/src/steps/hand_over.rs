@@ -74,6 +74,9 @@ pub(super) async fn hand_over<W: Workflow>(
 ) -> Result<Option<Claimed<W::State>>, HandlerError> {
     let mut tx = instance::begin(pool, id).await?;
     let mut moving: Option<Moving<W>> = None;
+    // The outcomes to record, written together once the inputs are applied (nothing between
+    // reads the rows of steps already handed over in this transaction).
+    let mut outcomes = Outcomes::default();
     // The steps the last input applied scheduled: the next outcome held may be one of them.
     let mut scheduled: Vec<&'static str> = Vec::new();
     // Whether a step was scheduled with a pending row: only then is there one to lease.
@@ -83,6 +86,8 @@ pub(super) async fn hand_over<W: Workflow>(
         let standing = match finished.leased {
             Some(attempts) => leased(&mut tx, W::NAME, id, step, attempts).await?,
             None if scheduled.contains(&step) => Standing::Scheduled,
+            // Its row would say so, had its outcome been written already.
+            None if outcomes.has(step) => Standing::Reported,
             None => unleased(&mut tx, W::NAME, id, step).await?,
         };
         scheduled.clear();
@@ -107,7 +112,7 @@ pub(super) async fn hand_over<W: Workflow>(
                 Err(failure.reason.clone())
             }
         };
-        record(&mut tx, W::NAME, id, step, attempts, &outcome).await?;
+        outcomes.push(step, attempts, &outcome);
         let Some(input) = workflow.step_finished(step, outcome) else {
             continue;
         };
@@ -142,6 +147,7 @@ pub(super) async fn hand_over<W: Workflow>(
             Err(error) => return Err(handler_error(error)),
         }
     }
+    outcomes.record(&mut tx, W::NAME, id).await?;
     let Some(moving) = moving else {
         tx.commit().await?;
         return Ok(None);
@@ -247,36 +253,72 @@ async fn retry_later(
     Ok(())
 }
 
-/// The step's final outcome in its row (a row of its own for a step run ahead of its schedule).
-async fn record(
-    tx: &mut PgConnection,
-    workflow: &str,
-    id: Uuid,
-    step: &str,
-    attempts: i32,
-    outcome: &Result<serde_json::Value, String>,
-) -> Result<(), sqlx::Error> {
-    let (status, result, error) = match outcome {
-        Ok(result) => ("DONE", Some(result), None),
-        Err(reason) => ("FAILED", None, Some(reason)),
-    };
-    sqlx::query(
-        "INSERT INTO workflow_steps (workflow, instance_id, step, status, attempts, result, last_error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (workflow, instance_id, step) DO UPDATE
-             SET status = EXCLUDED.status, result = EXCLUDED.result,
-                 last_error = EXCLUDED.last_error, updated_at = now()",
-    )
-    .bind(workflow)
-    .bind(id)
-    .bind(step)
-    .bind(status)
-    .bind(attempts)
-    .bind(result)
-    .bind(error)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// Steps' final outcomes, each for its row (a row of its own for a step run ahead of its
+/// schedule), written in one statement.
+#[derive(Debug, Default)]
+struct Outcomes {
+    steps: Vec<String>,
+    statuses: Vec<&'static str>,
+    attempts: Vec<i32>,
+    results: Vec<Option<serde_json::Value>>,
+    errors: Vec<Option<String>>,
+}
+
+impl Outcomes {
+    fn push(&mut self, step: &str, attempts: i32, outcome: &Result<serde_json::Value, String>) {
+        let (status, result, error) = match outcome {
+            Ok(result) => ("DONE", Some(result.clone()), None),
+            Err(reason) => ("FAILED", None, Some(reason.clone())),
+        };
+        // A step heard twice keeps its first attempt count and its last outcome, as two upserts
+        // of its row would.
+        if let Some(i) = self.steps.iter().position(|s| s == step) {
+            self.statuses[i] = status;
+            self.results[i] = result;
+            self.errors[i] = error;
+            return;
+        }
+        self.steps.push(step.to_owned());
+        self.statuses.push(status);
+        self.attempts.push(attempts);
+        self.results.push(result);
+        self.errors.push(error);
+    }
+
+    fn has(&self, step: &str) -> bool {
+        self.steps.iter().any(|s| s == step)
+    }
+
+    async fn record(
+        &self,
+        tx: &mut PgConnection,
+        workflow: &str,
+        id: Uuid,
+    ) -> Result<(), sqlx::Error> {
+        if self.steps.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO workflow_steps (workflow, instance_id, step, status, attempts, result,
+                                         last_error)
+             SELECT $1, $2, o.step, o.status, o.attempts, o.result, o.error
+             FROM unnest($3::text[], $4::text[], $5::int[], $6::jsonb[], $7::text[])
+                  AS o(step, status, attempts, result, error)
+             ON CONFLICT (workflow, instance_id, step) DO UPDATE
+                 SET status = EXCLUDED.status, result = EXCLUDED.result,
+                     last_error = EXCLUDED.last_error, updated_at = now()",
+        )
+        .bind(workflow)
+        .bind(id)
+        .bind(&self.steps)
+        .bind(&self.statuses)
+        .bind(&self.attempts)
+        .bind(&self.results)
+        .bind(&self.errors)
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Leases the instance's next due step, if any (`in_flight`, when it is still running, is due

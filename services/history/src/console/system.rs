@@ -162,7 +162,11 @@ mod tests {
         // Then it shows 100 SKUs, the one that moved most among them and the still one not, and
         // says where the one left out is.
         let skus = &page[page.find("Units held per SKU").unwrap_or(0)..];
-        assert_eq!(skus.matches("<th scope=\"row\">").count(), SKUS_SHOWN, "{skus}");
+        assert_eq!(
+            skus.matches("<th scope=\"row\">").count(),
+            SKUS_SHOWN,
+            "{skus}"
+        );
         assert!(skus.contains(">mover<"), "{skus}");
         assert!(!skus.contains(">still<"), "{skus}");
         assert!(page.contains("; 1 more are in"), "{page}");
