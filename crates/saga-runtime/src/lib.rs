@@ -149,17 +149,11 @@ pub async fn connect(
     config: &ServiceConfig,
     migrator: sqlx::migrate::Migrator,
 ) -> Result<PgPool, RuntimeError> {
-    let pool = PgPoolOptions::new()
-        .max_connections(config.database_pool_size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&config.database_url)?;
+    let pool = pool_options(config.database_pool_size).connect_lazy(&config.database_url)?;
     let started = Instant::now();
     let mut migrator = migrator;
     let migration_pool = match &config.migration_database_url {
-        Some(url) => PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy(url)?,
+        Some(url) => pool_options(1).connect_lazy(url)?,
         None => pool.clone(),
     };
     let mut backoff = startup_backoff();
@@ -180,6 +174,42 @@ pub async fn connect(
         migration_pool.close().await;
     }
     Ok(pool)
+}
+
+/// A connection idle at least this long is pinged before it is handed out; a fresher one is not.
+///
+/// A ping is a round trip (`Sync`, then `ReadyForQuery`) on every acquire, and a saga acquires
+/// some twenty connections across the services: under load each connection is back in use
+/// within milliseconds, and the pings were a share of Postgres's work and of each hop's time.
+/// What a ping catches is a connection the server dropped while it sat idle (Postgres
+/// restarted, or killed the backend): after a second idle it is checked. One used less than a
+/// second before a restart fails its next statement instead, which every caller already treats
+/// as transient (the consumer retries the batch, the relay starts over, HTTP answers `503`), and
+/// the pool then drops it.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The options of every pool a service opens: at most `max_connections`, five seconds to wait
+/// for one, and a ping only for a connection idle [`PING_AFTER_IDLE`] or longer.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|connection, metadata| {
+            Box::pin(async move {
+                if metadata.idle_for < PING_AFTER_IDLE {
+                    return Ok(true);
+                }
+                // A connection that fails its ping is closed, and the pool opens another.
+                match sqlx::Connection::ping(connection).await {
+                    Ok(()) => Ok(true),
+                    Err(error) => {
+                        info!(%error, "an idle database connection was lost; opening another");
+                        Ok(false)
+                    }
+                }
+            })
+        })
 }
 
 /// How long startup waits for Postgres and the registry before giving up.

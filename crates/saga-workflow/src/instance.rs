@@ -171,7 +171,11 @@ impl<W: Workflow> Moving<W> {
                 workflow: W::NAME,
                 instance: id,
             })?;
-        Ok(Self {
+        Ok(Self::of(id, instance))
+    }
+
+    fn of(id: Uuid, instance: Instance<W::State>) -> Self {
+        Self {
             id,
             before: instance.state.clone(),
             state: instance.state,
@@ -179,7 +183,72 @@ impl<W: Workflow> Moving<W> {
             journal: Vec::new(),
             emit: Vec::new(),
             traceparent: instance.traceparent,
-        })
+        }
+    }
+
+    /// Instance `id`, locked as [`Moving::lock`] locks it (`None` if there is none), with the
+    /// status and attempts of its step `step`, locked too (`None` if it has no row): in one
+    /// round trip, as a hand-over of the step's outcome starts.
+    pub(crate) async fn lock_with_step(
+        tx: &mut PgConnection,
+        id: Uuid,
+        step: &str,
+    ) -> Result<(Option<Self>, Option<(String, i32)>), WorkflowError> {
+        type Joined = (
+            Option<String>,
+            Option<i32>,
+            Option<Uuid>,
+            Option<serde_json::Value>,
+            Option<String>,
+            Option<String>,
+            Option<i32>,
+            Option<String>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let joined: Joined = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH step AS (
+                 SELECT status, attempts FROM workflow_steps
+                 WHERE workflow = $1 AND instance_id = $2 AND step = $3 FOR UPDATE
+             ),
+             instance AS (
+                 SELECT {COLUMNS} FROM workflow_instances
+                 WHERE workflow = $1 AND instance_id = $2 FOR UPDATE
+             )
+             SELECT step.status, step.attempts, instance.*
+             FROM (VALUES (1)) AS one (x) LEFT JOIN step ON true LEFT JOIN instance ON true"
+        )))
+        .bind(W::NAME)
+        .bind(id)
+        .bind(step)
+        .fetch_one(&mut *tx)
+        .await?;
+        let step_row = joined.0.zip(joined.1);
+        let instance = match joined {
+            (
+                _,
+                _,
+                Some(id),
+                Some(state),
+                Some(label),
+                waiting_for,
+                Some(version),
+                traceparent,
+                Some(created_at),
+                Some(updated_at),
+            ) => Some(from_row::<W>((
+                id,
+                state,
+                label,
+                waiting_for,
+                version,
+                traceparent,
+                created_at,
+                updated_at,
+            ))?),
+            _ => None,
+        };
+        Ok((instance.map(|instance| Self::of(id, instance)), step_row))
     }
 
     /// Moves the instance by `input` at `now_ms` and carries out the transition's commands;
@@ -347,28 +416,23 @@ async fn carry_out(
                 if in_hand == Some(step) {
                     continue;
                 }
-                // With the wake in the same statement: the insert is a CTE, always carried out.
-                let statement = match wake {
-                    Wake::Runner => {
-                        "WITH scheduled AS (
-                             INSERT INTO workflow_steps (workflow, instance_id, step)
-                             VALUES ($1, $2, $3)
-                             ON CONFLICT (workflow, instance_id, step) DO NOTHING
-                         )
-                         SELECT pg_notify($4, $1)"
-                    }
-                    Wake::Nobody => {
-                        "INSERT INTO workflow_steps (workflow, instance_id, step)
+                // With the wake in the same statement: the insert is a CTE, always carried out;
+                // the notification only when the runners are to be woken.
+                sqlx::query(
+                    "WITH scheduled AS (
+                         INSERT INTO workflow_steps (workflow, instance_id, step)
                          VALUES ($1, $2, $3)
-                         ON CONFLICT (workflow, instance_id, step) DO NOTHING"
-                    }
-                };
-                let query = sqlx::query(statement).bind(workflow).bind(id).bind(step);
-                let query = match wake {
-                    Wake::Runner => query.bind(CHANNEL),
-                    Wake::Nobody => query,
-                };
-                query.execute(&mut *tx).await?;
+                         ON CONFLICT (workflow, instance_id, step) DO NOTHING
+                     )
+                     SELECT pg_notify($4, $1) WHERE $5",
+                )
+                .bind(workflow)
+                .bind(id)
+                .bind(step)
+                .bind(CHANNEL)
+                .bind(wake == Wake::Runner)
+                .execute(&mut *tx)
+                .await?;
             }
             Command::Drop { step } => {
                 sqlx::query(

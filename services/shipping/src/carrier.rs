@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use thiserror::Error;
 
 /// What a carrier is asked to do.
@@ -92,9 +91,7 @@ impl StandIn {
             .clone()
             .options([("synchronous_commit", "off")]);
         Self {
-            pool: PgPoolOptions::new()
-                .max_connections(8)
-                .connect_lazy_with(options),
+            pool: saga_runtime::pool_options(8).connect_lazy_with(options),
         }
     }
 }

@@ -84,6 +84,15 @@ pub(super) async fn hand_over<W: Workflow>(
     for (i, finished) in held.iter().enumerate() {
         let step = finished.step.as_str();
         let standing = match finished.leased {
+            // The first outcome's step and its instance are read (and locked) together: an
+            // outcome handed over almost always moves its instance.
+            Some(attempts) if moving.is_none() => {
+                let (locked, row) = Moving::<W>::lock_with_step(&mut tx, id, step)
+                    .await
+                    .map_err(handler_error)?;
+                moving = locked;
+                lease_standing(row, attempts)
+            }
             Some(attempts) => leased(&mut tx, W::NAME, id, step, attempts).await?,
             None if scheduled.contains(&step) => Standing::Scheduled,
             // Its row would say so, had its outcome been written already.
@@ -173,8 +182,7 @@ pub(super) async fn hand_over<W: Workflow>(
     Ok(chained)
 }
 
-/// A leased step: scheduled if the lease is still this runner's (the row pending, or dropped by
-/// a cancellation while it ran, whose success is still reported), reported otherwise.
+/// A leased step, its row read under lock: see [`lease_standing`].
 async fn leased(
     tx: &mut PgConnection,
     workflow: &str,
@@ -191,11 +199,18 @@ async fn leased(
     .bind(step)
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(match row {
+    Ok(lease_standing(row, attempts))
+}
+
+/// Where a step leased at `attempts` stands, by its row's status and attempts: scheduled if the
+/// lease is still this runner's (the row pending, or dropped by a cancellation while it ran,
+/// whose success is still reported), reported otherwise.
+fn lease_standing(row: Option<(String, i32)>, attempts: i32) -> Standing {
+    match row {
         Some((status, now)) if now == attempts && status == "PENDING" => Standing::Scheduled,
         Some((status, now)) if now == attempts && status == "DROPPED" => Standing::Unscheduled,
         _ => Standing::Reported,
-    })
+    }
 }
 
 /// A step run ahead that the input just applied did not schedule: where its row says it stands.
