@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod kafka;
 pub mod outbox;
 pub mod parking;
+pub mod producer;
 pub mod relay;
 pub mod trace;
 

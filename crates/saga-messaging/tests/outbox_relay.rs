@@ -188,7 +188,7 @@ async fn a_producer_that_failed_for_good_is_replaced() -> anyhow::Result<()> {
     let running = tokio::spawn(publisher.clone().run(stop.clone()));
     wait_until_all_published(&iso).await?;
 
-    saga_testkit::make_fatal(&publisher.producer());
+    saga_testkit::make_fatal(publisher.producer().client());
     written.extend(write(&iso, interleaved(2, 2)).await?);
     wait_until_all_published(&iso).await?;
     stop.cancel();

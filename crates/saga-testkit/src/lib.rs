@@ -22,7 +22,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rdkafka::producer::FutureProducer;
 
 /// One scripted failure: requests whose path contains `path` get `status`, `times` times.
 #[derive(Debug, Clone)]
@@ -192,12 +191,10 @@ async fn relay(
     Ok(response)
 }
 
-/// Puts `producer` into librdkafka's fatal state, as a broker fencing its producer id would:
+/// Puts the producer whose client is `client` into librdkafka's fatal state, as a broker fencing its producer id would:
 /// every later send fails, and `fatal_error()` reports it.
-pub fn make_fatal(producer: &FutureProducer) {
-    use rdkafka::producer::Producer;
-    let client = producer.client();
-    // SAFETY: the pointer is the live handle `producer` owns, and the reason is a static
+pub fn make_fatal<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>) {
+    // SAFETY: the pointer is the live handle `client` owns, and the reason is a static
     // NUL-terminated string; librdkafka copies it.
     unsafe {
         rdkafka_sys::rd_kafka_test_fatal_error(

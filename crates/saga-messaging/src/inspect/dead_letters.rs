@@ -9,17 +9,15 @@
 //! way with one more header, `saga-skipped-by`: the service gives the letter up for good without
 //! applying it, and releases the messages of its order that waited behind it.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use thiserror::Error;
 
 use crate::delivery::Delivery;
 use crate::headers;
 use crate::inspect::reader::PartitionReader;
 use crate::kafka::KafkaSettings;
+use crate::producer::AckingProducer;
 
 #[derive(Debug, Error)]
 pub enum DeadLetterError {
@@ -193,18 +191,17 @@ pub async fn republish(
     who: &str,
     dry_run: bool,
 ) -> Result<Vec<Republished>, DeadLetterError> {
-    let producer: Option<FutureProducer> = if dry_run {
+    let producer: Option<AckingProducer> = if dry_run {
         None
     } else {
         Some(
-            kafka
-                .producer_config()
-                .create()
-                .map_err(|source| DeadLetterError::Publish {
+            AckingProducer::create(&kafka.producer_config()).map_err(|source| {
+                DeadLetterError::Publish {
                     letter: "any".into(),
                     topic: retry_topic.into(),
                     source: Box::new(source),
-                })?,
+                }
+            })?,
         )
     };
     let mut sent = Vec::with_capacity(chosen.len());
@@ -222,20 +219,21 @@ pub async fn republish(
             outgoing_headers.insert(headers::SKIPPED_BY, who.to_owned());
         }
         if let Some(producer) = &producer {
-            let mut outgoing = FutureRecord::to(retry_topic)
-                .payload(&record.payload)
-                .headers(outgoing_headers.to_kafka());
-            if let Some(key) = &record.key {
-                outgoing = outgoing.key(key);
-            }
-            producer
-                .send(outgoing, Duration::from_secs(10))
-                .await
-                .map_err(|(source, _)| DeadLetterError::Publish {
-                    letter: letter.position(),
-                    topic: retry_topic.into(),
-                    source: Box::new(source),
-                })?;
+            let sent = match producer.send(
+                retry_topic,
+                None,
+                record.key.as_deref(),
+                &record.payload,
+                outgoing_headers.to_kafka(),
+            ) {
+                Ok(ack) => ack.await,
+                Err(error) => Err(error),
+            };
+            sent.map_err(|source| DeadLetterError::Publish {
+                letter: letter.position(),
+                topic: retry_topic.into(),
+                source: Box::new(source),
+            })?;
         }
         sent.push(Republished {
             id: letter.id(),

@@ -40,7 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use thiserror::Error;
@@ -50,6 +49,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::kafka::KafkaSettings;
 use crate::outbox::{self, NOTIFY_CHANNEL, RelayWake};
+use crate::producer::AckingProducer;
 
 /// Advisory lock key of the relay: each service has its own database, so one key suffices.
 pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
@@ -140,7 +140,7 @@ pub(super) const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 pub struct OutboxRelay {
     pool: PgPool,
     wake: Arc<RelayWake>,
-    producer: Arc<Mutex<FutureProducer>>,
+    producer: Arc<Mutex<AckingProducer>>,
     kafka: KafkaSettings,
     settings: RelaySettings,
     partitions: Arc<Mutex<HashMap<String, i32>>>,
@@ -168,7 +168,9 @@ impl OutboxRelay {
         Ok(Self {
             pool,
             wake: Arc::default(),
-            producer: Arc::new(Mutex::new(kafka.producer_config().create()?)),
+            producer: Arc::new(Mutex::new(AckingProducer::create(
+                &kafka.producer_config(),
+            )?)),
             kafka: kafka.clone(),
             settings,
             partitions: Default::default(),
@@ -205,7 +207,7 @@ impl OutboxRelay {
 
     /// The producer in use (replaced when it fails for good). Public for tests that break it.
     #[doc(hidden)]
-    pub fn producer(&self) -> FutureProducer {
+    pub fn producer(&self) -> AckingProducer {
         self.producer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -229,7 +231,7 @@ impl OutboxRelay {
         };
         error!(?code, %reason, "the producer failed for good; building a new one");
         metrics::counter!("saga_relay_producer_rebuilds_total").increment(1);
-        match self.kafka.producer_config().create::<FutureProducer>() {
+        match AckingProducer::create(&self.kafka.producer_config()) {
             Ok(fresh) => {
                 *self
                     .producer

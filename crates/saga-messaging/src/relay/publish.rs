@@ -5,7 +5,6 @@
 
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use sqlx::PgConnection;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +16,7 @@ use super::{OutboxRelay, RelayError, SHUTDOWN_DRAIN};
 use crate::headers::{self, Headers};
 use crate::kafka::partition_for;
 use crate::outbox::{self, Unpublished};
+use crate::producer::{Ack, AckingProducer};
 use crate::trace;
 
 impl OutboxRelay {
@@ -73,7 +73,7 @@ impl OutboxRelay {
     /// a producer span whose context the record carries onward.
     async fn enqueue(
         &self,
-        producer: &FutureProducer,
+        producer: &AckingProducer,
         row: &Unpublished,
         scope: &str,
     ) -> Result<Sending, RelayError> {
@@ -101,16 +101,13 @@ impl OutboxRelay {
             }
         }
         record_headers.insert(headers::OUTBOX_ID, format!("{scope}/{}", row.id));
-        let mut record = FutureRecord::to(&row.topic)
-            .partition(partition)
-            .payload(&row.payload)
-            .headers(record_headers.to_kafka());
-        if let Some(key) = &row.message_key {
-            record = record.key(key);
-        }
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(error, _)| RelayError::Kafka(error))?;
+        let delivery = producer.send(
+            &row.topic,
+            Some(partition),
+            row.message_key.as_deref(),
+            &row.payload,
+            record_headers.to_kafka(),
+        )?;
         Ok(Sending {
             delivery,
             span,
@@ -164,7 +161,7 @@ impl OutboxRelay {
         let mut delivered = Vec::with_capacity(results.len());
         for ((row, result), (span, since)) in sent_rows.into_iter().zip(results).zip(spans) {
             let error = match result {
-                Ok(Ok(delivery)) => {
+                Ok(delivery) => {
                     trace::published_at(&span, delivery.offset);
                     metrics::histogram!("saga_relay_publish_seconds", "topic" => row.topic.clone())
                         .record(since.elapsed().as_secs_f64());
@@ -173,8 +170,7 @@ impl OutboxRelay {
                     delivered.push(row.id);
                     continue;
                 }
-                Ok(Err((error, _))) => RelayError::Kafka(error),
-                Err(_canceled) => RelayError::Kafka(KafkaError::Canceled),
+                Err(error) => RelayError::Kafka(error),
             };
             match self.refused(&row.topic, &error) {
                 Some(reason) => refused.push((row, reason)),
@@ -221,7 +217,7 @@ impl OutboxRelay {
 
 /// A record handed to the producer, waiting for the broker's acknowledgement.
 struct Sending {
-    delivery: DeliveryFuture,
+    delivery: Ack,
     /// The record's producer span: it ends when the acknowledgement (or failure) is in.
     span: tracing::Span,
     since: Instant,
@@ -240,11 +236,7 @@ pub async fn produce_without_deleting(relay: &OutboxRelay) -> Result<usize, Rela
         deliveries.push(relay.enqueue(&producer, row, &scope).await?.delivery);
     }
     for delivery in join_all(deliveries).await {
-        match delivery {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(error.into()),
-            Err(_) => return Err(KafkaError::Canceled.into()),
-        }
+        delivery?;
     }
     Ok(rows.len())
 }
