@@ -56,8 +56,9 @@ pub fn main() -> Result<(), HistoryError> {
 
 /// Runs the read side until SIGTERM. Configured as the services are (`DATABASE_URL`, default the
 /// `history` database; `HTTP_ADDR`, default `127.0.0.1:8085`; `KAFKA_*`, `SCHEMA_REGISTRY_URL`,
-/// `TOPIC_PREFIX`), plus `PROJECTOR_BATCH_SIZE` (default 500: most records per transaction) and
-/// the console's ([`console::ConsoleConfig`]).
+/// `TOPIC_PREFIX`), plus `PROJECTOR_BATCH_SIZE` (default 500: most records per transaction),
+/// `CONSUMER_LINGER_MS` (default 20: how long a batch waits for more records after its first)
+/// and the console's ([`console::ConsoleConfig`]).
 pub async fn run() -> Result<(), HistoryError> {
     let process = Process::install("history")?;
     let config = ServiceConfig::for_database(DATABASE, PORT)?;
@@ -91,6 +92,7 @@ pub async fn run() -> Result<(), HistoryError> {
         outbox: Outbox::waking(codec, relay.wake()),
         kafka: config.kafka.clone(),
         batch_size,
+        linger: config.consumer.linger,
         progress: progress.clone(),
         health: health.clone(),
     };

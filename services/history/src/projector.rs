@@ -59,6 +59,10 @@ pub struct Projector {
     pub kafka: KafkaSettings,
     /// Most records per transaction.
     pub batch_size: usize,
+    /// How long a batch waits for more records after its first: the read side is no hop of
+    /// the saga, so a few milliseconds buy batches that hold more of each order's events, each
+    /// order folded once for several of them, and fewer transactions.
+    pub linger: Duration,
     pub progress: Progress,
     pub health: Health,
 }
@@ -141,16 +145,23 @@ impl Projector {
             partitions = assignment.count(),
             "projecting the event topics"
         );
-        let mut batches = consumer
+        let mut records = consumer
             .stream()
-            .map(|message| message.map(|m| Delivery::from_message(&m)))
-            .ready_chunks(self.batch_size.max(1));
+            .map(|message| message.map(|m| Delivery::from_message(&m)));
         loop {
-            let batch = tokio::select! {
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                batch = batches.next() => batch,
+                first = records.next() => first,
             };
-            let Some(batch) = batch else { break };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + self.linger;
+            while batch.len() < self.batch_size {
+                match tokio::time::timeout_at(until, records.next()).await {
+                    Ok(Some(next)) => batch.push(next),
+                    Ok(None) | Err(_) => break,
+                }
+            }
             let mut deliveries = Vec::with_capacity(batch.len());
             for delivery in batch {
                 match delivery {
