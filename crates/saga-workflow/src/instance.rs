@@ -186,69 +186,34 @@ impl<W: Workflow> Moving<W> {
         }
     }
 
-    /// Instance `id`, locked as [`Moving::lock`] locks it (`None` if there is none), with the
-    /// status and attempts of its step `step`, locked too (`None` if it has no row): in one
-    /// round trip, as a hand-over of the step's outcome starts.
+    /// Instance `id`, locked as [`Moving::lock`] locks it, with the status and attempts of its
+    /// step `step` (`None` if it has no row), locked too: in one round trip, as a hand-over of
+    /// the step's outcome starts. `None` if there is no such instance.
     pub(crate) async fn lock_with_step(
         tx: &mut PgConnection,
         id: Uuid,
         step: &str,
-    ) -> Result<(Option<Self>, Option<(String, i32)>), WorkflowError> {
-        type Joined = (
-            Option<String>,
-            Option<i32>,
-            Option<Uuid>,
-            Option<serde_json::Value>,
-            Option<String>,
-            Option<String>,
-            Option<i32>,
-            Option<String>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        );
-        let joined: Joined = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    ) -> Result<Option<(Self, Option<(String, i32)>)>, WorkflowError> {
+        let joined: Option<WithStep> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH step AS (
                  SELECT status, attempts FROM workflow_steps
                  WHERE workflow = $1 AND instance_id = $2 AND step = $3 FOR UPDATE
-             ),
-             instance AS (
-                 SELECT {COLUMNS} FROM workflow_instances
-                 WHERE workflow = $1 AND instance_id = $2 FOR UPDATE
              )
-             SELECT step.status, step.attempts, instance.*
-             FROM (VALUES (1)) AS one (x) LEFT JOIN step ON true LEFT JOIN instance ON true"
+             SELECT {COLUMNS}, step.status AS step_status, step.attempts AS step_attempts
+             FROM workflow_instances LEFT JOIN step ON true
+             WHERE workflow = $1 AND instance_id = $2
+             FOR UPDATE OF workflow_instances"
         )))
         .bind(W::NAME)
         .bind(id)
         .bind(step)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        let step_row = joined.0.zip(joined.1);
-        let instance = match joined {
-            (
-                _,
-                _,
-                Some(id),
-                Some(state),
-                Some(label),
-                waiting_for,
-                Some(version),
-                traceparent,
-                Some(created_at),
-                Some(updated_at),
-            ) => Some(from_row::<W>((
-                id,
-                state,
-                label,
-                waiting_for,
-                version,
-                traceparent,
-                created_at,
-                updated_at,
-            ))?),
-            _ => None,
+        let Some(joined) = joined else {
+            return Ok(None);
         };
-        Ok((instance.map(|instance| Self::of(id, instance)), step_row))
+        let step_row = joined.step_status.zip(joined.step_attempts);
+        Ok(Some((Self::of(id, from_row::<W>(joined.row)?), step_row)))
     }
 
     /// Moves the instance by `input` at `now_ms` and carries out the transition's commands;
@@ -328,29 +293,37 @@ const COLUMNS: &str =
     "instance_id, state, label, waiting_for, version, traceparent, created_at, updated_at";
 
 /// A row of [`COLUMNS`].
-type Row = (
-    Uuid,
-    serde_json::Value,
-    String,
-    Option<String>,
-    i32,
-    Option<String>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+#[derive(sqlx::FromRow)]
+struct Row {
+    instance_id: Uuid,
+    state: serde_json::Value,
+    label: String,
+    waiting_for: Option<String>,
+    version: i32,
+    traceparent: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A row of [`COLUMNS`] with one of its instance's steps, if it has that step.
+#[derive(sqlx::FromRow)]
+struct WithStep {
+    #[sqlx(flatten)]
+    row: Row,
+    step_status: Option<String>,
+    step_attempts: Option<i32>,
+}
 
 fn from_row<W: Workflow>(row: Row) -> Result<Instance<W::State>, WorkflowError> {
-    let (id, state, label, waiting_for, version, traceparent, created_at, updated_at) = row;
-    let state = state_of::<W>(id, state)?;
     Ok(Instance {
-        id,
-        state,
-        label,
-        waiting_for,
-        version,
-        traceparent,
-        created_at,
-        updated_at,
+        id: row.instance_id,
+        state: state_of::<W>(row.instance_id, row.state)?,
+        label: row.label,
+        waiting_for: row.waiting_for,
+        version: row.version,
+        traceparent: row.traceparent,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     })
 }
 

@@ -87,11 +87,18 @@ pub(super) async fn hand_over<W: Workflow>(
             // The first outcome's step and its instance are read (and locked) together: an
             // outcome handed over almost always moves its instance.
             Some(attempts) if moving.is_none() => {
-                let (locked, row) = Moving::<W>::lock_with_step(&mut tx, id, step)
+                match Moving::<W>::lock_with_step(&mut tx, id, step)
                     .await
-                    .map_err(handler_error)?;
-                moving = locked;
-                lease_standing(row, attempts)
+                    .map_err(handler_error)?
+                {
+                    Some((locked, row)) => {
+                        moving = Some(locked);
+                        lease_standing(row, attempts)
+                    }
+                    // No instance (nothing is ever expected to leave a step without one):
+                    // where its row stands, as for any leased step.
+                    None => leased(&mut tx, W::NAME, id, step, attempts).await?,
+                }
             }
             Some(attempts) => leased(&mut tx, W::NAME, id, step, attempts).await?,
             None if scheduled.contains(&step) => Standing::Scheduled,
