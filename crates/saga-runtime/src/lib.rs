@@ -178,9 +178,10 @@ pub async fn connect(
 
 /// A connection idle at least this long is pinged before it is handed out; a fresher one is not.
 ///
-/// A ping is a round trip (`Sync`, then `ReadyForQuery`) on every acquire, and a saga acquires
-/// some twenty connections across the services: under load each connection is back in use
-/// within milliseconds, and the pings were a share of Postgres's work and of each hop's time.
+/// A ping is a round trip (`Sync`, then `ReadyForQuery`) on every acquire, and one order at a
+/// time acquires a connection some fifteen times across the services (fewer per saga when
+/// transactions carry batches): under load each connection is back in use within
+/// milliseconds, and the pings were a share of Postgres's work and of each hop's time.
 /// What a ping catches is a connection the server dropped while it sat idle (Postgres
 /// restarted, or killed the backend): after a second idle it is checked. One used less than a
 /// second before a restart fails its next statement instead, which every caller already treats
