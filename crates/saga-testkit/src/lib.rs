@@ -191,8 +191,8 @@ async fn relay(
     Ok(response)
 }
 
-/// Puts the producer whose client is `client` into librdkafka's fatal state, as a broker fencing its producer id would:
-/// every later send fails, and `fatal_error()` reports it.
+/// Puts the producer that owns `client` into librdkafka's fatal state, as a broker fencing its
+/// producer id would: every later send fails, and `fatal_error()` reports it.
 pub fn make_fatal<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>) {
     // SAFETY: the pointer is the live handle `client` owns, and the reason is a static
     // NUL-terminated string; librdkafka copies it.
