@@ -28,6 +28,7 @@
 //! A producer that fails for good (librdkafka's fatal errors, such as a producer id the broker
 //! fenced) is replaced by a new one before the relay starts over.
 
+mod pace;
 mod publish;
 mod recovery;
 mod refusal;
@@ -54,10 +55,6 @@ use crate::producer::AckingProducer;
 /// Advisory lock key of the relay: each service has its own database, so one key suffices.
 pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0b0b_0001;
 
-/// A wake this soon after a round that published counts as load: the relay lingers
-/// ([`RelaySettings::busy_linger`]) to let more rows join the next round.
-const BUSY_WITHIN: Duration = Duration::from_millis(20);
-
 /// What a relay is doing right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayStatus {
@@ -75,9 +72,9 @@ pub struct RelaySettings {
     pub batch_size: i64,
     /// Fallback poll when no notification arrives (e.g. the listener reconnected and missed one).
     pub poll_interval: Duration,
-    /// When a wake comes within [`BUSY_WITHIN`] of a round that published something, how long
-    /// to let more rows gather before the next round (`RELAY_BUSY_LINGER_MS`, default 2):
-    /// batches grow with the load, and a row after a quiet spell is published at once.
+    /// When wakes come fast and the last round published something ([`pace`]), how long to let
+    /// more rows gather before the next round (`RELAY_BUSY_LINGER_MS`, default 2): batches grow
+    /// with the load, and a row after a quiet spell is published at once.
     pub busy_linger: Duration,
     /// How often a standby tries to take the lock.
     pub standby_interval: Duration,
@@ -367,6 +364,7 @@ impl OutboxRelay {
 
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
+        let mut pace = pace::Pace::default();
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -375,7 +373,6 @@ impl OutboxRelay {
             if published as i64 >= self.settings.batch_size {
                 continue;
             }
-            let round_ended = Instant::now();
             tokio::select! {
                 _ = self.wake.woken() => {}
                 notification = listener.recv() => { notification?; }
@@ -385,7 +382,7 @@ impl OutboxRelay {
             // Busy (the last round published something, and rows keep coming): let a few more
             // rows gather, so that one round trip carries them all. A row that comes after a
             // quiet spell goes out at once: one order at a time pays no linger on any hop.
-            let busy = published > 0 && round_ended.elapsed() < BUSY_WITHIN;
+            let busy = pace.woken(Instant::now(), published > 0);
             if busy && !self.settings.busy_linger.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.settings.busy_linger) => {}
