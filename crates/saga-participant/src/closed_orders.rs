@@ -3,33 +3,59 @@
 //! closed when its `OrderCancelled` arrives, or when a request to act for it arrives past its
 //! deadline ([`Standing::turns_away`](crate::Standing::turns_away)). A reply that comes after
 //! that is never acted on. Reading and writing the table is the same for every participant, so
-//! it is written here, beside the participant's own tables rather than joined into their SQL.
-
-use std::collections::HashMap;
+//! it is written here once: the read wraps each participant's own query ([`joined`]), so that a
+//! batch learns both in one round trip, and the write is a statement of its own.
 
 use saga_events::CancellationReason;
-use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::participant::corrupt;
 
-/// Why each of `orders` that is closed was closed (open orders are absent).
-pub async fn load(
-    conn: &mut PgConnection,
-    orders: &[Uuid],
-) -> Result<HashMap<Uuid, CancellationReason>, sqlx::Error> {
-    let rows: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT order_id, reason FROM closed_orders WHERE order_id = ANY($1)")
-            .bind(orders)
-            .fetch_all(conn)
-            .await?;
-    rows.into_iter()
-        .map(|(order, reason)| {
-            let reason = CancellationReason::parse(&reason)
-                .ok_or_else(|| corrupt(format!("reason {reason}")))?;
-            Ok((order, reason))
-        })
-        .collect()
+/// `load`, a participant's query for its own rows of the orders in `$1` (each row naming its
+/// `order_id`), joined with which of those orders are closed: what the participant knows of a
+/// batch's orders in one round trip. An order closed before the participant acted for it has a
+/// row with no step of its own ([`Known::own`] is `None`).
+pub fn joined(load: &str) -> String {
+    format!(
+        "SELECT own.*, own.order_id IS NOT NULL AS own_present,
+                closed.order_id AS closed_order, closed.reason AS closed_reason
+         FROM ({load}) own
+         FULL JOIN (SELECT order_id, reason FROM closed_orders WHERE order_id = ANY($1)) closed
+           ON closed.order_id = own.order_id"
+    )
+}
+
+/// A row of [`joined`]: the participant's own row of an order, if it has one, and why the order
+/// is closed, if it is. Its own row's columns come first, so a row read by position (a tuple)
+/// reads them as [`joined`]'s `load` returned them.
+#[derive(Debug)]
+pub struct Known<R> {
+    pub own: Option<R>,
+    pub closed: Option<(Uuid, CancellationReason)>,
+}
+
+impl<'r, R: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Known<R> {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let own_present: bool = row.try_get("own_present")?;
+        let own = if own_present {
+            Some(R::from_row(row)?)
+        } else {
+            None
+        };
+        let order: Option<Uuid> = row.try_get("closed_order")?;
+        let reason: Option<String> = row.try_get("closed_reason")?;
+        let closed = match (order, reason) {
+            (Some(order), Some(reason)) => {
+                let reason = CancellationReason::parse(&reason)
+                    .ok_or_else(|| corrupt(format!("reason {reason}")))?;
+                Some((order, reason))
+            }
+            _ => None,
+        };
+        Ok(Self { own, closed })
+    }
 }
 
 /// Records orders as closed, in one statement; an order closed before keeps its first reason.

@@ -1,6 +1,6 @@
 //! How a participant reacts to a batch of events. The consumer's batches are its hot path, so a
 //! batch runs a fixed few statements whatever its size: what the participant knows of the
-//! batch's orders (its own rows, then which of them are closed: two indexed queries), the
+//! batch's orders (its own rows and which of them are closed, in one statement), the
 //! batch's context if it has one (Inventory locks its stock), then each reaction decided in
 //! memory by the participant's rules against the latest standing of its order, and every change
 //! written at the end (one statement per table written to, none for a table left alone).
@@ -9,12 +9,11 @@ use std::collections::HashMap;
 
 use saga_events::{CancellationReason, EventType, SagaEvent};
 use saga_messaging::{Arrival, HandlerError, Reactions, Refusal};
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use crate::closed_orders;
 use crate::participant::{Change, Changes, Ledger, Standings};
-use crate::standing::Standing;
 
 /// A participant as the consumer's [`Reactions`]: what a service hands
 /// `saga_runtime::ServiceRuntime::run`.
@@ -65,27 +64,26 @@ impl<P: Ledger> Reactions for Reacting<P> {
     }
 }
 
-/// What the participant knows of each of `orders`: its own rows, and which orders are closed.
+/// What the participant knows of each of `orders`: its own rows, and which orders are closed,
+/// in one statement ([`closed_orders::joined`]).
 async fn standings<P: Ledger>(
     tx: &mut PgConnection,
     orders: &[Uuid],
 ) -> Result<Standings<P::Step>, sqlx::Error> {
-    let rows: Vec<P::Row> = sqlx::query_as(P::LOAD)
-        .bind(orders)
-        .fetch_all(&mut *tx)
-        .await?;
-    let closed = closed_orders::load(tx, orders).await?;
-    let mut known = Standings::with_capacity(rows.len() + closed.len());
+    let rows: Vec<closed_orders::Known<P::Row>> =
+        sqlx::query_as(AssertSqlSafe(closed_orders::joined(P::LOAD)))
+            .bind(orders)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut known = Standings::with_capacity(rows.len());
     for row in rows {
-        let (order, step) = P::read(row)?;
-        let standing = Standing {
-            step: Some(step),
-            closed: None,
-        };
-        known.insert(order, standing);
-    }
-    for (order, reason) in closed {
-        known.entry(order).or_default().closed = Some(reason);
+        if let Some(own) = row.own {
+            let (order, step) = P::read(own)?;
+            known.entry(order).or_default().step = Some(step);
+        }
+        if let Some((order, reason)) = row.closed {
+            known.entry(order).or_default().closed = Some(reason);
+        }
     }
     Ok(known)
 }
@@ -120,6 +118,7 @@ fn newly_closed<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::standing::Standing;
 
     const ORDER: Uuid = Uuid::from_u128(1);
     const OTHER: Uuid = Uuid::from_u128(2);
