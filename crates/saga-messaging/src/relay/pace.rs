@@ -5,9 +5,9 @@
 //! reads. One order at a time must pay no such wait on any hop. Judging load by the time since
 //! the last round misfires there: Order's relay publishes twice per saga (the order placed, then
 //! its end) 15 to 20 ms apart, and the next order's placement follows the end within a few
-//! milliseconds, so either rule of thumb ("a wake soon after a round") calls that pace busy. The
-//! mean gap between wakes does not: it stays near half a saga, far above the few milliseconds
-//! between commits under real load.
+//! milliseconds, so "a wake soon after a round" calls that pace busy. The mean gap between wakes
+//! does not: it stays near half a saga, far above the few milliseconds between commits under
+//! real load.
 
 use std::time::{Duration, Instant};
 
