@@ -56,15 +56,14 @@ impl Pace {
 mod tests {
     use super::*;
 
-    /// Wakes at the given offsets (ms) after a start; whether the last one found the relay busy.
-    fn busy_after(offsets_ms: &[u64], published: bool) -> bool {
+    /// Wakes at the given offsets (ms) after a start: whether each found the relay busy.
+    fn verdicts(offsets_ms: &[u64], published: bool) -> Vec<bool> {
         let start = Instant::now();
         let mut pace = Pace::default();
-        let mut busy = false;
-        for ms in offsets_ms {
-            busy = pace.woken(start + Duration::from_millis(*ms), published);
-        }
-        busy
+        offsets_ms
+            .iter()
+            .map(|ms| pace.woken(start + Duration::from_millis(*ms), published))
+            .collect()
     }
 
     #[test]
@@ -72,33 +71,35 @@ mod tests {
         // Given Order's relay woken for each order placed and each order ended, back to back
         let wakes: Vec<u64> = (0..50).flat_map(|n| [n * 22, n * 22 + 19]).collect();
         // Then no wake lingers
-        assert!(!busy_after(&wakes, true));
+        assert!(!verdicts(&wakes, true).contains(&true));
     }
 
     #[test]
-    fn commits_a_millisecond_apart_are_busy() {
+    fn commits_a_millisecond_apart_become_busy() {
         let wakes: Vec<u64> = (0..40).collect();
-        assert!(busy_after(&wakes, true));
+        assert_eq!(verdicts(&wakes, true).last(), Some(&true));
     }
 
     #[test]
     fn a_round_that_published_nothing_never_lingers() {
         let wakes: Vec<u64> = (0..40).collect();
-        assert!(!busy_after(&wakes, false));
+        assert!(!verdicts(&wakes, false).contains(&true));
     }
 
     #[test]
     fn a_pause_forgets_a_burst() {
-        // Given a burst, then a pause of a second
+        // Given a burst that made the relay busy, then a pause of a second
         let mut wakes: Vec<u64> = (0..40).collect();
         wakes.push(1_040);
+        let verdicts = verdicts(&wakes, true);
+        assert!(verdicts[38], "the burst was busy");
         // Then the first wake after the pause goes out at once
-        assert!(!busy_after(&wakes, true));
+        assert_eq!(verdicts.last(), Some(&false));
     }
 
     #[test]
     fn a_few_quick_wakes_after_a_quiet_spell_are_not_yet_busy() {
         let wakes = [0, 1_000, 1_001, 1_002];
-        assert!(!busy_after(&wakes, true));
+        assert!(!verdicts(&wakes, true).contains(&true));
     }
 }
