@@ -138,15 +138,19 @@ async fn a_retry_partition_moved_mid_wait_is_not_committed_past_its_unhandled_re
     let kafka = iso.kafka.clone();
     let committed_past_r1_while_parked = std::cell::Cell::new(None);
     eventually("both retries handled", DEADLINE, || async {
-        let parked: Vec<(i64, String)> =
-            sqlx::query_as("SELECT id, status FROM parked ORDER BY id")
-                .fetch_all(&iso.pool)
-                .await?;
+        // The offset first, then the rows: a handled record's row is gone for good, so r1 still
+        // parked after the offset was read means the offset passed it while it waited. Read the
+        // other way round, r1 handled (its row deleted, then its offset committed) between the
+        // two reads looked like that too: fetching the offset takes a new client, and so long.
         let (kafka, group, topic) = (kafka.clone(), group.clone(), retry_topic.clone());
         let committed =
             tokio::task::spawn_blocking(move || committed_offsets(&kafka, &group, &topic, &[0]))
                 .await??;
         let offset = committed.first().and_then(|(_, o)| *o).unwrap_or(0);
+        let parked: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, status FROM parked ORDER BY id")
+                .fetch_all(&iso.pool)
+                .await?;
         if offset > 0 && parked.iter().any(|(id, _)| *id == r1) {
             committed_past_r1_while_parked
                 .set(committed_past_r1_while_parked.get().or(Some(offset)));
