@@ -249,13 +249,11 @@ async fn ends(
     let partitions = partitions.to_vec();
     tokio::task::spawn_blocking(move || {
         let reader = PartitionReader::new(&kafka)?;
-        partitions
+        let watermarks = reader.watermarks_of(&partitions)?;
+        Ok(watermarks
             .into_iter()
-            .map(|partition| {
-                let (_, high) = reader.watermarks(&partition.0, partition.1)?;
-                Ok((partition, high))
-            })
-            .collect()
+            .map(|(partition, (_, high))| (partition, high))
+            .collect())
     })
     .await?
 }

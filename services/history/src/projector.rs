@@ -338,8 +338,8 @@ impl Projector {
     }
 }
 
-/// Fetches the event partitions' watermarks every second: how far behind the projection is (a
-/// gauge, and what `/readyz` says until start-up has caught up).
+/// Fetches the event partitions' watermarks every second, two requests for all of them: how far
+/// behind the projection is (a gauge, and what `/readyz` says until start-up has caught up).
 async fn watch_ends(
     kafka: KafkaSettings,
     partitions: Vec<Partition>,
@@ -362,16 +362,7 @@ async fn watch_ends(
         }
         let reader = reader.clone();
         let wanted = partitions.clone();
-        let fetched = tokio::task::spawn_blocking(move || {
-            wanted
-                .into_iter()
-                .map(|partition| {
-                    let ends = reader.watermarks(&partition.0, partition.1)?;
-                    Ok((partition, ends))
-                })
-                .collect::<Result<HashMap<_, _>, KafkaError>>()
-        })
-        .await;
+        let fetched = tokio::task::spawn_blocking(move || reader.watermarks_of(&wanted)).await;
         match fetched {
             Ok(Ok(ends)) => {
                 progress.ends(ends);

@@ -225,7 +225,9 @@ impl PartitionReader {
     }
 
     /// The first (`Offset::Beginning`) or next (`Offset::End`) offset of every partition of
-    /// `partitions`, asked of the brokers in one request each rather than one per partition.
+    /// `partitions`, asked of the brokers in one request each rather than one per partition. A
+    /// partition the broker did not answer for fails the whole call, so that no caller mistakes
+    /// a partition left out for an empty one.
     fn offsets_at(
         &self,
         partitions: &TopicPartitionList,
@@ -236,12 +238,38 @@ impl PartitionReader {
             asked.add_partition_offset(p.topic(), p.partition(), at)?;
         }
         let answered = self.consumer.offsets_for_times(asked, self.timeout)?;
-        Ok(answered
-            .elements()
-            .iter()
-            .filter_map(|p| match p.offset() {
-                Offset::Offset(offset) => Some(((p.topic().to_owned(), p.partition()), offset)),
-                _ => None,
+        let mut offsets = std::collections::HashMap::with_capacity(answered.count());
+        for p in answered.elements() {
+            p.error()?;
+            if let Offset::Offset(offset) = p.offset() {
+                offsets.insert((p.topic().to_owned(), p.partition()), offset);
+            }
+        }
+        if offsets.len() < partitions.count() {
+            return Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownPartition,
+            ));
+        }
+        Ok(offsets)
+    }
+
+    /// Low and high watermarks of each of `partitions`, in two requests for all of them
+    /// (`watermarks` asks two per partition): what a watcher of many partitions polls.
+    pub fn watermarks_of(
+        &self,
+        partitions: &[(String, i32)],
+    ) -> Result<std::collections::HashMap<(String, i32), (i64, i64)>, KafkaError> {
+        let mut asked = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            asked.add_partition(topic, *partition);
+        }
+        let low = self.offsets_at(&asked, Offset::Beginning)?;
+        let high = self.offsets_at(&asked, Offset::End)?;
+        Ok(low
+            .into_iter()
+            .filter_map(|(partition, low)| {
+                let high = *high.get(&partition)?;
+                Some((partition, (low, high)))
             })
             .collect())
     }

@@ -5,8 +5,10 @@
 //! session means losing the lock, and the relay starts over. Standbys wait for the lock.
 //!
 //! The active relay publishes rows in id order with an idempotent producer (`acks=all`) and
-//! deletes them once the broker acknowledged them. It wakes when a writer of its own process
-//! commits, or on LISTEN/NOTIFY for writers in other processes, polling only as a fallback.
+//! deletes them once the broker acknowledged them, in the statement that reads the next round's
+//! rows (a round of its own within 50 ms when no wake comes first). It wakes when a writer of
+//! its own process commits, or on LISTEN/NOTIFY for writers in other processes, polling only as
+//! a fallback.
 //! Deletes are committed without waiting for the disk: a row that comes back after a crash is
 //! found on its topic by recovery.
 //!
@@ -131,6 +133,11 @@ pub enum RelayError {
 
 /// How long a stopping relay waits for the broker to acknowledge what it already sent.
 pub(super) const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// The longest acknowledged rows stay in the outbox before a round deletes them. Long enough
+/// that a relay publishing every few tens of milliseconds deletes them with its next read; short
+/// enough that the backlog gauge, sampled every few seconds, rarely sees them.
+const DELETE_WITHIN: Duration = Duration::from_millis(50);
 
 /// Publishes a service's outbox.
 #[derive(Clone)]
@@ -365,18 +372,29 @@ impl OutboxRelay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         let mut pace = pace::Pace::default();
+        // Rows the broker acknowledged, deleted by the next round's read.
+        let mut acknowledged = Vec::new();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            let published = self.publish_batch(&mut session, shutdown).await?;
+            let published = self
+                .publish_batch(&mut session, &mut acknowledged, shutdown)
+                .await?;
             if published as i64 >= self.settings.batch_size {
                 continue;
             }
+            // Acknowledged rows wait for the next round at most DELETE_WITHIN: under load a
+            // wake comes first and the delete rides on its read; when quiet, a round of its own.
+            let poll = if acknowledged.is_empty() {
+                self.settings.poll_interval
+            } else {
+                DELETE_WITHIN.min(self.settings.poll_interval)
+            };
             tokio::select! {
                 _ = self.wake.woken() => {}
                 notification = listener.recv() => { notification?; }
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = shutdown.cancelled() => break,
             }
             // Busy (the last round published something, and rows keep coming): let a few more
@@ -393,7 +411,12 @@ impl OutboxRelay {
         // Drain what committed before shutdown began (briefly: the broker may be what is
         // away), then hand the lock over.
         let drained = CancellationToken::new();
-        let drain = self.publish_batch(&mut session, &drained);
+        let drain = async {
+            self.publish_batch(&mut session, &mut acknowledged, &drained)
+                .await?;
+            outbox::mark_published(&mut session, &acknowledged).await?;
+            Ok::<_, RelayError>(())
+        };
         let _ = tokio::time::timeout(SHUTDOWN_DRAIN, drain).await;
         let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(self.settings.lock_key)

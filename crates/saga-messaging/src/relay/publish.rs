@@ -115,15 +115,19 @@ impl OutboxRelay {
         })
     }
 
-    /// Publishes up to one batch; returns how many rows it published. Shutdown stops the wait
-    /// for acknowledgements after [`SHUTDOWN_DRAIN`]: rows not acknowledged stay for the next
-    /// relay.
+    /// Publishes up to one batch; returns how many rows it published. `published` holds the
+    /// rows the broker acknowledged and that are still to be deleted: the round deletes them in
+    /// the statement that reads its batch, and leaves its own there for the next round. Shutdown
+    /// stops the wait for acknowledgements after [`SHUTDOWN_DRAIN`]: rows not acknowledged stay
+    /// for the next relay.
     pub(super) async fn publish_batch(
         &self,
         session: &mut PgConnection,
+        published: &mut Vec<i64>,
         shutdown: &CancellationToken,
     ) -> Result<usize, RelayError> {
-        let rows = outbox::unpublished(session, self.settings.batch_size).await?;
+        let rows = outbox::unpublished_after(session, published, self.settings.batch_size).await?;
+        published.clear();
         if rows.is_empty() {
             return Ok(0);
         }
@@ -179,15 +183,17 @@ impl OutboxRelay {
                 }
             }
         }
-        // Every acknowledged row is on its partition, so deleting it is always right; a row
-        // that failed stays, and the recovery that follows the failure looks at what is really
-        // on the broker.
-        outbox::mark_published(session, &delivered).await?;
+        // Every acknowledged row is on its partition, so deleting it is always right (the next
+        // round does); a row that failed stays, and the recovery that follows the failure looks
+        // at what is really on the broker. A relay that stops before the next round leaves the
+        // acknowledged rows to recovery, which finds them on their partitions and deletes them.
         metrics::counter!("saga_events_published_total").increment(delivered.len() as u64);
+        let count = delivered.len();
+        published.extend(delivered);
         self.move_aside(session, &refused).await?;
         match failure {
             Some(error) => Err(error),
-            None => Ok(delivered.len() + refused.len()),
+            None => Ok(count + refused.len()),
         }
     }
 

@@ -118,16 +118,26 @@ async fn counters(context: &Context, databases: &Databases) -> anyhow::Result<Co
     let topics = context.topics.clone();
     let records = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(Service, i64)>> {
         let reader = saga_messaging::inspect::reader::PartitionReader::new(&kafka)?;
-        let mut records = Vec::new();
+        let mut partitions = Vec::new();
         for service in Service::ALL {
             let topic = topics.events(service);
-            let mut total = 0;
             for partition in 0..reader.partition_count(&topic)? {
-                total += reader.watermarks(&topic, partition)?.1;
+                partitions.push((topic.clone(), partition));
             }
-            records.push((service, total));
         }
-        Ok(records)
+        let watermarks = reader.watermarks_of(&partitions)?;
+        Ok(Service::ALL
+            .into_iter()
+            .map(|service| {
+                let topic = topics.events(service);
+                let total = watermarks
+                    .iter()
+                    .filter(|((of, _), _)| *of == topic)
+                    .map(|(_, (_, high))| high)
+                    .sum();
+                (service, total)
+            })
+            .collect())
     })
     .await??;
     Ok(Counters {
