@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
+# The time each test binary starts at, before cargo's "Running" line: what shows which suite
+# took a slow run's minutes.
+stamp() { awk '/^ *Running / { clock = "date +%T"; clock | getline now; close(clock); $0 = "[" now "] " $0 } { print; fflush() }'; }
 
 step "formatting and lints"
 cargo fmt --all -- --check
@@ -76,7 +79,7 @@ cargo test --workspace --no-run --quiet "${features[@]}"
 deploy/local/stack.sh jaeger-wait
 isolated_log=$(mktemp)
 trap 'rm -f "$log" "$isolated_log"' EXIT
-cargo test --workspace --exclude saga-e2e --no-fail-fast "${features[@]}" >"$isolated_log" 2>&1 &
+(cargo test --workspace --exclude saga-e2e --no-fail-fast "${features[@]}" 2>&1 | stamp >"$isolated_log") &
 isolated=$!
 alone=(faults chaos stack_lifecycle)
 side_by_side=()
@@ -84,13 +87,13 @@ for target in tests/*.rs; do
   name=$(basename "$target" .rs)
   [[ " ${alone[*]} " == *" $name "* ]] || side_by_side+=(--test "$name")
 done
-cargo test -p saga-e2e --no-fail-fast "${features[@]}" "${side_by_side[@]}" 2>&1 | tee "$log" || status=$?
+cargo test -p saga-e2e --no-fail-fast "${features[@]}" "${side_by_side[@]}" 2>&1 | stamp | tee "$log" || status=$?
 wait "$isolated" || status=$?
 printf '\n==> %s\n' "the crates' own tests (they ran beside the end-to-end tests above)"
 tee -a "$log" <"$isolated_log"
 alone_tests=()
 for name in "${alone[@]}"; do alone_tests+=(--test "$name"); done
-cargo test -p saga-e2e --no-fail-fast "${features[@]}" "${alone_tests[@]}" 2>&1 | tee -a "$log" || status=$?
+cargo test -p saga-e2e --no-fail-fast "${features[@]}" "${alone_tests[@]}" 2>&1 | stamp | tee -a "$log" || status=$?
 # After everything above (sagas, faults, poison, adversarial input): the read side rebuilt from
 # offset 0 must equal the live one, table by table, at one checkpoint vector.
 printf '\n==> %s\n' "the read side rebuilt from the topics and checked equal to the live one"

@@ -192,7 +192,13 @@ impl OutboxRelay {
         published.extend(delivered);
         self.move_aside(session, &refused).await?;
         match failure {
-            Some(error) => Err(error),
+            Some(error) => {
+                // The relay starts over after this: what is acknowledged goes now, so that its
+                // recovery has only the failed rows to look for.
+                outbox::mark_published(session, published).await?;
+                published.clear();
+                Err(error)
+            }
             None => Ok(count + refused.len()),
         }
     }
