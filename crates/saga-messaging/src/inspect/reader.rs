@@ -41,6 +41,9 @@ pub struct Range {
     pub to: i64,
 }
 
+/// Low and high watermark of each partition, by topic and partition.
+pub type Watermarks = std::collections::HashMap<(String, i32), (i64, i64)>;
+
 /// Blocking reads; call from a blocking thread.
 pub struct PartitionReader {
     consumer: BaseConsumer,
@@ -255,10 +258,7 @@ impl PartitionReader {
 
     /// Low and high watermarks of each of `partitions`, in two requests for all of them
     /// (`watermarks` asks two per partition): what a watcher of many partitions polls.
-    pub fn watermarks_of(
-        &self,
-        partitions: &[(String, i32)],
-    ) -> Result<std::collections::HashMap<(String, i32), (i64, i64)>, KafkaError> {
+    pub fn watermarks_of(&self, partitions: &[(String, i32)]) -> Result<Watermarks, KafkaError> {
         let mut asked = TopicPartitionList::new();
         for (topic, partition) in partitions {
             asked.add_partition(topic, *partition);
