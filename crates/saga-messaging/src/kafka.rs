@@ -145,9 +145,10 @@ impl KafkaSettings {
             // Unlike the services' consumers, the projector lets records gather: the broker
             // answers a fetch once 64 KiB are there or 50 ms have passed. It reads every
             // partition of the event topics, and librdkafka sends each fetch whole (no fetch
-            // sessions), so one fetch for every few records was an eighth of the broker's requests at
-            // 100 sagas/s. The read side is eventually consistent (`?wait_ms=` waits for it);
-            // 50 ms more behind buys fewer, larger batches. At most 16 MiB are prefetched.
+            // sessions), so a fetch for every few records was an eighth of the broker's
+            // requests at 100 sagas/s. The read side is eventually consistent (`?wait_ms=` waits
+            // for it); 50 ms more behind buys fewer, larger batches. At most 16 MiB are
+            // prefetched.
             .set("fetch.min.bytes", "65536")
             .set("fetch.wait.max.ms", "50")
             .set("queued.max.messages.kbytes", "16384");

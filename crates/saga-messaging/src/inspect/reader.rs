@@ -259,6 +259,9 @@ impl PartitionReader {
     /// Low and high watermarks of each of `partitions`, in two requests for all of them
     /// (`watermarks` asks two per partition): what a watcher of many partitions polls.
     pub fn watermarks_of(&self, partitions: &[(String, i32)]) -> Result<Watermarks, KafkaError> {
+        if partitions.is_empty() {
+            return Ok(Watermarks::new());
+        }
         let mut asked = TopicPartitionList::new();
         for (topic, partition) in partitions {
             asked.add_partition(topic, *partition);

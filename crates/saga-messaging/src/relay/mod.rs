@@ -8,9 +8,8 @@
 //! deletes them once the broker acknowledged them, in the statement that reads the next round's
 //! rows (a round of its own within 50 ms when no wake comes first). It wakes when a writer of
 //! its own process commits, or on LISTEN/NOTIFY for writers in other processes, polling only as
-//! a fallback.
-//! Deletes are committed without waiting for the disk: a row that comes back after a crash is
-//! found on its topic by recovery.
+//! a fallback. Deletes are committed without waiting for the disk: a row that comes back after a
+//! crash is found on its topic by recovery.
 //!
 //! Recovery ([`recovery`]): every record carries its row id in the `outbox-id` header and goes
 //! to the partition Kafka's Java clients would choose for its key. When a relay takes over (or
