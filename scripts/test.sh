@@ -7,8 +7,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
 # The time each test binary starts at, before cargo's "Running" line: what shows which suite
-# took a slow run's minutes.
-stamp() { awk '/^ *Running / { clock = "date +%T"; clock | getline now; close(clock); $0 = "[" now "] " $0 } { print; fflush() }'; }
+# took a slow run's minutes. Read line by line as it comes (mawk would wait for a whole block).
+stamp() {
+  local line now
+  while IFS= read -r line || [[ -n $line ]]; do
+    if [[ $line =~ ^\ *Running\  ]]; then
+      printf -v now '%(%T)T' -1
+      line="[$now] $line"
+    fi
+    printf '%s\n' "$line"
+  done
+}
 
 step "formatting and lints"
 cargo fmt --all -- --check
