@@ -7,7 +7,8 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -23,6 +24,18 @@ pub enum Standing {
     Clear,
 }
 
+impl Standing {
+    fn of(known: bool, order_parked: bool) -> Self {
+        if known {
+            Standing::Known
+        } else if order_parked {
+            Standing::OrderParked
+        } else {
+            Standing::Clear
+        }
+    }
+}
+
 /// The standing of each `(event id, order id)`, in the order given, in one round trip. A record
 /// without an event id (one that could not be decoded) is only asked about its order.
 pub async fn standing(
@@ -33,29 +46,93 @@ pub async fn standing(
         return Ok(Vec::new());
     }
     let (ids, orders): (Vec<Option<Uuid>>, Vec<String>) = events.iter().cloned().unzip();
-    let rows: Vec<(bool, bool)> = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM inbox i WHERE i.event_id = a.event_id)
-                OR EXISTS (SELECT 1 FROM parked p WHERE p.event_id = a.event_id),
-                EXISTS (SELECT 1 FROM parked p WHERE p.order_id = a.order_id)
-         FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS a(event_id, order_id, n)
-         ORDER BY a.n",
-    )
+    let rows: Vec<(bool, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT inbox_known, inbox_order_parked FROM ({}) s ORDER BY inbox_n",
+        asked("$1", "$2")
+    )))
     .bind(&ids)
     .bind(&orders)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(known, order_parked)| {
-            if known {
-                Standing::Known
-            } else if order_parked {
-                Standing::OrderParked
-            } else {
-                Standing::Clear
-            }
-        })
+        .map(|(known, order_parked)| Standing::of(known, order_parked))
         .collect())
+}
+
+/// [`standing`], and the rows of `query` (a service's read of the batch's orders, whose `$1` is
+/// `orders`, a `uuid[]`), in one round trip: a consumer's transaction asks both before anything
+/// else, and a round trip saved there is saved for every batch.
+///
+/// The two are unrelated rows of different columns, so they come as one result by a full join
+/// that matches nothing: each row is either one of `query`'s, its columns first and the
+/// standing's null, or a standing's with `query`'s columns null.
+pub async fn standing_beside<R>(
+    conn: &mut PgConnection,
+    events: &[(Option<Uuid>, String)],
+    query: &str,
+    orders: &[Uuid],
+) -> Result<(Vec<Standing>, Vec<R>), sqlx::Error>
+where
+    R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    if events.is_empty() && orders.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let (ids, asked_orders): (Vec<Option<Uuid>>, Vec<String>) = events.iter().cloned().unzip();
+    let rows: Vec<Beside<R>> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT q.*, s.inbox_n, s.inbox_known, s.inbox_order_parked
+         FROM ({query}) q FULL JOIN ({}) s ON false",
+        asked("$2", "$3")
+    )))
+    .bind(orders)
+    .bind(&ids)
+    .bind(&asked_orders)
+    .fetch_all(conn)
+    .await?;
+    let mut standings = Vec::with_capacity(events.len());
+    let mut read = Vec::with_capacity(rows.len().saturating_sub(events.len()));
+    for row in rows {
+        match row {
+            Beside::Standing(n, standing) => standings.push((n, standing)),
+            Beside::Row(row) => read.push(row),
+        }
+    }
+    standings.sort_unstable_by_key(|(n, _)| *n);
+    Ok((standings.into_iter().map(|(_, s)| s).collect(), read))
+}
+
+/// The standing of each event asked (event ids in the `uuid[]` parameter `ids`, their orders in
+/// the `text[]` parameter `orders`): a row each, numbered `inbox_n` in the order asked.
+fn asked(ids: &str, orders: &str) -> String {
+    format!(
+        "SELECT a.n AS inbox_n,
+                EXISTS (SELECT 1 FROM inbox i WHERE i.event_id = a.event_id)
+                OR EXISTS (SELECT 1 FROM parked p WHERE p.event_id = a.event_id) AS inbox_known,
+                EXISTS (SELECT 1 FROM parked p WHERE p.order_id = a.order_id) AS inbox_order_parked
+         FROM unnest({ids}::uuid[], {orders}::text[]) WITH ORDINALITY AS a(event_id, order_id, n)"
+    )
+}
+
+/// A row of [`standing_beside`]: a standing (its place among those asked), or a row of the query.
+enum Beside<R> {
+    Standing(i64, Standing),
+    Row(R),
+}
+
+impl<'r, R: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Beside<R> {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        match row.try_get::<Option<i64>, _>("inbox_n")? {
+            Some(n) => Ok(Beside::Standing(
+                n,
+                Standing::of(
+                    row.try_get("inbox_known")?,
+                    row.try_get("inbox_order_parked")?,
+                ),
+            )),
+            None => Ok(Beside::Row(R::from_row(row)?)),
+        }
+    }
 }
 
 /// One handled event, as the inbox records it.

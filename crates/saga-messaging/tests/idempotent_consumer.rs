@@ -27,6 +27,8 @@ struct Recording {
 }
 
 impl Reactions for Recording {
+    type Loaded = ();
+
     fn wants(&self, _event_type: EventType) -> bool {
         true
     }
@@ -35,6 +37,7 @@ impl Reactions for Recording {
         &self,
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
+        _loaded: (),
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         for arrival in events {
             let event = arrival.event;

@@ -31,6 +31,8 @@ struct Slow {
 }
 
 impl Reactions for Slow {
+    type Loaded = ();
+
     fn wants(&self, _event_type: EventType) -> bool {
         true
     }
@@ -39,6 +41,7 @@ impl Reactions for Slow {
         &self,
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
+        _loaded: (),
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         for arrival in events {
             tokio::time::sleep(Duration::from_millis(20)).await;

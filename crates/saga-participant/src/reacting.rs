@@ -1,15 +1,16 @@
 //! How a participant reacts to a batch of events. The consumer's batches are its hot path, so a
 //! batch runs a fixed few statements whatever its size: what the participant knows of the
-//! batch's orders (its own rows and which of them are closed, in one statement), the
-//! batch's context if it has one (Inventory locks its stock), then each reaction decided in
-//! memory by the participant's rules against the latest standing of its order, and every change
-//! written at the end (one statement per table written to, none for a table left alone).
+//! batch's orders (its own rows and which of them are closed, read in the consumer's statement
+//! that asks where the batch's events stand), the batch's context if it has one (Inventory
+//! locks its stock), then each reaction decided in memory by the participant's rules against
+//! the latest standing of its order, and every change written at the end (one statement per
+//! table written to, none for a table left alone).
 
 use std::collections::HashMap;
 
 use saga_events::{CancellationReason, EventType, SagaEvent};
-use saga_messaging::{Arrival, HandlerError, Reactions, Refusal};
-use sqlx::{AssertSqlSafe, PgConnection};
+use saga_messaging::{Arrival, HandlerError, Reactions, Refusal, inbox};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::closed_orders;
@@ -21,18 +22,38 @@ use crate::participant::{Change, Changes, Ledger, Standings};
 pub struct Reacting<P>(pub P);
 
 impl<P: Ledger> Reactions for Reacting<P> {
+    type Loaded = Standings<P::Step>;
+
     fn wants(&self, event_type: EventType) -> bool {
         P::SERVICE.reacts_to(event_type)
+    }
+
+    /// What the participant knows of the batch's orders (its own rows, and which orders are
+    /// closed: [`closed_orders::joined`]), read in the consumer's statement that asks where the
+    /// batch's events stand.
+    async fn load(
+        &self,
+        tx: &mut PgConnection,
+        questions: &[(Option<Uuid>, String)],
+        orders: &[Uuid],
+    ) -> Result<(Vec<inbox::Standing>, Standings<P::Step>), sqlx::Error> {
+        let (standing, rows) = inbox::standing_beside::<closed_orders::Known<P::Row>>(
+            tx,
+            questions,
+            &closed_orders::joined(P::LOAD),
+            orders,
+        )
+        .await?;
+        Ok((standing, standings::<P>(rows)?))
     }
 
     async fn react(
         &self,
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
+        known: Standings<P::Step>,
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         let participant = &self.0;
-        let orders: Vec<Uuid> = events.iter().map(|a| a.order_id).collect();
-        let known = standings::<P>(tx, &orders).await?;
         let prepared = participant.prepare(tx, events, &known).await?;
         let mut context = prepared.clone();
         let now = chrono::Utc::now().timestamp_millis();
@@ -64,17 +85,10 @@ impl<P: Ledger> Reactions for Reacting<P> {
     }
 }
 
-/// What the participant knows of each of `orders`: its own rows, and which orders are closed,
-/// in one statement ([`closed_orders::joined`]).
-async fn standings<P: Ledger>(
-    tx: &mut PgConnection,
-    orders: &[Uuid],
+/// What the participant knows of each order, from the rows of [`closed_orders::joined`].
+fn standings<P: Ledger>(
+    rows: Vec<closed_orders::Known<P::Row>>,
 ) -> Result<Standings<P::Step>, sqlx::Error> {
-    let rows: Vec<closed_orders::Known<P::Row>> =
-        sqlx::query_as(AssertSqlSafe(closed_orders::joined(P::LOAD)))
-            .bind(orders)
-            .fetch_all(&mut *tx)
-            .await?;
     let mut known = Standings::with_capacity(rows.len());
     for row in rows {
         if let Some(own) = row.own {

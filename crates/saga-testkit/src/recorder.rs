@@ -53,6 +53,8 @@ impl Recorder {
 }
 
 impl Reactions for Recorder {
+    type Loaded = ();
+
     fn wants(&self, _event_type: EventType) -> bool {
         true
     }
@@ -61,6 +63,7 @@ impl Reactions for Recorder {
         &self,
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
+        _loaded: (),
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         for (index, arrival) in events.iter().enumerate() {
             if self.fails(arrival.event) {

@@ -51,9 +51,9 @@ pub async fn begin(pool: &PgPool, id: Uuid) -> Result<Transaction<'static, Postg
     parking::begin_locked(pool, &[id]).await
 }
 
-/// Starts instance `id` in `state` and carries out `commands` (its first timers, its first
-/// event); returns the events to emit. Starting an instance that exists changes nothing and
-/// emits nothing: a redelivered start is harmless. The instance belongs to the trace
+/// Starts instance `id` in `state` and carries out `commands` (its first steps and timers, its
+/// first events); returns the events to emit. Starting an instance that exists changes nothing
+/// and emits nothing: a redelivered start is harmless. The instance belongs to the trace
 /// `traceparent` names (its order's: see [`crate::Traces`]). The caller holds the instance's
 /// lock.
 pub async fn start<W: Workflow>(
@@ -64,41 +64,144 @@ pub async fn start<W: Workflow>(
     commands: Vec<Command>,
     traceparent: Option<&str>,
 ) -> Result<Vec<SagaEvent>, WorkflowError> {
-    // The events the commands emit are known before any is carried out: the journal's first
-    // entry names them, written with the instance in one statement.
-    let emitted: Vec<&str> = commands
-        .iter()
-        .filter_map(|command| match command {
-            Command::Emit(event) => Some(event.event_type().name()),
-            _ => None,
-        })
+    let one = Start {
+        id,
+        state,
+        commands,
+        traceparent,
+    };
+    start_all(tx, workflow, vec![one]).await
+}
+
+/// An instance to start: see [`start`].
+#[derive(Debug)]
+pub struct Start<'a, S> {
+    pub id: Uuid,
+    pub state: &'a S,
+    pub commands: Vec<Command>,
+    pub traceparent: Option<&'a str>,
+}
+
+/// Starts each of `starts` as [`start`] starts one, in one statement for all of them: their
+/// rows, their journals' first entries, their first steps and one wake of the runners. A batch
+/// of a consumer starts its orders' workflows in one round trip. Other commands (a first timer)
+/// are carried out after, one instance at a time. Returns the events to emit, in order; an id
+/// given twice is started once, as the first names it.
+pub async fn start_all<W: Workflow>(
+    tx: &mut PgConnection,
+    workflow: &W,
+    starts: Vec<Start<'_, W::State>>,
+) -> Result<Vec<SagaEvent>, WorkflowError> {
+    let mut seen = std::collections::HashSet::with_capacity(starts.len());
+    let starts: Vec<Start<'_, W::State>> = starts
+        .into_iter()
+        .filter(|start| seen.insert(start.id))
         .collect();
-    let started = sqlx::query(
-        "WITH started AS (
-             INSERT INTO workflow_instances (workflow, instance_id, state, label, waiting_for,
-                                             traceparent)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (workflow, instance_id) DO NOTHING
-             RETURNING 1
-         )
-         INSERT INTO workflow_journal (workflow, instance_id, version, input, label, emitted)
-         SELECT $1, $2, 0, '\"start\"'::jsonb, $4, $7 FROM started",
-    )
-    .bind(W::NAME)
-    .bind(id)
-    .bind(sqlx::types::Json(state))
-    .bind(workflow.label(state))
-    .bind(workflow.waiting_for(state))
-    .bind(traceparent)
-    .bind(&emitted)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if started == 0 {
+    if starts.is_empty() {
         return Ok(Vec::new());
     }
-    let (emit, _) = carry_out(tx, W::NAME, id, commands, Wake::Runner, None).await?;
-    metrics::counter!("saga_workflow_started_total", "workflow" => W::NAME).increment(1);
+    let mut steps: (Vec<Uuid>, Vec<&str>) = (Vec::new(), Vec::new());
+    for start in &starts {
+        for command in &start.commands {
+            if let Command::Run { step } = command {
+                steps.0.push(start.id);
+                steps.1.push(step);
+            }
+        }
+    }
+    // The events the commands emit are known before any is carried out: the journal's first
+    // entry names them, written with the instance.
+    let emitted: Vec<serde_json::Value> = starts
+        .iter()
+        .map(|start| {
+            start
+                .commands
+                .iter()
+                .filter_map(|command| match command {
+                    Command::Emit(event) => {
+                        Some(serde_json::Value::from(event.event_type().name()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let started: Vec<Uuid> = sqlx::query_scalar(
+        "WITH input AS (
+             SELECT * FROM unnest($2::uuid[], $3::jsonb[], $4::text[], $5::text[], $6::text[],
+                                  $7::jsonb[])
+                 AS i(instance_id, state, label, waiting_for, traceparent, emitted)
+         ),
+         started AS (
+             INSERT INTO workflow_instances (workflow, instance_id, state, label, waiting_for,
+                                             traceparent)
+             SELECT $1, instance_id, state, label, waiting_for, traceparent FROM input
+             ON CONFLICT (workflow, instance_id) DO NOTHING
+             RETURNING instance_id
+         ),
+         journal AS (
+             INSERT INTO workflow_journal (workflow, instance_id, version, input, label, emitted)
+             SELECT $1, i.instance_id, 0, '\"start\"'::jsonb, i.label,
+                    ARRAY(SELECT jsonb_array_elements_text(i.emitted))
+             FROM started s JOIN input i USING (instance_id)
+         ),
+         scheduled AS (
+             INSERT INTO workflow_steps (workflow, instance_id, step)
+             SELECT $1, r.instance_id, r.step
+             FROM unnest($8::uuid[], $9::text[]) AS r(instance_id, step)
+             JOIN started s USING (instance_id)
+             ON CONFLICT (workflow, instance_id, step) DO NOTHING
+         )
+         -- A step scheduled wakes the runners: one notification per transaction, however many
+         -- rows ask for it (Postgres folds the same payload on the same channel).
+         SELECT s.instance_id FROM started s
+         WHERE s.instance_id <> ALL($8) OR pg_notify($10, $1) IS NOT NULL",
+    )
+    .bind(W::NAME)
+    .bind(starts.iter().map(|s| s.id).collect::<Vec<_>>())
+    .bind(
+        starts
+            .iter()
+            .map(|s| sqlx::types::Json(s.state))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        starts
+            .iter()
+            .map(|s| workflow.label(s.state))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        starts
+            .iter()
+            .map(|s| workflow.waiting_for(s.state))
+            .collect::<Vec<_>>(),
+    )
+    .bind(starts.iter().map(|s| s.traceparent).collect::<Vec<_>>())
+    .bind(&emitted)
+    .bind(&steps.0)
+    .bind(&steps.1)
+    .bind(CHANNEL)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut emit = Vec::new();
+    for start in starts {
+        if !started.contains(&start.id) {
+            continue;
+        }
+        let mut rest = Vec::new();
+        for command in start.commands {
+            match command {
+                Command::Emit(event) => emit.push(*event),
+                Command::Run { .. } => {}
+                other => rest.push(other),
+            }
+        }
+        if !rest.is_empty() {
+            carry_out(tx, W::NAME, start.id, rest, Wake::Runner, None).await?;
+        }
+        metrics::counter!("saga_workflow_started_total", "workflow" => W::NAME).increment(1);
+    }
     Ok(emit)
 }
 

@@ -41,7 +41,7 @@ use sqlx::migrate::Migrator;
 use thiserror::Error;
 use uuid::Uuid;
 
-pub use instance::{Handled, Instance, begin, handle, load, start};
+pub use instance::{Handled, Instance, Start, begin, handle, load, start, start_all};
 pub use steps::Perform;
 pub use traces::Traces;
 

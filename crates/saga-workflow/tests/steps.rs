@@ -2,16 +2,16 @@
 //! toy workflow of three steps (`a` → `b` → `c`) whose `b` has an effect to undo (`undo_b`) if
 //! the instance is cancelled: a fast chain is handed over in one transaction, a slow step shows
 //! what is done while it runs, and a cancellation that comes in while steps run ahead of their
-//! hand-over still has the effect undone.
+//! hand-over still has the effect undone. Instances started in a batch are each started once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use saga_events::{EventCodec, TopicNames};
+use saga_events::{EventCodec, EventMetadata, OrderConfirmed, SagaEvent, TopicNames};
 use saga_messaging::Outbox;
 use saga_testkit::isolated;
-use saga_workflow::{Command, Conflict, Perform, StepFailure, Transition, Workflow};
+use saga_workflow::{Command, Conflict, Perform, Start, StepFailure, Transition, Workflow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
@@ -200,6 +200,15 @@ impl Perform<Chain> for Remote {
     }
 }
 
+fn fresh() -> Toy {
+    Toy {
+        phase: Phase::A,
+        b_done: false,
+        b_undone: false,
+        heard: Vec::new(),
+    }
+}
+
 struct Fixture {
     pool: PgPool,
     id: Uuid,
@@ -224,12 +233,7 @@ impl Fixture {
         }
         drop(warm);
         let id = Uuid::now_v7();
-        let start = Toy {
-            phase: Phase::A,
-            b_done: false,
-            b_undone: false,
-            heard: Vec::new(),
-        };
+        let start = fresh();
         let mut tx = saga_workflow::begin(&pool, id).await?;
         saga_workflow::start(
             &mut tx,
@@ -263,10 +267,20 @@ impl Fixture {
 
     /// Waits until the instance's label is `label` and its state passes `also`; returns the state.
     async fn until(&self, label: &str, also: impl Fn(&Toy) -> bool) -> anyhow::Result<Toy> {
+        self.until_of(self.id, label, also).await
+    }
+
+    /// [`Fixture::until`], for instance `id`.
+    async fn until_of(
+        &self,
+        id: Uuid,
+        label: &str,
+        also: impl Fn(&Toy) -> bool,
+    ) -> anyhow::Result<Toy> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let instance =
-                saga_workflow::load::<Chain>(&mut *self.pool.acquire().await?, self.id).await?;
+                saga_workflow::load::<Chain>(&mut *self.pool.acquire().await?, id).await?;
             match instance {
                 Some(instance) if instance.label == label && also(&instance.state) => {
                     return Ok(instance.state);
@@ -280,6 +294,16 @@ impl Fixture {
         }
     }
 
+    /// The journal's entries of instance `id`: each input with the events it emitted.
+    async fn journal_of(&self, id: Uuid) -> anyhow::Result<Vec<(Value, Vec<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT input, emitted FROM workflow_journal WHERE instance_id = $1 ORDER BY version",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The journal's inputs, in order, each with the time of the transaction that wrote it.
     async fn journal(&self) -> anyhow::Result<Vec<(Value, chrono::DateTime<chrono::Utc>)>> {
         Ok(sqlx::query_as(
@@ -291,10 +315,14 @@ impl Fixture {
     }
 
     async fn steps(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.steps_of(self.id).await
+    }
+
+    async fn steps_of(&self, id: Uuid) -> anyhow::Result<Vec<(String, String)>> {
         Ok(sqlx::query_as(
             "SELECT step, status FROM workflow_steps WHERE instance_id = $1 ORDER BY step",
         )
-        .bind(self.id)
+        .bind(id)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -403,5 +431,87 @@ async fn a_cancellation_while_steps_run_ahead_still_has_their_effect_undone() ->
         "b's outcome is heard after the cancellation: {state:?}"
     );
     fixture.assert_each_called_once(&["undo_b"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_of_starts_starts_each_instance_once_and_all_of_them_run() -> anyhow::Result<()> {
+    // Given an instance started before (the fixture's)
+    let fixture = Fixture::new("batch").await?;
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let state = fresh();
+    let confirmed = |id: Uuid| -> Command {
+        let order_id = id.to_string();
+        Command::emit(SagaEvent::from(OrderConfirmed {
+            metadata: EventMetadata::first(&order_id, "test"),
+            order_id,
+        }))
+    };
+    let start = |id: Uuid, commands: Vec<Command>| Start {
+        id,
+        state: &state,
+        commands,
+        traceparent: None,
+    };
+    // When one batch starts it again, beside two new ones (one of them named twice), each
+    // with its first step, one with a timer and an event
+    let mut tx = fixture.pool.begin().await?;
+    let emitted = saga_workflow::start_all(
+        &mut tx,
+        &Chain,
+        vec![
+            start(
+                fixture.id,
+                vec![Command::Run { step: "a" }, confirmed(fixture.id)],
+            ),
+            start(
+                first,
+                vec![
+                    Command::Run { step: "a" },
+                    Command::Schedule {
+                        timer: "expiry",
+                        due_at_ms: chrono::Utc::now().timestamp_millis() + 3_600_000,
+                    },
+                    confirmed(first),
+                ],
+            ),
+            start(second, vec![Command::Run { step: "a" }]),
+            start(first, vec![Command::Run { step: "a" }, confirmed(first)]),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    // Then only the new instance's event is emitted, once
+    let orders: Vec<&str> = emitted.iter().map(SagaEvent::order_id).collect();
+    assert_eq!(orders, [first.to_string()], "{emitted:?}");
+    // And each new instance has its first journal entry (naming what it emitted) and step; the
+    // one started before is as it was
+    assert_eq!(
+        fixture.journal_of(first).await?,
+        [(json!("start"), vec!["OrderConfirmed".to_owned()])]
+    );
+    assert_eq!(
+        fixture.journal_of(second).await?,
+        [(json!("start"), Vec::<String>::new())]
+    );
+    assert_eq!(fixture.journal_of(fixture.id).await?.len(), 1);
+    let timers: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT instance_id, timer FROM workflow_timers ORDER BY instance_id")
+            .fetch_all(&fixture.pool)
+            .await?;
+    assert_eq!(timers, [(first, "expiry".to_owned())]);
+    for id in [fixture.id, first, second] {
+        assert_eq!(
+            fixture.steps_of(id).await?,
+            [("a".to_owned(), "PENDING".to_owned())],
+            "{id}"
+        );
+    }
+    // And the runner, woken by the batch's commit or by its look, runs all three to the end
+    fixture.run()?;
+    for id in [fixture.id, first, second] {
+        let state = fixture.until_of(id, "DONE", |_| true).await?;
+        assert_eq!(state.heard, ["a", "b", "c"], "{id}");
+    }
     Ok(())
 }

@@ -1,12 +1,14 @@
-//! How Order reacts to a batch of events: all of them go into the timeline in one statement; the
-//! sagas of their orders are read in one query, moved by [`crate::domain::react`], and written
-//! back in one statement.
+//! How Order reacts to a batch of events: the sagas of their orders are read in the consumer's
+//! first query, all the events go into the timeline in one statement, and the sagas are moved
+//! by [`crate::domain::react`] and written back in one statement.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use saga_events::{EventType, SagaEvent, Service};
-use saga_messaging::{Arrival, HandlerError, Reactions, Refusal, headers, parse_uuid, trace};
+use saga_messaging::{
+    Arrival, HandlerError, Reactions, Refusal, headers, inbox, parse_uuid, trace,
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -21,7 +23,12 @@ pub struct OrderReactions {
     pub deadline_budget_ms: i64,
 }
 
+/// Where the sagas of a batch's orders stand, as [`store::standing_and_states`] reads them.
+type States = HashMap<Uuid, OrderState>;
+
 impl Reactions for OrderReactions {
+    type Loaded = States;
+
     fn wants(&self, event_type: EventType) -> bool {
         Service::Order.reacts_to(event_type)
     }
@@ -32,10 +39,20 @@ impl Reactions for OrderReactions {
         ends_a_saga(event_type)
     }
 
+    async fn load(
+        &self,
+        tx: &mut PgConnection,
+        questions: &[(Option<Uuid>, String)],
+        orders: &[Uuid],
+    ) -> Result<(Vec<inbox::Standing>, States), sqlx::Error> {
+        store::standing_and_states(tx, questions, orders).await
+    }
+
     async fn react(
         &self,
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
+        mut states: States,
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         let recorded = events
             .iter()
@@ -45,7 +62,6 @@ impl Reactions for OrderReactions {
         timeline::record_events(tx, &recorded).await?;
 
         let orders: Vec<Uuid> = events.iter().map(|a| a.order_id).collect();
-        let mut states = store::states(tx, &orders).await?;
         let mut changed: HashMap<Uuid, OrderState> = HashMap::new();
         let mut extended = Vec::new();
         let mut emitted = Vec::with_capacity(events.len());

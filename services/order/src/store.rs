@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use saga_events::CancellationReason;
+use saga_messaging::inbox;
 use serde::Serialize;
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -238,18 +239,25 @@ impl StateRow {
 const STATE_COLUMNS: &str = "order_id, status, cancellation_reason, charged, refunded, reserved,
     released, shipped, shipment_cancelled";
 
-/// Where the sagas of `orders` stand (orders Order never accepted are absent).
-pub async fn states(
+/// Where each of a batch's events stands for Order's consumer ([`inbox::standing_beside`]), and
+/// where the sagas of `orders` stand (orders Order never accepted are absent), in one round trip.
+pub async fn standing_and_states(
     conn: &mut PgConnection,
+    questions: &[(Option<Uuid>, String)],
     orders: &[Uuid],
-) -> Result<HashMap<Uuid, OrderState>, sqlx::Error> {
-    let rows: Vec<StateRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {STATE_COLUMNS} FROM orders WHERE order_id = ANY($1)"
-    )))
-    .bind(orders)
-    .fetch_all(conn)
+) -> Result<(Vec<inbox::Standing>, HashMap<Uuid, OrderState>), sqlx::Error> {
+    let (standing, rows) = inbox::standing_beside::<StateRow>(
+        conn,
+        questions,
+        &format!("SELECT {STATE_COLUMNS} FROM orders WHERE order_id = ANY($1)"),
+        orders,
+    )
     .await?;
-    rows.into_iter().map(StateRow::into_state).collect()
+    let states = rows
+        .into_iter()
+        .map(StateRow::into_state)
+        .collect::<Result<_, _>>()?;
+    Ok((standing, states))
 }
 
 /// Writes the states a batch changed, with their compensation.

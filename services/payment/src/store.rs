@@ -6,14 +6,14 @@ use chrono::{DateTime, Utc};
 use saga_events::CancellationReason;
 use saga_messaging::Arrival;
 use saga_participant::{Change, Changes, Ledger, Standings, column, corrupt};
-use saga_workflow::Traces;
+use saga_workflow::{Start, Traces};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{Payment, PaymentStatus, Rules};
-use crate::review::ReviewInput;
+use crate::review::{Review, ReviewInput};
 use crate::reviews::Reviews;
 
 /// A payment as `GET /payments/{order_id}` shows it.
@@ -123,35 +123,36 @@ impl Ledger for Rules {
     }
 }
 
-/// Starts the reviews the batch opened, and closes those whose order it cancelled (nothing
-/// charged): under the orders' locks, which the batch holds, as every input to a review is.
+/// Starts the reviews the batch opened (all in one statement), and closes those whose order it
+/// cancelled (nothing charged): under the orders' locks, which the batch holds, as every input
+/// to a review is. An order opened and cancelled in one batch has its review started first.
 async fn reviews_of(
     tx: &mut PgConnection,
     payments: &[Change<'_, Payment>],
     traces: &Traces,
 ) -> sqlx::Result<()> {
+    let in_review = || {
+        payments
+            .iter()
+            .filter(|change| change.step.status == PaymentStatus::InReview)
+    };
+    let opened: Vec<Start<'_, Review>> = in_review()
+        .filter_map(|change| {
+            let opened = change.step.opened_review.as_ref()?;
+            Some(Start {
+                id: change.order_id,
+                state: &opened.review,
+                commands: opened.commands.clone(),
+                traceparent: traces.get(change.order_id),
+            })
+        })
+        .collect();
+    // A review's start emits nothing: the decision that opened it told the saga.
+    saga_workflow::start_all(tx, &Reviews, opened).await?;
     let now = chrono::Utc::now().timestamp_millis();
-    for change in payments {
-        if change.step.status != PaymentStatus::InReview {
-            continue;
-        }
-        if let Some(opened) = &change.step.opened_review {
-            let commands = opened.commands.clone();
-            let trace = traces.get(change.order_id);
-            saga_workflow::start(
-                tx,
-                &Reviews,
-                change.order_id,
-                &opened.review,
-                commands,
-                trace,
-            )
-            .await?;
-        }
-        if change.closed.is_some() {
-            let cancelled = ReviewInput::OrderCancelled;
-            saga_workflow::handle(tx, &Reviews, change.order_id, &cancelled, now).await?;
-        }
+    for change in in_review().filter(|change| change.closed.is_some()) {
+        let cancelled = ReviewInput::OrderCancelled;
+        saga_workflow::handle(tx, &Reviews, change.order_id, &cancelled, now).await?;
     }
     Ok(())
 }

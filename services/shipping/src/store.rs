@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use saga_events::{Address, StockLine};
 use saga_messaging::Arrival;
 use saga_participant::{Change, Changes, Ledger, Standings, column, corrupt};
-use saga_workflow::Traces;
+use saga_workflow::{Start, Traces};
 use serde::Serialize;
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 use saga_workflow::WorkflowError;
 
 use crate::domain::{Rules, Shipment, ShipmentStatus};
-use crate::fulfilment::{FulfilmentInput, StepDone};
+use crate::fulfilment::{Fulfilment, FulfilmentInput, StepDone};
 use crate::fulfilments::Fulfilments;
 
 /// A shipment as `GET /shipments/{order_id}` shows it.
@@ -130,29 +130,30 @@ impl Ledger for Rules {
     }
 }
 
-/// Starts the fulfilments the batch opened, and tells those whose order it cancelled: under the
-/// orders' locks, which the batch holds, as every input to a fulfilment is.
+/// Starts the fulfilments the batch opened (all in one statement), and tells those whose order
+/// it cancelled: under the orders' locks, which the batch holds, as every input to a fulfilment
+/// is. An order opened and cancelled in one batch has its fulfilment started before it is told.
 async fn fulfilments_of(
     tx: &mut PgConnection,
     shipments: &[Change<'_, Shipment>],
     traces: &Traces,
 ) -> sqlx::Result<()> {
+    let opened: Vec<Start<'_, Fulfilment>> = shipments
+        .iter()
+        .filter_map(|change| {
+            let opened = change.step.opened.as_ref()?;
+            Some(Start {
+                id: change.order_id,
+                state: &opened.fulfilment,
+                commands: opened.commands.clone(),
+                traceparent: traces.get(change.order_id),
+            })
+        })
+        .collect();
+    // A fulfilment's start emits nothing: the saga hears of it when it ends.
+    saga_workflow::start_all(tx, &Fulfilments, opened).await?;
     let now = chrono::Utc::now().timestamp_millis();
     for change in shipments {
-        if let Some(opened) = &change.step.opened {
-            let commands = opened.commands.clone();
-            let trace = traces.get(change.order_id);
-            let fulfilment = &opened.fulfilment;
-            saga_workflow::start(
-                tx,
-                &Fulfilments,
-                change.order_id,
-                fulfilment,
-                commands,
-                trace,
-            )
-            .await?;
-        }
         // Shipments from before fulfilments have no instance: nothing to tell.
         if change.closed.is_some() {
             let cancelled = FulfilmentInput::OrderCancelled;

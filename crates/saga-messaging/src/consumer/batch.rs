@@ -4,7 +4,8 @@
 //! 1. Every record is read first ([`super::read`]). Only the registry being away stops this
 //!    step, and the batch waits for it.
 //! 2. In one transaction: the advisory locks of all the batch's orders, in one fixed order; one
-//!    query for where each event stands (handled before, parked, or its order parked); then the
+//!    query for where each event stands (handled before, parked, or its order parked), which
+//!    also reads what the service needs of the batch's orders ([`Reactions::load`]); then the
 //!    plan for each record ([`super::plan`]): apply, skip, park behind its order, or
 //!    dead-letter.
 //! 3. The reactions run one after another in that transaction ([`super::react`]). When one
@@ -29,7 +30,6 @@ use super::read::{Item, Read, describe};
 use super::{Arrival, Reactions, Refusal};
 use crate::error::HandlerError;
 use crate::headers::Headers;
-use crate::inbox;
 use crate::outbox::OutboxRecord;
 use crate::parking;
 use crate::trace;
@@ -262,10 +262,10 @@ impl<R: Reactions> Handler<R> {
         let orders: Vec<Uuid> = subjects.iter().filter_map(|s| s.order()).collect();
         let mut tx = parking::begin_locked(&self.pool, &orders).await?;
         let questions: Vec<_> = subjects.iter().filter_map(|s| s.question()).collect();
-        let standings = inbox::standing(&mut tx, &questions).await?;
+        let (standings, loaded) = self.reactions.load(&mut tx, &questions, &orders).await?;
         let steps = plan(&subjects, &standings);
         let emitted = self
-            .react_as_planned(&mut tx, items, &steps, contexts)
+            .react_as_planned(&mut tx, items, &steps, contexts, loaded)
             .await?;
         let (outcomes, written) = self.keep_books(&mut tx, items, &steps, emitted).await?;
         self.outbox.commit(tx, written).await?;
@@ -279,6 +279,7 @@ impl<R: Reactions> Handler<R> {
         items: &[Item],
         steps: &[Step],
         contexts: &[Headers],
+        loaded: R::Loaded,
     ) -> Result<Vec<Vec<OutboxRecord>>, BatchFailure> {
         let applying: Vec<usize> = (0..items.len())
             .filter(|i| matches!(steps[*i], Step::Apply))
@@ -305,7 +306,7 @@ impl<R: Reactions> Handler<R> {
         }
         let arrival_contexts: Vec<Headers> =
             applying.iter().map(|i| contexts[*i].clone()).collect();
-        match self.react(tx, &arrivals, &arrival_contexts).await {
+        match self.react(tx, &arrivals, &arrival_contexts, loaded).await {
             Ok(emitted) => Ok(emitted),
             Err(Refusal { error, .. }) if error.is_transient() => {
                 Err(BatchFailure::Transient(error))

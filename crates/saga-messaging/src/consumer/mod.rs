@@ -60,6 +60,7 @@ use uuid::Uuid;
 use crate::delivery::Delivery;
 use crate::error::HandlerError;
 use crate::health::Health;
+use crate::inbox;
 use crate::kafka::KafkaSettings;
 use crate::outbox::Outbox;
 
@@ -120,12 +121,39 @@ pub trait Reactions: Send + Sync + 'static {
         true
     }
 
-    /// Reacts to `events`, in order, within the consumer's transaction. Returns, for each event,
-    /// the events it emits: they are appended to the outbox in that same transaction.
+    /// What the reactions read of a batch's orders before reacting ([`Reactions::load`]), handed
+    /// to [`Reactions::react`]; `()` for reactions that read nothing first.
+    type Loaded: Default + Send;
+
+    /// The first read of a batch's transaction, once its orders are locked: where each of
+    /// `questions` (event id, order id) stands for this service ([`inbox::standing`]), and what
+    /// the reactions read of `orders`. A service that reads its orders asks both in one round
+    /// trip ([`inbox::standing_beside`]); by default, only the standing is read.
+    fn load<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        questions: &'a [(Option<Uuid>, String)],
+        orders: &'a [Uuid],
+    ) -> impl Future<Output = Result<(Vec<inbox::Standing>, Self::Loaded), sqlx::Error>> + Send + 'a
+    {
+        let _ = orders;
+        async move {
+            Ok((
+                inbox::standing(tx, questions).await?,
+                Self::Loaded::default(),
+            ))
+        }
+    }
+
+    /// Reacts to `events`, in order, within the consumer's transaction, with what
+    /// [`Reactions::load`] read of their orders (and of the batch's others, which no event here
+    /// may need: those skipped, parked or dead-lettered). Returns, for each event, the events it
+    /// emits: they are appended to the outbox in that same transaction.
     fn react<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         events: &'a [Arrival<'a>],
+        loaded: Self::Loaded,
     ) -> impl Future<Output = Result<Vec<Vec<SagaEvent>>, Refusal>> + Send + 'a;
 }
 

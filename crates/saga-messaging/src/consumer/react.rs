@@ -24,6 +24,7 @@ impl<R: Reactions> Handler<R> {
         tx: &mut PgConnection,
         arrivals: &[Arrival<'_>],
         contexts: &[Headers],
+        loaded: R::Loaded,
     ) -> Result<Vec<Vec<OutboxRecord>>, Refusal> {
         let started = Instant::now();
         let reaction = async {
@@ -37,7 +38,7 @@ impl<R: Reactions> Handler<R> {
                     None => {}
                 }
             }
-            self.reactions.react(tx, arrivals).await
+            self.reactions.react(tx, arrivals, loaded).await
         };
         let emitted = AssertUnwindSafe(reaction)
             .catch_unwind()

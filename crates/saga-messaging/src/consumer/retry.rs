@@ -275,9 +275,14 @@ impl<R: Reactions> Handler<R> {
         let context = trace::context_or(&transaction, &parked.source.headers);
         let mut savepoint = tx.begin().await?;
         let applied: Result<Written, HandlerError> = async {
+            // Only the inbox is asked: the event is parked, by its own retry.
             if inbox::contains(&mut savepoint, event_id).await? {
                 return Ok(Written::nothing());
             }
+            let (_, loaded) = self
+                .reactions
+                .load(&mut savepoint, &[], &[order_id])
+                .await?;
             let arrival = Arrival {
                 event: &event,
                 order_id,
@@ -285,7 +290,12 @@ impl<R: Reactions> Handler<R> {
                 written_as: &written_as,
             };
             let records: Vec<_> = self
-                .react(&mut savepoint, &[arrival], std::slice::from_ref(&context))
+                .react(
+                    &mut savepoint,
+                    &[arrival],
+                    std::slice::from_ref(&context),
+                    loaded,
+                )
                 .await
                 .map_err(|refusal| refusal.error)?
                 .into_iter()
