@@ -10,6 +10,7 @@ mod problem;
 mod telemetry;
 pub mod validation;
 
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -19,7 +20,7 @@ use saga_messaging::{
     Backoff, ConsumerSetup, EventConsumer, Health, KafkaSettings, Outbox, OutboxRelay, Reactions,
 };
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -144,12 +145,14 @@ impl Process {
 }
 
 /// A pool on `config`'s database, after applying the outbox/inbox migrations and `migrator`
-/// (as the migration role, when one is configured), waiting for Postgres while it starts.
+/// (as the migration role, when one is configured), waiting for Postgres while it starts. Its
+/// connections plan each statement once ([`GENERIC_PLANS`]).
 pub async fn connect(
     config: &ServiceConfig,
     migrator: sqlx::migrate::Migrator,
 ) -> Result<PgPool, RuntimeError> {
-    let pool = pool_options(config.database_pool_size).connect_lazy(&config.database_url)?;
+    let options = PgConnectOptions::from_str(&config.database_url)?.options([GENERIC_PLANS]);
+    let pool = pool_options(config.database_pool_size).connect_lazy_with(options);
     let started = Instant::now();
     let mut migrator = migrator;
     let migration_pool = match &config.migration_database_url {
@@ -188,6 +191,14 @@ pub async fn connect(
 /// as transient (the consumer retries the batch, the relay starts over, HTTP answers `503`), and
 /// the pool then drops it.
 pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The setting that has a service's connections plan each prepared statement once, not at every
+/// execution. Every statement on the hot path is a lookup by key or a write of arrays
+/// (`= ANY($1)`, `unnest($1)`): a plan made for one batch's values is the plan for any other.
+/// Left to choose, Postgres kept planning most of them anew each time, because a plan made for
+/// the values at hand (one order) is estimated cheaper than one made for none; one order at a
+/// time, planning took 2.4 ms of Postgres' CPU per saga against 3.4 ms of execution.
+pub const GENERIC_PLANS: (&str, &str) = ("plan_cache_mode", "force_generic_plan");
 
 /// The options of every pool a service opens: at most `max_connections`, five seconds to wait
 /// for one, and a ping only for a connection idle [`PING_AFTER_IDLE`] or longer.

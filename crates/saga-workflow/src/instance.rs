@@ -8,6 +8,7 @@ use saga_messaging::parking;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::outcomes::{self, Outcomes};
 use crate::{Command, Workflow, WorkflowError};
 
 /// The `NOTIFY` channel a transaction that schedules a step signals on: the step runner listens.
@@ -249,7 +250,7 @@ pub(crate) async fn moved<W: Workflow>(
     moving
         .apply(tx, workflow, input, now_ms, wake, None)
         .await?;
-    moving.write(tx, workflow).await
+    moving.write(tx, workflow, &Outcomes::default()).await
 }
 
 /// An instance read under its lock and moved by one input after another in memory, then written
@@ -350,17 +351,24 @@ impl<W: Workflow> Moving<W> {
         Ok(scheduled)
     }
 
-    /// Writes the instance as moved, with its journal, in one statement, and the service's own
-    /// tables ([`Workflow::persist`]) once; returns what changed and the events to emit.
+    /// Writes the instance as moved, with its journal and its steps' `outcomes`, in one
+    /// statement, and the service's own tables ([`Workflow::persist`]) once; returns what changed
+    /// and the events to emit.
     pub(crate) async fn write(
         self,
         tx: &mut PgConnection,
         workflow: &W,
+        outcomes: &Outcomes,
     ) -> Result<Handled<W::State>, WorkflowError> {
-        if !self.journal.is_empty() {
+        if self.journal.is_empty() {
+            outcomes.record(tx, W::NAME, self.id).await?;
+        } else {
             let version = self.version + i32::try_from(self.journal.len()).unwrap_or(i32::MAX);
-            sqlx::query(
-                "WITH moved AS (
+            let journal = serde_json::Value::Array(self.journal);
+            // The outcomes' upsert is a CTE: carried out whether or not anything reads it.
+            let statement = format!(
+                "WITH recorded AS ({}),
+                 moved AS (
                      UPDATE workflow_instances
                      SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
                      WHERE workflow = $1 AND instance_id = $2
@@ -371,16 +379,17 @@ impl<W: Workflow> Moving<W> {
                         ARRAY(SELECT jsonb_array_elements_text(j.emitted))
                  FROM moved,
                       jsonb_to_recordset($7) AS j(version int, input jsonb, label text, emitted jsonb)",
-            )
-            .bind(W::NAME)
-            .bind(self.id)
-            .bind(sqlx::types::Json(&self.state))
-            .bind(workflow.label(&self.state))
-            .bind(workflow.waiting_for(&self.state))
-            .bind(version)
-            .bind(serde_json::Value::Array(self.journal))
-            .execute(&mut *tx)
-            .await?;
+                outcomes::upsert(8)
+            );
+            let query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                .bind(W::NAME)
+                .bind(self.id)
+                .bind(sqlx::types::Json(&self.state))
+                .bind(workflow.label(&self.state))
+                .bind(workflow.waiting_for(&self.state))
+                .bind(version)
+                .bind(journal);
+            outcomes.bind(query).execute(&mut *tx).await?;
             workflow.persist(tx, self.id, &self.state).await?;
         }
         Ok(Handled {

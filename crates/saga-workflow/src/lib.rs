@@ -26,6 +26,7 @@
 //!   timers, once it is older than the service's inbox window.
 
 mod instance;
+mod outcomes;
 pub mod retention;
 pub mod steps;
 pub mod timers;

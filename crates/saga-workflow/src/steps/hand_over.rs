@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::{ATTEMPTS, Claimed, LEASE, backoff};
 use crate::instance::{self, Moving, Wake};
+use crate::outcomes::Outcomes;
 use crate::{StepFailure, Workflow, WorkflowError};
 
 /// A step's outcome in the runner's hands, not yet handed over.
@@ -163,13 +164,13 @@ pub(super) async fn hand_over<W: Workflow>(
             Err(error) => return Err(handler_error(error)),
         }
     }
-    outcomes.record(&mut tx, W::NAME, id).await?;
     let Some(moving) = moving else {
+        outcomes.record(&mut tx, W::NAME, id).await?;
         tx.commit().await?;
         return Ok(None);
     };
     let handled = moving
-        .write(&mut tx, workflow)
+        .write(&mut tx, workflow, &outcomes)
         .await
         .map_err(handler_error)?;
     let next = if leasable {
@@ -273,74 +274,6 @@ async fn retry_later(
     .execute(tx)
     .await?;
     Ok(())
-}
-
-/// Steps' final outcomes, each for its row (a row of its own for a step run ahead of its
-/// schedule), written in one statement.
-#[derive(Debug, Default)]
-struct Outcomes {
-    steps: Vec<String>,
-    statuses: Vec<&'static str>,
-    attempts: Vec<i32>,
-    results: Vec<Option<serde_json::Value>>,
-    errors: Vec<Option<String>>,
-}
-
-impl Outcomes {
-    fn push(&mut self, step: &str, attempts: i32, outcome: &Result<serde_json::Value, String>) {
-        let (status, result, error) = match outcome {
-            Ok(result) => ("DONE", Some(result.clone()), None),
-            Err(reason) => ("FAILED", None, Some(reason.clone())),
-        };
-        // A step heard twice keeps its first attempt count and its last outcome, as two upserts
-        // of its row would.
-        if let Some(i) = self.steps.iter().position(|s| s == step) {
-            self.statuses[i] = status;
-            self.results[i] = result;
-            self.errors[i] = error;
-            return;
-        }
-        self.steps.push(step.to_owned());
-        self.statuses.push(status);
-        self.attempts.push(attempts);
-        self.results.push(result);
-        self.errors.push(error);
-    }
-
-    fn has(&self, step: &str) -> bool {
-        self.steps.iter().any(|s| s == step)
-    }
-
-    async fn record(
-        &self,
-        tx: &mut PgConnection,
-        workflow: &str,
-        id: Uuid,
-    ) -> Result<(), sqlx::Error> {
-        if self.steps.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO workflow_steps (workflow, instance_id, step, status, attempts, result,
-                                         last_error)
-             SELECT $1, $2, o.step, o.status, o.attempts, o.result, o.error
-             FROM unnest($3::text[], $4::text[], $5::int[], $6::jsonb[], $7::text[])
-                  AS o(step, status, attempts, result, error)
-             ON CONFLICT (workflow, instance_id, step) DO UPDATE
-                 SET status = EXCLUDED.status, result = EXCLUDED.result,
-                     last_error = EXCLUDED.last_error, updated_at = now()",
-        )
-        .bind(workflow)
-        .bind(id)
-        .bind(&self.steps)
-        .bind(&self.statuses)
-        .bind(&self.attempts)
-        .bind(&self.results)
-        .bind(&self.errors)
-        .execute(tx)
-        .await?;
-        Ok(())
-    }
 }
 
 /// Leases the instance's next due step, if any (`in_flight`, when it is still running, is due
