@@ -59,9 +59,13 @@ impl Outcomes {
             return Ok(());
         }
         let upsert = upsert(3);
-        self.bind(sqlx::query(sqlx::AssertSqlSafe(upsert)).bind(workflow).bind(id))
-            .execute(tx)
-            .await?;
+        self.bind(
+            sqlx::query(sqlx::AssertSqlSafe(upsert))
+                .bind(workflow)
+                .bind(id),
+        )
+        .execute(tx)
+        .await?;
         Ok(())
     }
 
