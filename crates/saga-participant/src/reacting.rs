@@ -6,7 +6,7 @@
 //! the latest standing of its order, and every change written at the end (one statement per
 //! table written to, none for a table left alone).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use saga_events::{CancellationReason, EventType, SagaEvent};
 use saga_messaging::{Arrival, HandlerError, Reactions, Refusal, inbox};
@@ -51,9 +51,13 @@ impl<P: Ledger> Reactions for Reacting<P> {
         &self,
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
-        known: Standings<P::Step>,
+        mut known: Standings<P::Step>,
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         let participant = &self.0;
+        // What was read of the batch's other orders (skipped, parked) is no concern of the
+        // ledger's: Inventory, say, locks the stock of every reservation it is shown.
+        let reacted: HashSet<Uuid> = events.iter().map(|a| a.order_id).collect();
+        known.retain(|order, _| reacted.contains(order));
         let prepared = participant.prepare(tx, events, &known).await?;
         let mut context = prepared.clone();
         let now = chrono::Utc::now().timestamp_millis();
