@@ -2,12 +2,16 @@
 //! their order's lock, with every move journaled and its commands carried out in the same
 //! transaction.
 
+use std::collections::HashSet;
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
 use saga_messaging::parking;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::handoff::{Claimed, Handoff, LEASE, scope};
 use crate::outcomes::{self, Outcomes};
 use crate::{Command, Workflow, WorkflowError};
 
@@ -88,12 +92,15 @@ pub struct Start<'a, S> {
 /// of a consumer starts its orders' workflows in one round trip. Other commands (a first timer)
 /// are carried out after, one instance at a time. Returns the events to emit, in order; an id
 /// given twice is started once, as the first names it.
+///
+/// When a runner of the workflow runs in this process, the first steps are leased to it here and
+/// handed over once the transaction commits, so that it need not claim them ([`crate::handoff`]).
 pub async fn start_all<W: Workflow>(
     tx: &mut PgConnection,
     workflow: &W,
     starts: Vec<Start<'_, W::State>>,
 ) -> Result<Vec<SagaEvent>, WorkflowError> {
-    let mut seen = std::collections::HashSet::with_capacity(starts.len());
+    let mut seen = HashSet::with_capacity(starts.len());
     let starts: Vec<Start<'_, W::State>> = starts
         .into_iter()
         .filter(|start| seen.insert(start.id))
@@ -127,7 +134,11 @@ pub async fn start_all<W: Workflow>(
                 .collect()
         })
         .collect();
-    let started: Vec<Uuid> = sqlx::query_scalar(
+    // With a runner here to hand them to, the steps are leased to it from this statement on.
+    let handoff = Handoff::<W::State>::of::<W>().filter(|_| !steps.0.is_empty());
+    let ticket = handoff.as_ref().map(|handoff| handoff.ticket());
+    let leased_at = Instant::now();
+    let started: Vec<(Uuid, bool)> = sqlx::query_as(concat!(
         "WITH input AS (
              SELECT * FROM unnest($2::uuid[], $3::jsonb[], $4::text[], $5::text[], $6::text[],
                                   $7::jsonb[])
@@ -146,18 +157,29 @@ pub async fn start_all<W: Workflow>(
                     ARRAY(SELECT jsonb_array_elements_text(i.emitted))
              FROM started s JOIN input i USING (instance_id)
          ),
+         -- The lease, if the runner to hand the steps to works on these tables.
+         leasing AS (
+             SELECT $12::float8 AS secs WHERE $13 = ",
+        scope!(),
+        "
+         ),
          scheduled AS (
-             INSERT INTO workflow_steps (workflow, instance_id, step)
-             SELECT $1, r.instance_id, r.step
+             INSERT INTO workflow_steps (workflow, instance_id, step, attempts, due_at)
+             SELECT $1, r.instance_id, r.step, CASE WHEN l.secs IS NULL THEN 0 ELSE 1 END,
+                    clock_timestamp() + make_interval(secs => coalesce(l.secs, 0))
              FROM unnest($8::uuid[], $9::text[]) AS r(instance_id, step)
              JOIN started s USING (instance_id)
+             LEFT JOIN leasing l ON true
              ON CONFLICT (workflow, instance_id, step) DO NOTHING
          )
-         -- A step scheduled wakes the runners: one notification per transaction, however many
-         -- rows ask for it (Postgres folds the same payload on the same channel).
-         SELECT s.instance_id FROM started s
-         WHERE s.instance_id <> ALL($8) OR pg_notify($10, $1) IS NOT NULL",
-    )
+         -- A step scheduled wakes the runners, or names the ticket its lease waits under: one
+         -- notification per transaction, however many rows ask for it (Postgres folds the same
+         -- payload on the same channel).
+         SELECT s.instance_id, EXISTS (SELECT FROM leasing) FROM started s
+         WHERE s.instance_id <> ALL($8)
+            OR pg_notify($10, CASE WHEN EXISTS (SELECT FROM leasing) THEN $11 ELSE $1 END)
+               IS NOT NULL",
+    ))
     .bind(W::NAME)
     .bind(starts.iter().map(|s| s.id).collect::<Vec<_>>())
     .bind(
@@ -183,9 +205,16 @@ pub async fn start_all<W: Workflow>(
     .bind(&steps.0)
     .bind(&steps.1)
     .bind(CHANNEL)
+    .bind(ticket.as_ref().map(|(_, payload)| payload.as_str()))
+    .bind(LEASE.as_secs_f64())
+    .bind(handoff.as_ref().map(|handoff| handoff.scope.as_str()))
     .fetch_all(&mut *tx)
     .await?;
+    // Whether the steps were leased to the runner here: all were, or none.
+    let handoff = handoff.filter(|_| started.iter().any(|(_, leased)| *leased));
+    let started: HashSet<Uuid> = started.into_iter().map(|(id, _)| id).collect();
     let mut emit = Vec::new();
+    let mut leased = Vec::new();
     for start in starts {
         if !started.contains(&start.id) {
             continue;
@@ -194,6 +223,14 @@ pub async fn start_all<W: Workflow>(
         for command in start.commands {
             match command {
                 Command::Emit(event) => emit.push(*event),
+                Command::Run { step } if handoff.is_some() => leased.push(Claimed {
+                    id: start.id,
+                    step: step.to_owned(),
+                    attempts: 1,
+                    state: start.state.clone(),
+                    traceparent: start.traceparent.map(str::to_owned),
+                    leased_at,
+                }),
                 Command::Run { .. } => {}
                 other => rest.push(other),
             }
@@ -202,6 +239,9 @@ pub async fn start_all<W: Workflow>(
             carry_out(tx, W::NAME, start.id, rest, Wake::Runner, None).await?;
         }
         metrics::counter!("saga_workflow_started_total", "workflow" => W::NAME).increment(1);
+    }
+    if let (Some(handoff), Some((number, _))) = (handoff, ticket) {
+        handoff.park(number, leased);
     }
     Ok(emit)
 }

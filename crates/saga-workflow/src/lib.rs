@@ -25,6 +25,7 @@
 //! - **Retention** ([`retention`]): a finished instance is deleted, with its journal, steps and
 //!   timers, once it is older than the service's inbox window.
 
+mod handoff;
 mod instance;
 mod outcomes;
 pub mod retention;

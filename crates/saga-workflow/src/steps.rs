@@ -3,8 +3,10 @@
 //!
 //! 1. **Claim.** The earliest due step is taken (`FOR UPDATE SKIP LOCKED`, so replicas share
 //!    them) and leased: its `due_at` moves past the call's timeout and its attempt is counted,
-//!    in one statement of its own that also reads the instance's state. A runner killed mid-call leaves the step to be claimed again
-//!    when the lease ends.
+//!    in one statement of its own that also reads the instance's state. A runner killed mid-call
+//!    leaves the step to be claimed again when the lease ends. A start in the runner's own
+//!    process leases its first steps itself and hands them over once it commits
+//!    ([`crate::handoff`]): those are not claimed.
 //! 2. **Perform.** [`Workflow::perform`] runs the effect under the key `workflow:instance:step`,
 //!    which the remote honours: a step run again after a crash repeats nothing (the same label,
 //!    not a second one). A call that outlasts [`STEP_TIMEOUT`] is a transient failure.
@@ -45,15 +47,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
 use uuid::Uuid;
 
+use crate::handoff::{Claimed, Handoff, LEASE, Woken, scope};
 use crate::instance::{self, CHANNEL};
 use crate::{Command, StepFailure, Workflow};
 use hand_over::{Finished, hand_over};
 
 /// The longest a step's call may take; it counts as a transient failure after.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a claim holds a step: past the call's timeout, with a margin for the hand-over.
-const LEASE: Duration = Duration::from_secs(5);
 
 /// Time a lease keeps for the hand-over after its last call.
 const HAND_OVER_MARGIN: Duration = Duration::from_secs(1);
@@ -92,16 +92,6 @@ pub trait Perform<W: Workflow>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<serde_json::Value, StepFailure>> + Send + 'a;
 }
 
-/// A claimed step, ready to run.
-#[derive(Debug)]
-struct Claimed<S> {
-    id: Uuid,
-    step: String,
-    attempts: i32,
-    state: S,
-    traceparent: Option<String>,
-}
-
 /// Runs `workflow`'s steps with `performer` until `shutdown`: up to [`CONCURRENCY`] chains at
 /// once, each its own instance's (an instance has at most one step due at a time).
 pub async fn run<W: Workflow, P: Perform<W>>(
@@ -112,6 +102,13 @@ pub async fn run<W: Workflow, P: Perform<W>>(
     shutdown: CancellationToken,
 ) {
     let mut listener = listen(&pool).await;
+    // Steps handed over by this process's starts ([`crate::handoff`]) come with a notification:
+    // only a runner that listens takes them.
+    let handoff = match listener {
+        Some(_) => scope(&pool).await.map(Handoff::register::<W>),
+        None => None,
+    };
+    let mut handed: VecDeque<Claimed<W::State>> = VecDeque::new();
     let mut backoff = backoff();
     // Each chain is a task of its own: it holds a connection while it hands an outcome over, and
     // must get on with it while this loop waits for one to claim more.
@@ -123,6 +120,20 @@ pub async fn run<W: Workflow, P: Perform<W>>(
     // sends no look to the database by itself.
     let mut look = true;
     while !shutdown.is_cancelled() {
+        while running.len() < CONCURRENCY
+            && let Some(claimed) = handed.pop_front()
+        {
+            // Waited so long for a place that its lease may end mid-call: it is left to end,
+            // and the step claimed again then.
+            if claimed.leased_at.elapsed() + STEP_TIMEOUT + HAND_OVER_MARGIN >= LEASE {
+                continue;
+            }
+            let (workflow, performer) = (workflow.clone(), performer.clone());
+            let (pool, outbox) = (pool.clone(), outbox.clone());
+            running.spawn(async move {
+                run_chain(&workflow, performer.as_ref(), &pool, &outbox, claimed).await;
+            });
+        }
         let room = CONCURRENCY.saturating_sub(running.len());
         if room > 0 && look {
             match claim_due::<W>(&pool, room).await {
@@ -151,11 +162,13 @@ pub async fn run<W: Workflow, P: Perform<W>>(
         let woken = async {
             match listener.as_mut() {
                 Some(connected) => match connected.try_recv().await {
-                    // A notification, or the connection lost (it reconnects on the next call).
-                    Ok(_) => {}
-                    Err(_) => std::future::pending::<()>().await,
+                    Ok(Some(notification)) => Some(notification.payload().to_owned()),
+                    // The connection was lost: it reconnects on the next call, and what was
+                    // missed meanwhile may be due.
+                    Ok(None) => None,
+                    Err(_) => std::future::pending::<Option<String>>().await,
                 },
-                None => std::future::pending::<()>().await,
+                None => std::future::pending::<Option<String>>().await,
             }
         };
         let a_chain_ended = async {
@@ -167,7 +180,14 @@ pub async fn run<W: Workflow, P: Perform<W>>(
         };
         tokio::select! {
             _ = a_chain_ended => {}
-            _ = woken => look = true,
+            payload = woken => match (payload, handoff.as_ref()) {
+                (Some(payload), Some(handoff)) => match handoff.woken(&payload) {
+                    Woken::Handed(steps) => handed.extend(steps),
+                    Woken::Leased => {}
+                    Woken::Look => look = true,
+                },
+                _ => look = true,
+            },
             _ = tokio::time::sleep(LONGEST_SLEEP) => look = true,
             _ = shutdown.cancelled() => return,
         }
@@ -179,6 +199,14 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
     let mut listener = PgListener::connect_with(pool).await.ok()?;
     listener.listen(CHANNEL).await.ok()?;
     Some(listener)
+}
+
+/// The tables `pool` works on ([`crate::handoff::scope!`]); `None` if they cannot be told.
+async fn scope(pool: &PgPool) -> Option<String> {
+    sqlx::query_scalar(concat!("SELECT ", scope!()))
+        .fetch_one(pool)
+        .await
+        .ok()
 }
 
 /// Runs a claimed step, then each step its outcome schedules at once, until none is.
@@ -213,8 +241,8 @@ async fn run_leg<W: Workflow, P: Perform<W>>(
         attempts,
         mut state,
         traceparent,
+        mut leased_at,
     } = claimed;
-    let mut leased_at = Instant::now();
     let mut span = step_span::<W>(id, &step, attempts, traceparent.as_deref());
     let outcome = perform(performer, id, &state, &step)
         .instrument(span.clone())
@@ -370,6 +398,7 @@ async fn claim_due<W: Workflow>(
     pool: &PgPool,
     limit: usize,
 ) -> Result<Vec<Claimed<W::State>>, HandlerError> {
+    let leased_at = Instant::now();
     let leased: Vec<(Uuid, String, i32, serde_json::Value, Option<String>)> = sqlx::query_as(
         "WITH due AS (
              SELECT instance_id, step FROM workflow_steps
@@ -406,6 +435,7 @@ async fn claim_due<W: Workflow>(
                     attempts,
                     state,
                     traceparent,
+                    leased_at,
                 }),
                 Err(error) => {
                     warn!(workflow = W::NAME, order_id = %id, error = %error_chain(&error), "a claimed step's instance cannot be read");

@@ -13,13 +13,16 @@
 //!   ran; a failure did nothing and is forgotten;
 //! - the step's outcome is already recorded (another runner reported it): it is skipped.
 
+use std::time::Instant;
+
 use chrono::Utc;
 use saga_messaging::error::error_chain;
 use saga_messaging::{HandlerError, Outbox};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{ATTEMPTS, Claimed, LEASE, backoff};
+use super::{ATTEMPTS, backoff};
+use crate::handoff::{Claimed, LEASE};
 use crate::instance::{self, Moving, Wake};
 use crate::outcomes::Outcomes;
 use crate::{StepFailure, Workflow, WorkflowError};
@@ -73,6 +76,8 @@ pub(super) async fn hand_over<W: Workflow>(
     held: &[Finished],
     in_flight: Option<&str>,
 ) -> Result<Option<Claimed<W::State>>, HandlerError> {
+    // A step leased here is leased from the transaction's start (`now()`), or later.
+    let leased_at_most = Instant::now();
     let mut tx = instance::begin(pool, id).await?;
     let mut moving: Option<Moving<W>> = None;
     // The outcomes to record, written together once the inputs are applied (nothing between
@@ -182,6 +187,7 @@ pub(super) async fn hand_over<W: Workflow>(
         id,
         step,
         attempts,
+        leased_at: leased_at_most,
         state: handled.after.clone(),
         traceparent: handled.traceparent.clone(),
     });
