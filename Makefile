@@ -34,19 +34,20 @@ lint:
 fuzz-api:
 	EXAMPLES=$${EXAMPLES:-500} scripts/check-api.sh
 
-# The benchmark against the stack `make up` started (release builds): peak (closed loop) with
-# this machine's ceilings, once without the read side and once with it (what the fifth consumer
-# costs), the open-loop latency run, one saga at a time, and a rebuild of the read side from
-# offset 0 (events per second). Reports land in bench/results/.
+# The benchmark against the stack `make up` started (release builds): one saga at a time first
+# (on data the runs after it have not yet churned), peak (closed loop) with this machine's
+# ceilings, once without the read side and once with it (what the fifth consumer costs), the
+# open-loop latency run, and a rebuild of the read side from offset 0 (events per second).
+# Reports land in bench/results/.
 bench:
 	cargo build --release --quiet -p sagactl
 	deploy/local/stack.sh jaeger-wait
+	target/release/sagactl bench --orders 200 --concurrency 1 --save bench/results
 	deploy/local/stack.sh stop history
 	target/release/sagactl bench --orders 10000 --concurrency 128 --save bench/results
 	deploy/local/stack.sh up >/dev/null
 	target/release/sagactl bench --orders 10000 --concurrency 128 --ceilings --save bench/results
 	target/release/sagactl bench --rate 300 --duration 60 --save bench/results
-	target/release/sagactl bench --orders 200 --concurrency 1 --save bench/results
 	target/release/sagactl history rebuild
 
 # The chaos soak for longer than make test runs it: CHAOS_SECONDS (default 600) of seeded random
