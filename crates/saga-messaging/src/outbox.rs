@@ -2,9 +2,11 @@
 //! transaction as the state change that produced them, so either both happen or neither does.
 //! All of the outbox's SQL is here (the relay reads and deletes through these functions too).
 //!
-//! Writing: [`Outbox::write`] is the one INSERT into the outbox (and, in the same statement, into
-//! the inbox: a consumer's batch pays one round trip for both), and [`Outbox::commit`] the one
-//! commit, which wakes the relay.
+//! Writing: the outbox's one INSERT is written here once. [`Outbox::write`] runs it (and, in the
+//! same statement, the inbox's: a consumer's batch pays one round trip for both), and
+//! [`Outbox::commit`] commits and wakes the relay. A write that is a single statement needs no
+//! transaction of its own: it puts the insert among its CTEs ([`Staged`]), runs in autocommit,
+//! and wakes the relay after ([`Outbox::wake`]); Order's `POST /orders` is one round trip so.
 //!
 //! Waking the relay: when this process's own relay is the active one, the writer wakes it in
 //! memory once its transaction committed ([`Outbox::commit`]). Only when the active relay is
@@ -12,10 +14,12 @@
 //! committing transaction would otherwise pay for with a cluster-wide lock at commit.
 
 use saga_events::{EventCodec, SagaEvent};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -101,31 +105,31 @@ impl Outbox {
         }
         let inbox = inbox::Columns::of(handled);
         let outbox = Columns::of(records);
-        // Ids follow the order of the arrays, which is the order the relay publishes in.
-        sqlx::query(
-            "WITH handled AS (
-                 INSERT INTO inbox (event_id, event_type, topic, kafka_partition, kafka_offset)
-                 SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $11::bigint[])
-                 ON CONFLICT (event_id) DO NOTHING)
-             INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
-             SELECT event_id, event_type, topic, message_key, payload, headers
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[])
-                  WITH ORDINALITY AS r(event_id, event_type, topic, message_key, payload, headers, n)
-             ORDER BY n",
-        )
-        .bind(&outbox.ids)
-        .bind(&outbox.types)
-        .bind(&outbox.topics)
-        .bind(&outbox.keys)
-        .bind(&outbox.payloads)
-        .bind(&outbox.headers)
-        .bind(&inbox.ids)
-        .bind(&inbox.types)
-        .bind(&inbox.topics)
-        .bind(&inbox.partitions)
-        .bind(&inbox.offsets)
-        .execute(&mut *conn)
-        .await?;
+        static WRITE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH handled AS (
+                     INSERT INTO inbox (event_id, event_type, topic, kafka_partition, kafka_offset)
+                     SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::int[],
+                                          $11::bigint[])
+                     ON CONFLICT (event_id) DO NOTHING)
+                 {}",
+                insert(1, "true")
+            )
+        });
+        sqlx::query(AssertSqlSafe(WRITE.as_str()))
+            .bind(&outbox.ids)
+            .bind(&outbox.types)
+            .bind(&outbox.topics)
+            .bind(&outbox.keys)
+            .bind(&outbox.payloads)
+            .bind(&outbox.headers)
+            .bind(&inbox.ids)
+            .bind(&inbox.types)
+            .bind(&inbox.topics)
+            .bind(&inbox.partitions)
+            .bind(&inbox.offsets)
+            .execute(&mut *conn)
+            .await?;
         if !records.is_empty() && !self.wake.is_active() {
             notify(conn).await?;
         }
@@ -147,6 +151,30 @@ impl Outbox {
             records.push(self.encode(event, &context).await?);
         }
         Ok(self.write(conn, &records, &[]).await?)
+    }
+
+    /// Encodes `events` as [`Outbox::append`] does, for a statement of the caller's own to
+    /// insert ([`Staged`]).
+    pub async fn stage(&self, events: &[SagaEvent]) -> Result<Staged, HandlerError> {
+        let context = trace::current_context_headers();
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            records.push(self.encode(event, &context).await?);
+        }
+        Ok(Staged::of(&records))
+    }
+
+    /// Wakes the relay for rows a statement of the caller's own inserted ([`Staged`]), once that
+    /// statement committed; `conn` tells a relay in another process (a `NOTIFY`).
+    pub async fn wake(&self, conn: &mut PgConnection, written: Written) -> Result<(), sqlx::Error> {
+        if written.rows == 0 {
+            return Ok(());
+        }
+        if !self.wake.is_active() {
+            notify(conn).await?;
+        }
+        self.wake.notify.notify_one();
+        Ok(())
     }
 
     /// Commits a transaction, and wakes this process's relay if the transaction wrote to the
@@ -207,6 +235,77 @@ impl Written {
         Written {
             rows: self.rows + other.rows,
         }
+    }
+}
+
+/// The outbox's insert of the records whose columns are bound at `$first` to `$first + 5`
+/// ([`Columns`]), in their order (ids follow it, and the relay publishes in id order), where
+/// `when` holds: an SQL condition, over the CTEs of the statement it is part of.
+fn insert(first: usize, when: &str) -> String {
+    let [ids, types, topics, keys, payloads, headers] =
+        std::array::from_fn::<usize, 6, _>(|i| first + i);
+    format!(
+        "INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
+         SELECT event_id, event_type, topic, message_key, payload, headers
+         FROM unnest(${ids}::uuid[], ${types}::text[], ${topics}::text[], ${keys}::bytea[],
+                     ${payloads}::bytea[], ${headers}::bytea[])
+              WITH ORDINALITY AS r(event_id, event_type, topic, message_key, payload, headers, n)
+         WHERE {when}
+         ORDER BY n"
+    )
+}
+
+/// Records encoded for the outbox ([`Outbox::stage`]), to be inserted by a statement of the
+/// caller's own: it puts [`Staged::insert`] among its CTEs and binds [`Staged::bind`] after its
+/// own parameters. Run in autocommit, that statement is the whole write, in one round trip;
+/// [`Outbox::wake`] then wakes the relay.
+#[derive(Debug)]
+pub struct Staged {
+    ids: Vec<Uuid>,
+    types: Vec<String>,
+    topics: Vec<String>,
+    keys: Vec<Option<Vec<u8>>>,
+    payloads: Vec<Vec<u8>>,
+    headers: Vec<Vec<u8>>,
+}
+
+impl Staged {
+    fn of(records: &[OutboxRecord]) -> Self {
+        Self {
+            ids: records.iter().map(|r| r.id).collect(),
+            types: records.iter().map(|r| r.event_type.clone()).collect(),
+            topics: records.iter().map(|r| r.topic.clone()).collect(),
+            keys: records.iter().map(|r| r.key.clone()).collect(),
+            payloads: records.iter().map(|r| r.payload.clone()).collect(),
+            headers: records.iter().map(|r| r.headers.encode()).collect(),
+        }
+    }
+
+    /// The insert, as the data-modifying statement of a CTE: its records bound at `$first` to
+    /// `$first + 5`, inserted only where `when` holds (an SQL condition over the other CTEs).
+    pub fn insert(first: usize, when: &str) -> String {
+        insert(first, when)
+    }
+
+    /// What the insert writes when its condition holds, for [`Outbox::wake`].
+    pub fn written(&self) -> Written {
+        Written {
+            rows: self.ids.len(),
+        }
+    }
+
+    /// Binds the records' columns, in the order [`Staged::insert`] numbers them.
+    pub fn bind<'q>(
+        self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(self.ids)
+            .bind(self.types)
+            .bind(self.topics)
+            .bind(self.keys)
+            .bind(self.payloads)
+            .bind(self.headers)
     }
 }
 

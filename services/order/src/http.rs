@@ -87,24 +87,27 @@ async fn place_order(
     let placed_event_id = Uuid::parse_str(&placed.metadata.event_id)
         .map_err(|e| Problem::internal(&format!("the new event id is not a UUID: {e}")))?;
 
-    let mut tx = app.pool.begin().await?;
-    let stored = store::insert_order(
-        &mut tx,
+    let placed = app.outbox.stage(&[placed.into()]).await?;
+    let written = placed.written();
+    let new = store::NewOrder {
         order_id,
-        &request,
+        order: &request,
         total_cents,
         deadline_at,
         placed_event_id,
-    )
-    .await?;
-    if let Some(key) = &key
-        && !store::claim_idempotency_key(&mut tx, key, &request, order_id).await?
-    {
-        tx.rollback().await?;
-        return replay(&app, key, &request).await;
-    }
-    let written = app.outbox.append(&mut tx, &[placed.into()]).await?;
-    app.outbox.commit(tx, written).await?;
+    };
+    // One statement, outside any transaction: the order, its key and its OrderPlaced.
+    let mut conn = app.pool.acquire().await?;
+    let Some(stored) = store::place(&mut conn, &new, key.as_deref(), placed).await? else {
+        drop(conn);
+        // Only a key taken already leaves the order unplaced.
+        return match &key {
+            Some(key) => replay(&app, key, &request).await,
+            None => Err(Problem::internal(&"the order was not stored")),
+        };
+    };
+    app.outbox.wake(&mut conn, written).await?;
+    drop(conn);
 
     let view = OrderView::placed(order_id, request, total_cents, &stored);
     Ok(created(view, placed_event_id, false))

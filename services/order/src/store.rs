@@ -2,13 +2,15 @@
 //! (read and written a batch at a time), and the deadlines.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use saga_events::CancellationReason;
 use saga_messaging::inbox;
+use saga_messaging::outbox::Staged;
 use serde::Serialize;
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -109,60 +111,71 @@ pub struct Placed {
     pub deadline_at: DateTime<Utc>,
 }
 
-/// Inserts a new, pending order, due to end by `deadline_at`; `placed_event_id` is its
-/// `OrderPlaced`.
-pub async fn insert_order(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    order: &PlaceOrder,
-    total_cents: i64,
-    deadline_at: DateTime<Utc>,
-    placed_event_id: Uuid,
-) -> Result<Placed, sqlx::Error> {
-    let (created_at, deadline_at) = sqlx::query_as(
-        "INSERT INTO orders (order_id, customer_id, status, currency, total_cents, payment_method,
-                             items, shipping_address, deadline_at, placed_event_id,
-                             customer_email)
-         VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, $10)
-         RETURNING created_at, deadline_at",
-    )
-    .bind(order_id)
-    .bind(order.customer_id.as_str())
-    .bind(order.currency.as_str())
-    .bind(total_cents)
-    .bind(order.payment_method.as_str())
-    .bind(Json(&order.items))
-    .bind(Json(&order.shipping_address))
-    .bind(deadline_at)
-    .bind(placed_event_id)
-    .bind(order.customer_email.as_deref().map(String::as_str))
-    .fetch_one(conn)
-    .await?;
-    Ok(Placed {
-        created_at,
-        deadline_at,
-    })
+/// A new order, as `POST /orders` accepted it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewOrder<'a> {
+    pub order_id: Uuid,
+    pub order: &'a PlaceOrder,
+    pub total_cents: i64,
+    /// When it times out.
+    pub deadline_at: DateTime<Utc>,
+    /// The id of its `OrderPlaced`.
+    pub placed_event_id: Uuid,
 }
 
-/// Claims an idempotency key for `order_id`; false if the key was already taken (by a committed
-/// request, or one that commits while this waits).
-pub async fn claim_idempotency_key(
+/// Places `new`, pending, with its `OrderPlaced` (`placed`) in the outbox, in one statement: run
+/// on a connection outside any transaction, it is the whole write, in one round trip. With an
+/// idempotency `key`, the order is placed only if the key is claimed for it; `None` if the key
+/// was already taken (by a committed request, or by one that commits while this waits), and
+/// nothing is written.
+pub async fn place(
     conn: &mut PgConnection,
-    key: &str,
-    request: &PlaceOrder,
-    order_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (idempotency_key, request, order_id) VALUES ($1, $2, $3)
-         ON CONFLICT (idempotency_key) DO NOTHING",
-    )
-    .bind(key)
-    .bind(Json(request))
-    .bind(order_id)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(claimed == 1)
+    new: &NewOrder<'_>,
+    key: Option<&str>,
+    placed: Staged,
+) -> Result<Option<Placed>, sqlx::Error> {
+    let order = new.order;
+    static PLACE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH keyed AS (
+                 INSERT INTO idempotency_keys (idempotency_key, request, order_id)
+                 SELECT $11, $12, $1 WHERE $11::text IS NOT NULL
+                 ON CONFLICT (idempotency_key) DO NOTHING
+                 RETURNING 1
+             ),
+             placed AS (
+                 INSERT INTO orders (order_id, customer_id, status, currency, total_cents,
+                                     payment_method, items, shipping_address, deadline_at,
+                                     placed_event_id, customer_email)
+                 SELECT $1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, $10
+                 WHERE $11::text IS NULL OR EXISTS (SELECT FROM keyed)
+                 RETURNING created_at, deadline_at
+             ),
+             published AS ({})
+             SELECT created_at, deadline_at FROM placed",
+            Staged::insert(13, "EXISTS (SELECT FROM placed)")
+        )
+    });
+    let query = sqlx::query(AssertSqlSafe(PLACE.as_str()))
+        .bind(new.order_id)
+        .bind(order.customer_id.as_str())
+        .bind(order.currency.as_str())
+        .bind(new.total_cents)
+        .bind(order.payment_method.as_str())
+        .bind(Json(&order.items))
+        .bind(Json(&order.shipping_address))
+        .bind(new.deadline_at)
+        .bind(new.placed_event_id)
+        .bind(order.customer_email.as_deref().map(String::as_str))
+        .bind(key)
+        .bind(Json(order));
+    let Some(row) = placed.bind(query).fetch_optional(conn).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Placed {
+        created_at: row.try_get("created_at")?,
+        deadline_at: row.try_get("deadline_at")?,
+    }))
 }
 
 /// The request and order an idempotency key was first used for.
