@@ -116,13 +116,8 @@ impl Outbox {
                 insert(1, "true")
             )
         });
-        sqlx::query(AssertSqlSafe(WRITE.as_str()))
-            .bind(&outbox.ids)
-            .bind(&outbox.types)
-            .bind(&outbox.topics)
-            .bind(&outbox.keys)
-            .bind(&outbox.payloads)
-            .bind(&outbox.headers)
+        outbox
+            .bind(sqlx::query(AssertSqlSafe(WRITE.as_str())))
             .bind(&inbox.ids)
             .bind(&inbox.types)
             .bind(&inbox.topics)
@@ -161,7 +156,7 @@ impl Outbox {
         for event in events {
             records.push(self.encode(event, &context).await?);
         }
-        Ok(Staged::of(&records))
+        Ok(Staged { records })
     }
 
     /// Wakes the relay for rows a statement of the caller's own inserted ([`Staged`]), once that
@@ -261,26 +256,10 @@ fn insert(first: usize, when: &str) -> String {
 /// [`Outbox::wake`] then wakes the relay.
 #[derive(Debug)]
 pub struct Staged {
-    ids: Vec<Uuid>,
-    types: Vec<String>,
-    topics: Vec<String>,
-    keys: Vec<Option<Vec<u8>>>,
-    payloads: Vec<Vec<u8>>,
-    headers: Vec<Vec<u8>>,
+    records: Vec<OutboxRecord>,
 }
 
 impl Staged {
-    fn of(records: &[OutboxRecord]) -> Self {
-        Self {
-            ids: records.iter().map(|r| r.id).collect(),
-            types: records.iter().map(|r| r.event_type.clone()).collect(),
-            topics: records.iter().map(|r| r.topic.clone()).collect(),
-            keys: records.iter().map(|r| r.key.clone()).collect(),
-            payloads: records.iter().map(|r| r.payload.clone()).collect(),
-            headers: records.iter().map(|r| r.headers.encode()).collect(),
-        }
-    }
-
     /// The insert, as the data-modifying statement of a CTE: its records bound at `$first` to
     /// `$first + 5`, inserted only where `when` holds (an SQL condition over the other CTEs).
     pub fn insert(first: usize, when: &str) -> String {
@@ -290,22 +269,16 @@ impl Staged {
     /// What the insert writes when its condition holds, for [`Outbox::wake`].
     pub fn written(&self) -> Written {
         Written {
-            rows: self.ids.len(),
+            rows: self.records.len(),
         }
     }
 
     /// Binds the records' columns, in the order [`Staged::insert`] numbers them.
     pub fn bind<'q>(
-        self,
+        &'q self,
         query: Query<'q, Postgres, PgArguments>,
     ) -> Query<'q, Postgres, PgArguments> {
-        query
-            .bind(self.ids)
-            .bind(self.types)
-            .bind(self.topics)
-            .bind(self.keys)
-            .bind(self.payloads)
-            .bind(self.headers)
+        Columns::of(&self.records).bind(query)
     }
 }
 
@@ -329,6 +302,17 @@ impl<'a> Columns<'a> {
             payloads: records.iter().map(|r| r.payload.as_slice()).collect(),
             headers: records.iter().map(|r| r.headers.encode()).collect(),
         }
+    }
+
+    /// Binds the columns as [`insert`] numbers them, after the parameters bound before.
+    fn bind(self, query: Query<'a, Postgres, PgArguments>) -> Query<'a, Postgres, PgArguments> {
+        query
+            .bind(self.ids)
+            .bind(self.types)
+            .bind(self.topics)
+            .bind(self.keys)
+            .bind(self.payloads)
+            .bind(self.headers)
     }
 }
 
