@@ -160,16 +160,18 @@ impl Outbox {
     }
 
     /// Wakes the relay for rows a statement of the caller's own inserted ([`Staged`]), once that
-    /// statement committed; `conn` tells a relay in another process (a `NOTIFY`).
-    pub async fn wake(&self, conn: &mut PgConnection, written: Written) -> Result<(), sqlx::Error> {
+    /// statement committed; `conn` tells a relay in another process (a `NOTIFY`). The rows are
+    /// already written, so a `NOTIFY` that fails is only logged: the relay's poll finds them.
+    pub async fn wake(&self, conn: &mut PgConnection, written: Written) {
         if written.rows == 0 {
-            return Ok(());
+            return;
         }
-        if !self.wake.is_active() {
-            notify(conn).await?;
+        if !self.wake.is_active()
+            && let Err(error) = notify(conn).await
+        {
+            tracing::warn!(%error, "the relay could not be told of new outbox rows; its poll will find them");
         }
         self.wake.notify.notify_one();
-        Ok(())
     }
 
     /// Commits a transaction, and wakes this process's relay if the transaction wrote to the

@@ -106,7 +106,7 @@ async fn place_order(
             None => Err(Problem::internal(&"the order was not stored")),
         };
     };
-    app.outbox.wake(&mut conn, written).await?;
+    app.outbox.wake(&mut conn, written).await;
     drop(conn);
 
     let view = OrderView::placed(order_id, request, total_cents, &stored);
