@@ -140,16 +140,12 @@ impl Outbox {
         conn: &mut PgConnection,
         events: &[SagaEvent],
     ) -> Result<Written, HandlerError> {
-        let context = trace::current_context_headers();
-        let mut records = Vec::with_capacity(events.len());
-        for event in events {
-            records.push(self.encode(event, &context).await?);
-        }
-        Ok(self.write(conn, &records, &[]).await?)
+        let staged = self.stage(events).await?;
+        Ok(self.write(conn, &staged.records, &[]).await?)
     }
 
-    /// Encodes `events` as [`Outbox::append`] does, for a statement of the caller's own to
-    /// insert ([`Staged`]).
+    /// Encodes `events` with the current span's trace context, for [`Outbox::write`] or for a
+    /// statement of the caller's own to insert ([`Staged`]).
     pub async fn stage(&self, events: &[SagaEvent]) -> Result<Staged, HandlerError> {
         let context = trace::current_context_headers();
         let mut records = Vec::with_capacity(events.len());
