@@ -7,6 +7,8 @@
 //! [`Outbox::commit`] commits and wakes the relay. A write that is a single statement needs no
 //! transaction of its own: it puts the insert among its CTEs ([`Staged`]), runs in autocommit,
 //! and wakes the relay after ([`Outbox::wake`]); Order's `POST /orders` is one round trip so.
+//! A transaction's statement can carry the insert the same way ([`Outbox::staged_in`], then
+//! [`Outbox::commit`]): a workflow's hand-over writes its instance and its events so.
 //!
 //! Waking the relay: when this process's own relay is the active one, the writer wakes it in
 //! memory once its transaction committed ([`Outbox::commit`]). Only when the active relay is
@@ -155,6 +157,21 @@ impl Outbox {
         Ok(Staged { records })
     }
 
+    /// What a statement of the caller's transaction inserted ([`Staged`]) leaves for
+    /// [`Outbox::commit`], which wakes this process's relay; a relay in another process is told
+    /// now (`NOTIFY`, delivered when the transaction commits).
+    pub async fn staged_in(
+        &self,
+        conn: &mut PgConnection,
+        staged: &Staged,
+    ) -> Result<Written, sqlx::Error> {
+        let written = staged.written();
+        if written.rows > 0 && !self.wake.is_active() {
+            notify(conn).await?;
+        }
+        Ok(written)
+    }
+
     /// Wakes the relay for rows a statement of the caller's own inserted ([`Staged`]), once that
     /// statement committed; `conn` tells a relay in another process (a `NOTIFY`). The rows are
     /// already written, so a `NOTIFY` that fails is only logged: the relay's poll finds them.
@@ -251,13 +268,19 @@ fn insert(first: usize, when: &str) -> String {
 /// Records encoded for the outbox ([`Outbox::stage`]), to be inserted by a statement of the
 /// caller's own: it puts [`Staged::insert`] among its CTEs and binds [`Staged::bind`] after its
 /// own parameters. Run in autocommit, that statement is the whole write, in one round trip;
-/// [`Outbox::wake`] then wakes the relay.
-#[derive(Debug)]
+/// [`Outbox::wake`] then wakes the relay. Within a transaction, [`Outbox::staged_in`] and
+/// [`Outbox::commit`] do.
+#[derive(Debug, Default)]
 pub struct Staged {
     records: Vec<OutboxRecord>,
 }
 
 impl Staged {
+    /// Whether there is nothing to insert.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// The insert, as the data-modifying statement of a CTE: its records bound at `$first` to
     /// `$first + 5`, inserted only where `when` holds (an SQL condition over the other CTEs).
     pub fn insert(first: usize, when: &str) -> String {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
+use saga_messaging::outbox::Staged;
 use saga_messaging::parking;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -290,7 +291,9 @@ pub(crate) async fn moved<W: Workflow>(
     moving
         .apply(tx, workflow, input, now_ms, wake, None)
         .await?;
-    moving.write(tx, workflow, &Outcomes::default()).await
+    moving
+        .write(tx, workflow, &Outcomes::default(), &Staged::default())
+        .await
 }
 
 /// An instance read under its lock and moved by one input after another in memory, then written
@@ -391,23 +394,36 @@ impl<W: Workflow> Moving<W> {
         Ok(scheduled)
     }
 
-    /// Writes the instance as moved, with its journal and its steps' `outcomes`, in one
-    /// statement, and the service's own tables ([`Workflow::persist`]) once; returns what changed
-    /// and the events to emit.
+    /// The events the inputs applied so far emit, in order.
+    pub(crate) fn emitting(&self) -> &[SagaEvent] {
+        &self.emit
+    }
+
+    /// Writes the instance as moved, with its journal, its steps' `outcomes` and the outbox's
+    /// `staged` records (its events, encoded: see [`Moving::emitting`]; or none, for a caller
+    /// that writes them itself), in one statement, and the service's own tables
+    /// ([`Workflow::persist`]) once; returns what changed and the events to emit.
     pub(crate) async fn write(
         self,
         tx: &mut PgConnection,
         workflow: &W,
         outcomes: &Outcomes,
+        staged: &Staged,
     ) -> Result<Handled<W::State>, WorkflowError> {
-        if self.journal.is_empty() {
+        if self.journal.is_empty() && staged.is_empty() {
             outcomes.record(tx, W::NAME, self.id).await?;
         } else {
             let version = self.version + i32::try_from(self.journal.len()).unwrap_or(i32::MAX);
             let journal = serde_json::Value::Array(self.journal);
-            // The outcomes' upsert is a CTE: carried out whether or not anything reads it.
+            // The outcomes' upsert and the outbox's insert are CTEs: carried out whether or not
+            // anything reads them.
+            let published = if staged.is_empty() {
+                String::new()
+            } else {
+                format!("published AS ({}),", Staged::insert(13, "true"))
+            };
             let statement = format!(
-                "WITH recorded AS ({}),
+                "WITH recorded AS ({}), {published}
                  moved AS (
                      UPDATE workflow_instances
                      SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
@@ -429,7 +445,7 @@ impl<W: Workflow> Moving<W> {
                 .bind(workflow.waiting_for(&self.state))
                 .bind(version)
                 .bind(journal);
-            outcomes.bind(query).execute(&mut *tx).await?;
+            staged.bind(outcomes.bind(query)).execute(&mut *tx).await?;
             workflow.persist(tx, self.id, &self.state).await?;
         }
         Ok(Handled {

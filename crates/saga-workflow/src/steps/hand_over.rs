@@ -174,8 +174,10 @@ pub(super) async fn hand_over<W: Workflow>(
         tx.commit().await?;
         return Ok(None);
     };
+    // The events go into the outbox in the statement that writes the instance.
+    let staged = outbox.stage(moving.emitting()).await?;
     let handled = moving
-        .write(&mut tx, workflow, &outcomes)
+        .write(&mut tx, workflow, &outcomes, &staged)
         .await
         .map_err(handler_error)?;
     let next = if leasable {
@@ -191,7 +193,7 @@ pub(super) async fn hand_over<W: Workflow>(
         state: handled.after.clone(),
         traceparent: handled.traceparent.clone(),
     });
-    let written = outbox.append(&mut tx, &handled.emit).await?;
+    let written = outbox.staged_in(&mut tx, &staged).await?;
     outbox.commit(tx, written).await?;
     Ok(chained)
 }
