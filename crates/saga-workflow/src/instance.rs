@@ -399,10 +399,10 @@ impl<W: Workflow> Moving<W> {
         &self.emit
     }
 
-    /// Writes the instance as moved, with its journal, its steps' `outcomes` and the outbox's
+    /// Writes the instance as moved, with its journal, its steps' `outcomes`, the outbox's
     /// `staged` records (its events, encoded: see [`Moving::emitting`]; or none, for a caller
-    /// that writes them itself), in one statement, and the service's own tables
-    /// ([`Workflow::persist`]) once; returns what changed and the events to emit.
+    /// that writes them itself) and what the final state means to the service's own tables
+    /// ([`Workflow::persist`]), in one statement; returns what changed and the events to emit.
     pub(crate) async fn write(
         self,
         tx: &mut PgConnection,
@@ -413,17 +413,29 @@ impl<W: Workflow> Moving<W> {
         if self.journal.is_empty() && staged.is_empty() {
             outcomes.record(tx, W::NAME, self.id).await?;
         } else {
+            let applied = !self.journal.is_empty();
             let version = self.version + i32::try_from(self.journal.len()).unwrap_or(i32::MAX);
             let journal = serde_json::Value::Array(self.journal);
-            // The outcomes' upsert and the outbox's insert are CTEs: carried out whether or not
-            // anything reads them.
+            // The outcomes' upsert, the outbox's insert and the service's own write are CTEs:
+            // carried out whether or not anything reads them.
+            let mut next = 13;
             let published = if staged.is_empty() {
                 String::new()
             } else {
+                next += 6;
                 format!("published AS ({}),", Staged::insert(13, "true"))
             };
+            let persist = if applied {
+                workflow.persist(&self.state, next)
+            } else {
+                None
+            };
+            let persisted = persist
+                .as_ref()
+                .map(|persist| format!("persisted AS ({}),", persist.statement()))
+                .unwrap_or_default();
             let statement = format!(
-                "WITH recorded AS ({}), {published}
+                "WITH recorded AS ({}), {published} {persisted}
                  moved AS (
                      UPDATE workflow_instances
                      SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
@@ -445,8 +457,14 @@ impl<W: Workflow> Moving<W> {
                 .bind(workflow.waiting_for(&self.state))
                 .bind(version)
                 .bind(journal);
-            staged.bind(outcomes.bind(query)).execute(&mut *tx).await?;
-            workflow.persist(tx, self.id, &self.state).await?;
+            let mut query = outcomes.bind(query);
+            if !staged.is_empty() {
+                query = staged.bind(query);
+            }
+            if let Some(persist) = persist {
+                query = persist.bind(query);
+            }
+            query.execute(&mut *tx).await?;
         }
         Ok(Handled {
             before: self.before,

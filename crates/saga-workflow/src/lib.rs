@@ -38,8 +38,10 @@ use std::fmt::Debug;
 use saga_events::SagaEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::PgConnection;
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::Postgres;
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -77,14 +79,13 @@ pub trait Workflow: Clone + Send + Sync + 'static {
     /// not know, which fires into nothing).
     fn timer_fired(&self, timer: &str) -> Option<Self::Input>;
 
-    /// Writes what the instance's new state means to the service's own tables, in the
-    /// transaction that moved it (Payment's payment row once a review is decided).
-    fn persist<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        instance: Uuid,
-        state: &'a Self::State,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+    /// What the instance's new state means to the service's own tables (Payment's payment row
+    /// once a review is decided), written in the statement that writes the instance: `None`
+    /// (the default) for nothing. See [`Persist`] for how its parameters are numbered.
+    fn persist<'a>(&'a self, state: &'a Self::State, first: usize) -> Option<Persist<'a>> {
+        let _ = (state, first);
+        None
+    }
 
     /// The input a finished step gives its instance: its result, or why it failed for good.
     /// `None` (the default, for a workflow without steps): nothing to hand over.
@@ -95,6 +96,47 @@ pub trait Workflow: Clone + Send + Sync + 'static {
     ) -> Option<Self::Input> {
         let _ = (step, outcome);
         None
+    }
+}
+
+/// A write to a service's own tables that goes with a move of an instance
+/// ([`Workflow::persist`]): one data-modifying statement (`UPDATE`, `INSERT`), run as a CTE of the
+/// statement that writes the instance, so that both cost one round trip. In it, `$2` is the
+/// instance's id, and its own parameters are numbered from the `first` it was given, in the
+/// order `bind` binds them.
+pub struct Persist<'q> {
+    statement: String,
+    bind: Box<dyn FnOnce(PgQuery<'q>) -> PgQuery<'q> + Send + 'q>,
+}
+
+/// A statement with its parameters bound so far.
+pub type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+
+impl<'q> Persist<'q> {
+    pub fn new(
+        statement: String,
+        bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q> + Send + 'q,
+    ) -> Self {
+        Self {
+            statement,
+            bind: Box::new(bind),
+        }
+    }
+
+    pub(crate) fn statement(&self) -> &str {
+        &self.statement
+    }
+
+    pub(crate) fn bind(self, query: PgQuery<'q>) -> PgQuery<'q> {
+        (self.bind)(query)
+    }
+}
+
+impl std::fmt::Debug for Persist<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persist")
+            .field("statement", &self.statement)
+            .finish_non_exhaustive()
     }
 }
 

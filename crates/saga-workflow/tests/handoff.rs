@@ -50,10 +50,6 @@ impl Workflow for OneStep {
         None
     }
 
-    async fn persist(&self, _: &mut PgConnection, _: Uuid, _: &bool) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
     fn step_finished(&self, _step: &str, outcome: Result<Value, String>) -> Option<Heard> {
         outcome.ok().map(|_| Heard::Shipped)
     }

@@ -128,15 +128,6 @@ impl Workflow for Chain {
         None
     }
 
-    async fn persist(
-        &self,
-        _tx: &mut PgConnection,
-        _id: Uuid,
-        _state: &Toy,
-    ) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
     fn step_finished(&self, step: &str, outcome: Result<Value, String>) -> Option<Input> {
         outcome.ok().map(|_| Input::Done(step.to_owned()))
     }

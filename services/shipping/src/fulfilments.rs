@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use saga_workflow::{Conflict, Perform, StepFailure, Transition, Workflow};
+use saga_workflow::{Conflict, Perform, Persist, StepFailure, Transition, Workflow};
 use serde_json::Value;
-use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -52,25 +51,20 @@ impl Workflow for Fulfilments {
     }
 
     /// The shipment follows its fulfilment: its status, its failure, the steps done.
-    async fn persist(
-        &self,
-        tx: &mut PgConnection,
-        instance: Uuid,
-        state: &Fulfilment,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    fn persist<'a>(&'a self, state: &'a Fulfilment, first: usize) -> Option<Persist<'a>> {
+        let [status, failure, steps] = std::array::from_fn(|i| first + i);
+        let statement = format!(
             "UPDATE shipments
-             SET status = $2, failure_reason = coalesce($3, failure_reason), steps = $4,
-                 updated_at = now()
-             WHERE order_id = $1",
-        )
-        .bind(instance)
-        .bind(state.shipment_status().as_str())
-        .bind(state.failure.as_deref())
-        .bind(Json(&state.steps))
-        .execute(tx)
-        .await?;
-        Ok(())
+             SET status = ${status}, failure_reason = coalesce(${failure}, failure_reason),
+                 steps = ${steps}, updated_at = now()
+             WHERE order_id = $2"
+        );
+        Some(Persist::new(statement, move |query| {
+            query
+                .bind(state.shipment_status().as_str())
+                .bind(state.failure.as_deref())
+                .bind(Json(&state.steps))
+        }))
     }
 
     fn step_finished(&self, step: &str, outcome: Result<Value, String>) -> Option<FulfilmentInput> {

@@ -4,7 +4,7 @@
 pub mod http;
 
 use chrono::{DateTime, Utc};
-use saga_workflow::{Conflict, Transition, Workflow};
+use saga_workflow::{Conflict, Persist, Transition, Workflow};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -43,25 +43,17 @@ impl Workflow for Reviews {
     }
 
     /// The payment of a decided review leaves `IN_REVIEW`: authorized, or declined and why.
-    async fn persist(
-        &self,
-        tx: &mut PgConnection,
-        instance: Uuid,
-        state: &Review,
-    ) -> Result<(), sqlx::Error> {
-        let Some((status, decline_reason)) = review::payment_outcome(state) else {
-            return Ok(());
-        };
-        sqlx::query(
-            "UPDATE payments SET status = $2, decline_reason = $3, updated_at = now()
-             WHERE order_id = $1 AND status = 'IN_REVIEW'",
-        )
-        .bind(instance)
-        .bind(status.as_str())
-        .bind(decline_reason)
-        .execute(tx)
-        .await?;
-        Ok(())
+    fn persist<'a>(&'a self, state: &'a Review, first: usize) -> Option<Persist<'a>> {
+        let (status, decline_reason) = review::payment_outcome(state)?;
+        let [status_at, reason_at] = std::array::from_fn(|i| first + i);
+        let statement = format!(
+            "UPDATE payments SET status = ${status_at}, decline_reason = ${reason_at},
+                                 updated_at = now()
+             WHERE order_id = $2 AND status = 'IN_REVIEW'"
+        );
+        Some(Persist::new(statement, move |query| {
+            query.bind(status.as_str()).bind(decline_reason)
+        }))
     }
 }
 
