@@ -38,10 +38,10 @@ use std::fmt::Debug;
 use saga_events::SagaEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sqlx::Postgres;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
-use sqlx::Postgres;
 use thiserror::Error;
 use uuid::Uuid;
 
