@@ -248,12 +248,12 @@ impl Written {
     }
 }
 
-/// The outbox's insert of the records whose columns are bound at `$first` to `$first + 5`
+/// The outbox's insert of the records whose columns are bound from `$first` on
 /// ([`Columns`]), in their order (ids follow it, and the relay publishes in id order), where
 /// `when` holds: an SQL condition, over the CTEs of the statement it is part of.
 fn insert(first: usize, when: &str) -> String {
     let [ids, types, topics, keys, payloads, headers] =
-        std::array::from_fn::<usize, 6, _>(|i| first + i);
+        std::array::from_fn::<usize, { Staged::PARAMETERS }, _>(|i| first + i);
     format!(
         "INSERT INTO outbox (event_id, event_type, topic, message_key, payload, headers)
          SELECT event_id, event_type, topic, message_key, payload, headers
@@ -276,13 +276,16 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// How many parameters [`Staged::bind`] binds: one array per column.
+    pub const PARAMETERS: usize = 6;
+
     /// Whether there is nothing to insert.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
 
-    /// The insert, as the data-modifying statement of a CTE: its records bound at `$first` to
-    /// `$first + 5`, inserted only where `when` holds (an SQL condition over the other CTEs).
+    /// The insert, as the data-modifying statement of a CTE: its records bound at `$first` on
+    /// ([`Staged::PARAMETERS`] of them), inserted only where `when` holds (an SQL condition over the other CTEs).
     pub fn insert(first: usize, when: &str) -> String {
         insert(first, when)
     }

@@ -418,12 +418,16 @@ impl<W: Workflow> Moving<W> {
             let journal = serde_json::Value::Array(self.journal);
             // The outcomes' upsert, the outbox's insert and the service's own write are CTEs:
             // carried out whether or not anything reads them.
-            let mut next = 13;
+            // `$1` to `$7` are the instance's own; the others follow in the order they are bound.
+            let mut next = 8;
+            let recorded = outcomes::upsert(next);
+            next += outcomes::PARAMETERS;
             let published = if staged.is_empty() {
                 String::new()
             } else {
-                next += 6;
-                format!("published AS ({}),", Staged::insert(13, "true"))
+                let insert = Staged::insert(next, "true");
+                next += Staged::PARAMETERS;
+                format!("published AS ({insert}),")
             };
             let persist = if applied {
                 workflow.persist(&self.state, next)
@@ -435,7 +439,7 @@ impl<W: Workflow> Moving<W> {
                 .map(|persist| format!("persisted AS ({}),", persist.statement()))
                 .unwrap_or_default();
             let statement = format!(
-                "WITH recorded AS ({}), {published} {persisted}
+                "WITH recorded AS ({recorded}), {published} {persisted}
                  moved AS (
                      UPDATE workflow_instances
                      SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
@@ -446,8 +450,7 @@ impl<W: Workflow> Moving<W> {
                  SELECT $1, $2, j.version, j.input, j.label,
                         ARRAY(SELECT jsonb_array_elements_text(j.emitted))
                  FROM moved,
-                      jsonb_to_recordset($7) AS j(version int, input jsonb, label text, emitted jsonb)",
-                outcomes::upsert(8)
+                      jsonb_to_recordset($7) AS j(version int, input jsonb, label text, emitted jsonb)"
             );
             let query = sqlx::query(sqlx::AssertSqlSafe(statement))
                 .bind(W::NAME)

@@ -84,12 +84,15 @@ impl Outcomes {
     }
 }
 
+/// How many parameters [`Outcomes::bind`] binds: one array per column.
+pub(crate) const PARAMETERS: usize = 5;
+
 /// The statement that writes outcomes to their steps' rows: `$1` the workflow, `$2` the
-/// instance, and the five arrays [`Outcomes::bind`] binds from `$first` on. An empty set of
-/// outcomes writes nothing.
+/// instance, and the [`PARAMETERS`] arrays [`Outcomes::bind`] binds from `$first` on. An empty
+/// set of outcomes writes nothing.
 pub(crate) fn upsert(first: usize) -> String {
     let [steps, statuses, attempts, results, errors] =
-        std::array::from_fn::<_, 5, _>(|i| format!("${}", first + i));
+        std::array::from_fn::<_, PARAMETERS, _>(|i| format!("${}", first + i));
     format!(
         "INSERT INTO workflow_steps (workflow, instance_id, step, status, attempts, result,
                                      last_error)
