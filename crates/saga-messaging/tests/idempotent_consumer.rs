@@ -61,7 +61,7 @@ fn group(iso: &Isolated) -> String {
 }
 
 struct Consumer {
-    consumer: EventConsumer<Recording>,
+    consumer: EventConsumer,
     attempts: mpsc::UnboundedReceiver<String>,
     held: Arc<Mutex<Option<String>>>,
     health: Health,

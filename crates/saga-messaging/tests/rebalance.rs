@@ -58,7 +58,7 @@ impl Reactions for Slow {
     }
 }
 
-fn member(iso: &Isolated, name: &'static str, log: &Log) -> EventConsumer<Slow> {
+fn member(iso: &Isolated, name: &'static str, log: &Log) -> EventConsumer {
     EventConsumer::new(
         ConsumerSetup {
             service: Service::Order,

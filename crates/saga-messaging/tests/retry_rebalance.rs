@@ -26,7 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// How long after the start the late retry is due: the second member joins well before that.
 const LATE: Duration = Duration::from_secs(20);
 
-fn member(iso: &Isolated, subscriptions: Vec<String>, health: &Health) -> EventConsumer<Recorder> {
+fn member(iso: &Isolated, subscriptions: Vec<String>, health: &Health) -> EventConsumer {
     EventConsumer::new(
         ConsumerSetup {
             service: Service::Order,

@@ -14,6 +14,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use saga_events::{EventCodec, EventType, Service, TopicNames};
 use saga_messaging::{
@@ -51,11 +52,16 @@ pub enum RuntimeError {
 }
 
 /// Runs a service's `run()` on a multi-threaded runtime until it returns: what each service's
-/// `main` does. Each service's library calls it, not its binary. A generic function is compiled
-/// in the crate that first uses it with concrete types, and a release build shares none across
-/// crates: a binary that awaited `run()` itself compiled every future and generic the service
-/// uses once more, which took more than half of a release build of each service (Payment: 29 s
-/// of 52).
+/// `main` does. Each service's library calls it, not its binary.
+///
+/// A release build compiles a generic function, and every `async` body polled from it, in the
+/// crate that uses it with concrete types, and shares none of those copies across crates. A
+/// binary that awaited `run()` itself compiled every future and generic the service uses once
+/// more, which took more than half of a release build of each service (Payment: 29 s of 52).
+/// For the same reason the entry points a service awaits or spawns ([`ServiceRuntime::start`],
+/// [`ServiceRuntime::run`], [`connect`], [`Process::serve`], and the consumer's and the relay's
+/// `run`) return futures boxed where they are written: the relay, the consumer's pipeline and
+/// the HTTP server are compiled once, not into each of the five services.
 pub fn block_on<E: From<std::io::Error>>(
     service: impl Future<Output = Result<(), E>>,
 ) -> Result<(), E> {
@@ -128,26 +134,35 @@ impl Process {
 
     /// Serves `api` with /healthz, /readyz (`readiness`) and /metrics on `addr` until `shutdown`
     /// is cancelled.
-    pub async fn serve(
+    pub fn serve<'a>(
         &self,
         api: Router,
         readiness: Readiness,
-        addr: &str,
+        addr: &'a str,
         shutdown: CancellationToken,
-    ) -> Result<(), std::io::Error> {
+    ) -> BoxFuture<'a, Result<(), std::io::Error>> {
         let app = http::service_router(api, readiness, self.metrics.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        info!(%addr, "listening");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            info!(%addr, "listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        })
     }
 }
 
 /// A pool on `config`'s database, after applying the outbox/inbox migrations and `migrator`
 /// (as the migration role, when one is configured), waiting for Postgres while it starts. Its
 /// connections plan each statement once ([`GENERIC_PLANS`]).
-pub async fn connect(
+pub fn connect(
+    config: &ServiceConfig,
+    migrator: sqlx::migrate::Migrator,
+) -> BoxFuture<'_, Result<PgPool, RuntimeError>> {
+    Box::pin(connect_and_migrate(config, migrator))
+}
+
+async fn connect_and_migrate(
     config: &ServiceConfig,
     migrator: sqlx::migrate::Migrator,
 ) -> Result<PgPool, RuntimeError> {
@@ -231,7 +246,15 @@ impl ServiceRuntime {
     /// Reads the configuration, connects to Postgres (waiting for it if it is still starting),
     /// applies the outbox/inbox and `migrator` migrations, and registers the schemas of the
     /// events this service publishes.
-    pub async fn start(
+    pub fn start(
+        service: Service,
+        default_port: u16,
+        migrator: sqlx::migrate::Migrator,
+    ) -> BoxFuture<'static, Result<Self, RuntimeError>> {
+        Box::pin(Self::start_up(service, default_port, migrator))
+    }
+
+    async fn start_up(
         service: Service,
         default_port: u16,
         migrator: sqlx::migrate::Migrator,
@@ -280,7 +303,49 @@ impl ServiceRuntime {
     /// topics of the services this one listens to ([`Service::consumes`]) until SIGTERM or
     /// SIGINT; then stops taking requests and messages, lets in-flight transactions finish,
     /// publishes what they wrote, flushes the producer and commits offsets.
-    pub async fn run<R: Reactions>(self, api: Router, reactions: R) -> Result<(), RuntimeError> {
+    ///
+    /// Only the consumer's construction is generic: the rest is compiled once, here, and not
+    /// again into each service (see [`block_on`] for why that matters).
+    pub fn run(
+        self,
+        api: Router,
+        reactions: impl Reactions,
+    ) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        let consumer = EventConsumer::new(self.consumer_setup(), reactions);
+        self.run_with(api, consumer)
+    }
+
+    fn consumer_setup(&self) -> ConsumerSetup {
+        ConsumerSetup {
+            service: self.service,
+            group: format!("{}{}-service", self.topics.prefix(), self.service.name()),
+            subscriptions: self
+                .service
+                .consumes()
+                .iter()
+                .map(|s| self.topics.events(*s))
+                .collect(),
+            pool: self.pool.clone(),
+            outbox: self.outbox.clone(),
+            kafka: self.kafka.clone(),
+            settings: self.config.consumer.clone(),
+            health: self.health.clone(),
+        }
+    }
+
+    fn run_with(
+        self,
+        api: Router,
+        consumer: EventConsumer,
+    ) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        Box::pin(self.serve_and_consume(api, consumer))
+    }
+
+    async fn serve_and_consume(
+        self,
+        api: Router,
+        consumer: EventConsumer,
+    ) -> Result<(), RuntimeError> {
         let subscriptions = self.service.consumes();
         let shutdown = self.shutdown.clone();
         let relay_shutdown = CancellationToken::new();
@@ -291,22 +356,6 @@ impl ServiceRuntime {
         self.warm_up(&relay, subscriptions).await;
         let relay_task = tokio::spawn(relay.run(relay_shutdown.clone()));
 
-        let consumer = EventConsumer::new(
-            ConsumerSetup {
-                service: self.service,
-                group: format!("{}{}-service", self.topics.prefix(), self.service.name()),
-                subscriptions: subscriptions
-                    .iter()
-                    .map(|s| self.topics.events(*s))
-                    .collect(),
-                pool: self.pool.clone(),
-                outbox: self.outbox.clone(),
-                kafka: self.kafka.clone(),
-                settings: self.config.consumer.clone(),
-                health: health.clone(),
-            },
-            reactions,
-        );
         let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
         tokio::spawn(saga_messaging::inbox::keep_clean(
             self.pool.clone(),

@@ -5,7 +5,7 @@
 //!    step, and the batch waits for it.
 //! 2. In one transaction: the advisory locks of all the batch's orders, in one fixed order; one
 //!    query for where each event stands (handled before, parked, or its order parked), which
-//!    also reads what the service needs of the batch's orders ([`Reactions::load`]); then the
+//!    also reads what the service needs of the batch's orders ([`super::Reactions::load`]); then the
 //!    plan for each record ([`super::plan`]): apply, skip, park behind its order, or
 //!    dead-letter.
 //! 3. The reactions run one after another in that transaction ([`super::react`]). When one
@@ -22,12 +22,13 @@ use tracing::{debug, error, warn};
 use uuid::Uuid;
 
 use super::control::{Abandoned, LaneControl};
+use super::erased::Loaded;
 use super::handler::{Handler, Outcome, Position};
 use super::persist::{Attempt, InPlace};
 use super::plan::{Step, Subject, plan};
 use super::poll::Routed;
 use super::read::{Item, Read, describe};
-use super::{Arrival, Reactions, Refusal};
+use super::{Arrival, Refusal};
 use crate::error::HandlerError;
 use crate::headers::Headers;
 use crate::outbox::OutboxRecord;
@@ -60,7 +61,7 @@ impl From<sqlx::Error> for BatchFailure {
     }
 }
 
-impl<R: Reactions> Handler<R> {
+impl Handler {
     /// Handles records of the event topics; returns the positions of those now handled (all of
     /// them, unless shutdown or a revocation interrupted).
     pub async fn handle_batch(&self, batch: Vec<Routed>, lane: &LaneControl<'_>) -> Vec<Position> {
@@ -279,7 +280,7 @@ impl<R: Reactions> Handler<R> {
         items: &[Item],
         steps: &[Step],
         contexts: &[Headers],
-        loaded: R::Loaded,
+        loaded: Loaded,
     ) -> Result<Vec<Vec<OutboxRecord>>, BatchFailure> {
         let applying: Vec<usize> = (0..items.len())
             .filter(|i| matches!(steps[*i], Step::Apply))

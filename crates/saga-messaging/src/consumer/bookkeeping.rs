@@ -8,7 +8,6 @@ use sqlx::PgConnection;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::Reactions;
 use super::failure::FailedAttempt;
 use super::handler::{Handler, Outcome};
 use super::plan::Step;
@@ -25,7 +24,7 @@ struct Books {
     handled: Vec<inbox::Entry>,
 }
 
-impl<R: Reactions> Handler<R> {
+impl Handler {
     /// Writes the batch's bookkeeping; `emitted` holds, for each applied record in order, the
     /// records its reaction emitted. Returns what became of each record.
     pub(super) async fn keep_books(

@@ -7,7 +7,6 @@ use saga_events::EventType;
 use tracing::{error, warn};
 use uuid::Uuid;
 
-use super::Reactions;
 use super::handler::{Handler, Outcome};
 use crate::delivery::Delivery;
 use crate::error::{FailureKind, HandlerError};
@@ -56,7 +55,7 @@ impl<'a> FailedAttempt<'a> {
     }
 }
 
-impl<R: Reactions> Handler<R> {
+impl Handler {
     /// Whether a message that failed `attempts` times this way goes to the dead-letter topic.
     pub(super) fn gives_up(&self, kind: FailureKind, attempts: i32) -> bool {
         kind == FailureKind::Undecodable || attempts >= self.settings.max_attempts

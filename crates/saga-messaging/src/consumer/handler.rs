@@ -11,7 +11,8 @@ use saga_events::{EventCodec, EventType, Service, TopicNames};
 use sqlx::PgPool;
 use tracing::warn;
 
-use super::{ConsumerSettings, ConsumerSetup, Reactions};
+use super::erased::ErasedReactions;
+use super::{ConsumerSettings, ConsumerSetup};
 use crate::delivery::Delivery;
 use crate::headers;
 use crate::health::Health;
@@ -60,12 +61,12 @@ impl Outcome {
 pub(super) type Position = (String, i32, i64);
 
 /// Handles a service's records; shared by its lanes.
-pub(crate) struct Handler<R> {
+pub(crate) struct Handler {
     pub(super) pool: PgPool,
     pub(super) outbox: Outbox,
     pub(super) codec: EventCodec,
     pub(super) topics: TopicNames,
-    pub(super) reactions: R,
+    pub(super) reactions: Box<dyn ErasedReactions>,
     pub(super) service: Service,
     /// The consumer group, as traces name it.
     pub(super) group: String,
@@ -75,8 +76,8 @@ pub(crate) struct Handler<R> {
     pub(super) faults: crate::faults::FaultInjection,
 }
 
-impl<R: Reactions> Handler<R> {
-    pub fn new(setup: &ConsumerSetup, reactions: R) -> Self {
+impl Handler {
+    pub fn new(setup: &ConsumerSetup, reactions: Box<dyn ErasedReactions>) -> Self {
         #[cfg(feature = "fault-injection")]
         let faults = match crate::faults::FaultInjection::from_env(setup.service.name()) {
             Ok(faults) => {

@@ -11,13 +11,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
-use super::Reactions;
 use super::control::LaneControl;
 use super::handler::{Handler, Position};
 use super::poll::{Routed, Router, SagaConsumer, TopicPartition};
 
-pub(super) async fn run<R: Reactions>(
-    handler: Arc<Handler<R>>,
+pub(super) async fn run(
+    handler: Arc<Handler>,
     consumer: Arc<SagaConsumer>,
     router: Arc<Router>,
     lane: usize,
@@ -87,8 +86,8 @@ pub(super) async fn run<R: Reactions>(
 
 /// A batch: `first` and whatever else is ready. A busy event lane lets records gather a moment
 /// after its last batch, and one holding nothing urgent lingers for more.
-async fn collect<R: Reactions>(
-    handler: &Handler<R>,
+async fn collect(
+    handler: &Handler,
     receiver: &mut mpsc::Receiver<Routed>,
     first: Routed,
     retry_lane: bool,
@@ -134,10 +133,10 @@ async fn collect<R: Reactions>(
 /// After a batch: stores, per partition, the offset up to which every record was handled (under
 /// the assignment it was polled in), and holds a partition still ours on which a record was left
 /// behind. Nothing is committed past a record nobody handled.
-fn record_progress<R: Reactions>(
+fn record_progress(
     router: &Router,
     consumer: &SagaConsumer,
-    handler: &Handler<R>,
+    handler: &Handler,
     (polled, handled): (&[Polled], &[Position]),
     held: &mut HashSet<(TopicPartition, u64)>,
     shutting_down: bool,

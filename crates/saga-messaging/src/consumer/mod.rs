@@ -34,6 +34,7 @@
 mod batch;
 mod bookkeeping;
 mod control;
+mod erased;
 mod failure;
 mod handler;
 mod lane;
@@ -48,6 +49,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use saga_events::{EventType, SagaEvent, Service};
 use sqlx::{PgConnection, PgPool};
@@ -123,7 +125,7 @@ pub trait Reactions: Send + Sync + 'static {
 
     /// What the reactions read of a batch's orders before reacting ([`Reactions::load`]), handed
     /// to [`Reactions::react`]; `()` for reactions that read nothing first.
-    type Loaded: Default + Send;
+    type Loaded: Default + Send + 'static;
 
     /// The first read of a batch's transaction, once its orders are locked: where each of
     /// `questions` (event id, order id) stands for this service ([`inbox::standing`]), and what
@@ -241,12 +243,12 @@ fn rebuild_backoff() -> crate::Backoff {
 }
 
 /// Consumes a service's topics and applies its [`Reactions`].
-pub struct EventConsumer<R> {
-    handler: Arc<handler::Handler<R>>,
+pub struct EventConsumer {
+    handler: Arc<handler::Handler>,
     setup: ConsumerSetup,
 }
 
-impl<R> std::fmt::Debug for EventConsumer<R> {
+impl std::fmt::Debug for EventConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventConsumer")
             .field("service", &self.setup.service)
@@ -256,10 +258,10 @@ impl<R> std::fmt::Debug for EventConsumer<R> {
     }
 }
 
-impl<R: Reactions> EventConsumer<R> {
-    pub fn new(setup: ConsumerSetup, reactions: R) -> Self {
+impl EventConsumer {
+    pub fn new(setup: ConsumerSetup, reactions: impl Reactions) -> Self {
         Self {
-            handler: Arc::new(handler::Handler::new(&setup, reactions)),
+            handler: Arc::new(handler::Handler::new(&setup, Box::new(reactions))),
             setup,
         }
     }
@@ -277,7 +279,14 @@ impl<R: Reactions> EventConsumer<R> {
     ///
     /// Replacements that keep failing wait longer each time (up to 30 s): two processes given
     /// the same instance id by mistake fence each other, and must not do it in a tight loop.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+    ///
+    /// The future is boxed here so that the consumer's code is compiled once, in this crate, and
+    /// not again into each service that spawns it (see [`erased`]).
+    pub fn run(self, shutdown: CancellationToken) -> BoxFuture<'static, Result<(), ConsumerError>> {
+        Box::pin(self.run_until(shutdown))
+    }
+
+    async fn run_until(self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
         let mut backoff = rebuild_backoff();
         loop {
             let round = shutdown.child_token();

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::Reactions;
 use super::control::LaneControl;
 use super::handler::Handler;
 use crate::backoff::Backoff;
@@ -50,7 +49,7 @@ impl InPlace {
     }
 }
 
-impl<R: Reactions> Handler<R> {
+impl Handler {
     /// Runs `attempt` until it succeeds, fails for good, or shutdown or a revocation interrupts
     /// its backoff. Infrastructure failures are waited out; after `stuck_after` the wait is
     /// named on `/readyz`.

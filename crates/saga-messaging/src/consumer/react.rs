@@ -8,13 +8,14 @@ use std::time::Instant;
 use futures::FutureExt;
 use sqlx::PgConnection;
 
+use super::erased::Loaded;
 use super::handler::Handler;
-use super::{Arrival, Reactions, Refusal};
+use super::{Arrival, Refusal};
 use crate::error::HandlerError;
 use crate::headers::Headers;
 use crate::outbox::OutboxRecord;
 
-impl<R: Reactions> Handler<R> {
+impl Handler {
     /// Runs the service's reactions to a batch, and encodes what each event emits with the trace
     /// context in `contexts` (one per arrival, that of its handling): each saga stays one trace
     /// however its events were batched. A panicking reaction fails the batch like an error (one
@@ -24,7 +25,7 @@ impl<R: Reactions> Handler<R> {
         tx: &mut PgConnection,
         arrivals: &[Arrival<'_>],
         contexts: &[Headers],
-        loaded: R::Loaded,
+        loaded: Loaded,
     ) -> Result<Vec<Vec<OutboxRecord>>, Refusal> {
         let started = Instant::now();
         let reaction = async {

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use saga_events::{EventType, SagaEvent};
 use uuid::Uuid;
 
-use super::Reactions;
 use super::control::LaneControl;
 use super::handler::{Handler, Position};
 use super::persist::Attempt;
@@ -64,7 +63,7 @@ impl Item {
     }
 }
 
-impl<R: Reactions> Handler<R> {
+impl Handler {
     /// Reads a record, waiting out a registry that is away. None if shutdown or the record's
     /// revocation came first.
     pub(super) async fn read_until_readable(

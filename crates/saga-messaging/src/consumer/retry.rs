@@ -16,13 +16,13 @@ use sqlx::{Connection, PgConnection};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::Arrival;
 use super::control::{Abandoned, LaneControl};
 use super::failure::FailedAttempt;
 use super::handler::{Handler, Outcome, Position};
 use super::persist::Attempt;
 use super::poll::Routed;
 use super::read::{Item, Read};
-use super::{Arrival, Reactions};
 use crate::delivery::Delivery;
 use crate::error::{FailureKind, HandlerError};
 use crate::headers;
@@ -38,7 +38,7 @@ enum Retry {
     FirstDelivery,
 }
 
-impl<R: Reactions> Handler<R> {
+impl Handler {
     /// Handles retry records one by one, each when it is due; returns the positions handled.
     pub async fn handle_retries(
         &self,

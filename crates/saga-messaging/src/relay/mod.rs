@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -247,7 +248,14 @@ impl OutboxRelay {
 
     /// Runs until `shutdown`: waits for the lock, publishes while holding it, starts over after
     /// any failure (database or broker away), and flushes the producer before returning.
-    pub async fn run(self, shutdown: CancellationToken) {
+    ///
+    /// Boxed here, so that the relay is compiled once, in this crate, rather than into every
+    /// service that spawns it: a release build compiles an `async` body where it is polled.
+    pub fn run(self, shutdown: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(self.run_until(shutdown))
+    }
+
+    async fn run_until(self, shutdown: CancellationToken) {
         let gauges = tokio::spawn(self.clone().measure_backlog(shutdown.clone()));
         let mut backoff = Backoff::with(Duration::from_millis(200), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
