@@ -285,7 +285,8 @@ impl Staged {
     }
 
     /// The insert, as the data-modifying statement of a CTE: its records bound at `$first` on
-    /// ([`Staged::PARAMETERS`] of them), inserted only where `when` holds (an SQL condition over the other CTEs).
+    /// ([`Staged::PARAMETERS`] of them), inserted only where `when` holds (an SQL condition over
+    /// the other CTEs).
     pub fn insert(first: usize, when: &str) -> String {
         insert(first, when)
     }
