@@ -108,10 +108,17 @@ async fn a_decision_writes_the_service_row_with_the_instance_and_only_when_it_ch
     let mut tx = saga_workflow::begin(&pool, id).await?;
     saga_workflow::start(&mut tx, &Reviews, id, &Review::Open, Vec::new(), None).await?;
     tx.commit().await?;
-    assert_eq!(reviewed(&pool, id).await?, (None, 0), "nothing persisted at the start");
+    assert_eq!(
+        reviewed(&pool, id).await?,
+        (None, 0),
+        "nothing persisted at the start"
+    );
 
     // When it is decided, the row has the decision, written once with the instance's move
-    assert!(decide(&pool, id, "approve").await?, "the decision moved the review");
+    assert!(
+        decide(&pool, id, "approve").await?,
+        "the decision moved the review"
+    );
     assert_eq!(reviewed(&pool, id).await?, (Some("approve".to_owned()), 1));
     let instance = saga_workflow::load::<Reviews>(&mut *pool.acquire().await?, id).await?;
     assert_eq!(
@@ -120,7 +127,10 @@ async fn a_decision_writes_the_service_row_with_the_instance_and_only_when_it_ch
     );
 
     // When the same decision comes again, nothing changes and nothing is written
-    assert!(!decide(&pool, id, "approve").await?, "a repeat moves nothing");
+    assert!(
+        !decide(&pool, id, "approve").await?,
+        "a repeat moves nothing"
+    );
     assert_eq!(reviewed(&pool, id).await?, (Some("approve".to_owned()), 1));
 
     // When another decision comes, it is refused and the row stays as it was
