@@ -10,10 +10,10 @@
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
 
 /// Keeps the tracer provider alive; dropping it flushes what is queued and shuts it down.
 #[derive(Debug)]
@@ -35,6 +35,33 @@ fn otlp_endpoint_configured() -> bool {
     ]
     .iter()
     .any(|name| std::env::var(name).is_ok_and(|value| !value.trim().is_empty()))
+}
+
+/// The logs' filter: `RUST_LOG` as `target=level` directives and a default level
+/// (`info,saga_messaging=debug`), else `info` with the libraries' chatter turned down. A
+/// [`Targets`] filter, not `EnvFilter`: span and field directives are not supported, and the
+/// regular-expression engine `EnvFilter` brings was a tenth of the dependencies' build. A
+/// `RUST_LOG` that does not parse is reported on stderr and the default applies.
+fn log_filter(configured: Option<&str>) -> Targets {
+    let default = || {
+        Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("sqlx", LevelFilter::WARN)
+            .with_target("rdkafka", LevelFilter::WARN)
+            .with_target("tower_http", LevelFilter::WARN)
+            .with_target("h2", LevelFilter::WARN)
+            .with_target("hyper", LevelFilter::WARN)
+    };
+    match configured.map(str::parse::<Targets>) {
+        Some(Ok(targets)) => targets,
+        Some(Err(error)) => {
+            eprintln!(
+                "RUST_LOG is not a list of target=level directives ({error}); logging at info"
+            );
+            default()
+        }
+        None => default(),
+    }
 }
 
 /// Installs the global subscriber: human-readable logs filtered by `RUST_LOG` (default `info`)
@@ -59,9 +86,7 @@ pub fn init(service: &'static str) -> TracingGuard {
     }
     let provider = provider.build();
     let tracer = provider.tracer(service);
-    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,rdkafka=warn,tower_http=warn,h2=warn,hyper=warn")
-    });
+    let logs = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     // Spans go to the tracer whatever RUST_LOG says: quieter logs must not break traces. The
     // HTTP and database libraries' own spans would bury the saga's.
     let spans = Targets::new()
@@ -92,4 +117,26 @@ pub fn init(service: &'static str) -> TracingGuard {
         tracing::warn!(%error, "OTLP export is configured but could not be set up; spans are not exported");
     }
     TracingGuard { provider }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    #[test]
+    fn rust_log_directives_set_levels_by_target_and_anything_else_gets_the_default() {
+        let configured = log_filter(Some("warn,saga_messaging=debug"));
+        assert!(configured.would_enable("saga_messaging::relay", &Level::DEBUG));
+        assert!(!configured.would_enable("order_service", &Level::INFO));
+
+        for unset_or_broken in [None, Some("saga_messaging=loud")] {
+            let default = log_filter(unset_or_broken);
+            assert!(default.would_enable("order_service", &Level::INFO));
+            assert!(!default.would_enable("sqlx::query", &Level::INFO));
+            assert!(!default.would_enable("hyper_util::client", &Level::INFO));
+            assert!(default.would_enable("rdkafka::client", &Level::WARN));
+        }
+    }
 }
