@@ -99,7 +99,7 @@ pub fn complete(document: &OpenApi) -> Result<Value, serde_json::Error> {
 
 /// Serves the completed document at `/openapi.json` and Swagger UI at `/docs`. The document is
 /// served as the JSON it was completed as, not read back into utoipa's types: deserializing an
-/// `OpenApi` was a sixth of this crate's release build.
+/// `OpenApi` was a quarter of this crate's compiled code (164,000 of 622,000 lines of IR).
 pub fn openapi_route(document: OpenApi) -> Router {
     let ui = SwaggerUi::new("/docs");
     let ui = match complete(&document) {
