@@ -1,5 +1,5 @@
-//! `sqlx::migrate!` embeds the migrations at compile time: rebuild whenever they change.
+//! Embeds `migrations/*.sql` in the library (see `saga_messaging::embedded_migrations!`).
 
 fn main() {
-    println!("cargo:rerun-if-changed=migrations");
+    saga_build::embed_migrations();
 }

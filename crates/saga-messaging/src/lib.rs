@@ -14,10 +14,12 @@ pub mod health;
 pub mod inbox;
 pub mod inspect;
 pub mod kafka;
+pub mod migrations;
 pub mod outbox;
 pub mod parking;
 pub mod producer;
 pub mod relay;
+pub mod row;
 pub mod trace;
 
 pub use backoff::Backoff;
@@ -36,7 +38,7 @@ pub async fn migrate(
     pool: &sqlx::PgPool,
     service_migrator: &mut sqlx::migrate::Migrator,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    let mut shared = sqlx::migrate!("./migrations");
+    let mut shared = embedded_migrations!();
     shared.set_ignore_missing(true);
     shared.run(pool).await?;
     service_migrator.set_ignore_missing(true);

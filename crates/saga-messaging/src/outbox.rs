@@ -350,7 +350,7 @@ async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// A row not yet published, as the relay reads it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Unpublished {
     pub id: i64,
     pub topic: String,
@@ -360,6 +360,14 @@ pub struct Unpublished {
     /// How long ago the row was written, in seconds.
     pub age_seconds: f64,
 }
+crate::from_row!(Unpublished {
+    id,
+    topic,
+    message_key,
+    payload,
+    headers,
+    age_seconds
+});
 
 /// Up to `limit` rows not yet published, oldest first.
 pub async fn unpublished(
@@ -476,7 +484,7 @@ pub async fn refuse(
 }
 
 /// A row the broker refused, as `sagactl outbox` lists it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RefusedRow {
     pub id: i64,
     pub event_id: Uuid,
@@ -488,6 +496,17 @@ pub struct RefusedRow {
     pub refused_at: chrono::DateTime<chrono::Utc>,
     pub error: String,
 }
+crate::from_row!(RefusedRow {
+    id,
+    event_id,
+    event_type,
+    topic,
+    message_key,
+    payload_bytes,
+    created_at,
+    refused_at,
+    error
+});
 
 /// Every refused row, oldest first.
 pub async fn refused(conn: &mut PgConnection) -> Result<Vec<RefusedRow>, sqlx::Error> {

@@ -56,7 +56,6 @@ pub struct Parked {
     pub attempts: i32,
 }
 
-#[derive(sqlx::FromRow)]
 struct ParkedRow {
     id: i64,
     order_id: String,
@@ -71,6 +70,20 @@ struct ParkedRow {
     headers: Vec<u8>,
     attempts: i32,
 }
+crate::from_row!(ParkedRow {
+    id,
+    order_id,
+    event_id,
+    status,
+    source_topic,
+    source_partition,
+    source_offset,
+    source_timestamp,
+    message_key,
+    payload,
+    headers,
+    attempts
+});
 
 impl ParkedRow {
     fn into_parked(self) -> Result<Parked, sqlx::Error> {

@@ -105,10 +105,11 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, Serialize, sqlx::FromRow)]
+    #[derive(Debug, Serialize)]
     struct ThingView {
         order_id: Uuid,
     }
+    saga_messaging::from_row!(ThingView { order_id });
 
     #[tokio::test]
     async fn a_path_that_is_not_a_uuid_names_nothing() -> Result<(), Box<dyn std::error::Error>> {

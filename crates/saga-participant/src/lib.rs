@@ -32,7 +32,7 @@ pub use standing::{Decision, Refused, Standing};
 /// versions 50 to 99) ahead of them: hand it to [`saga_runtime::ServiceRuntime::start`], which
 /// applies it after the outbox/inbox migrations (versions below 50).
 pub fn migrator(own: Migrator) -> Migrator {
-    let shared = sqlx::migrate!("./migrations");
+    let shared = saga_messaging::embedded_migrations!();
     Migrator::with_migrations(shared.iter().chain(own.iter()).cloned().collect())
 }
 

@@ -11,7 +11,7 @@ use sqlx::PgConnection;
 
 /// The `effects` table the recorder writes: apply it with `saga_messaging::migrate`.
 pub fn effects_migrator() -> sqlx::migrate::Migrator {
-    sqlx::migrate!("./migrations")
+    saga_messaging::embedded_migrations!()
 }
 
 /// Records every event it applies; fails, on its own merits, the events it is told to.

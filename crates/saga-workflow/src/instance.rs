@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
 use saga_messaging::outbox::Staged;
 use saga_messaging::parking;
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row as _, Transaction};
 use uuid::Uuid;
 
 use crate::handoff::{Claimed, Handoff, LEASE, scope};
@@ -482,7 +483,6 @@ const COLUMNS: &str =
     "instance_id, state, label, waiting_for, version, traceparent, created_at, updated_at";
 
 /// A row of [`COLUMNS`].
-#[derive(sqlx::FromRow)]
 struct Row {
     instance_id: Uuid,
     state: serde_json::Value,
@@ -493,14 +493,32 @@ struct Row {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
+saga_messaging::from_row!(Row {
+    instance_id,
+    state,
+    label,
+    waiting_for,
+    version,
+    traceparent,
+    created_at,
+    updated_at
+});
 
 /// A row of [`COLUMNS`] with one of its instance's steps, if it has that step.
-#[derive(sqlx::FromRow)]
 struct WithStep {
-    #[sqlx(flatten)]
     row: Row,
     step_status: Option<String>,
     step_attempts: Option<i32>,
+}
+
+impl<'r> FromRow<'r, PgRow> for WithStep {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            row: Row::from_row(row)?,
+            step_status: row.try_get("step_status")?,
+            step_attempts: row.try_get("step_attempts")?,
+        })
+    }
 }
 
 fn from_row<W: Workflow>(row: Row) -> Result<Instance<W::State>, WorkflowError> {

@@ -253,6 +253,6 @@ impl From<WorkflowError> for sqlx::Error {
 /// `own`, the service's migrations (versions 100 and up), with the workflows' tables (version 60)
 /// ahead of them.
 pub fn migrator(own: Migrator) -> Migrator {
-    let shared = sqlx::migrate!("./migrations");
+    let shared = saga_messaging::embedded_migrations!();
     Migrator::with_migrations(shared.iter().chain(own.iter()).cloned().collect())
 }

@@ -33,7 +33,7 @@ pub struct StuckArgs {
 
 /// A saga that has not ended, as the order database has it: a pending order, or a cancelled one
 /// still owed a compensation. The steps are what the other services reported doing (and undoing).
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Unsettled {
     order_id: Uuid,
     /// `PENDING`, `CONFIRMED` or `CANCELLED`.
@@ -50,6 +50,20 @@ struct Unsettled {
     /// When its saga last moved.
     updated_at: DateTime<Utc>,
 }
+saga_messaging::from_row!(Unsettled {
+    order_id,
+    status,
+    cancellation_reason,
+    charged,
+    refunded,
+    reserved,
+    released,
+    shipped,
+    shipment_cancelled,
+    created_at,
+    deadline_at,
+    updated_at
+});
 
 impl Unsettled {
     /// The saga's status; None for columns Order never writes (see

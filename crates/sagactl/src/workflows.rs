@@ -25,7 +25,7 @@ pub struct WorkflowsArgs {
     pub limit: i64,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Row {
     workflow: String,
     instance_id: Uuid,
@@ -38,6 +38,17 @@ struct Row {
     next_timer: Option<String>,
     next_due_at: Option<DateTime<Utc>>,
 }
+saga_messaging::from_row!(Row {
+    workflow,
+    instance_id,
+    label,
+    waiting_for,
+    version,
+    created_at,
+    updated_at,
+    next_timer,
+    next_due_at
+});
 
 pub async fn run(context: &Context, args: WorkflowsArgs) -> anyhow::Result<()> {
     let databases = args.databases.connect().await?;

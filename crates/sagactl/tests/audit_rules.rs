@@ -3,6 +3,7 @@
 //! own, and the audit must name it. A consistent saga seeded the same way must pass, so that
 //! the seeding itself is shown to be right.
 
+use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -30,25 +31,30 @@ struct World {
 impl World {
     async fn new() -> anyhow::Result<Self> {
         let id = &Uuid::new_v4().simple().to_string()[..12];
-        // Payment's and Shipping's workflows keep their instances in tables of their own
-        // (saga-workflow's migration, ahead of the services').
+        // Each service's own migrations, read from its directory as sqlx reads them. Payment's
+        // and Shipping's workflows keep their instances in tables of their own (saga-workflow's
+        // migration, ahead of the services').
+        let read = |dir: &str| {
+            Migrator::new(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(dir),
+            )
+        };
+        let workflows = read("crates/saga-workflow/migrations").await?;
         let with_workflows = |own: Migrator| {
-            let workflows = sqlx::migrate!("../../crates/saga-workflow/migrations");
             Migrator::with_migrations(workflows.iter().chain(own.iter()).cloned().collect())
         };
         let migrators = [
-            ("orders", sqlx::migrate!("../../services/order/migrations")),
+            ("orders", read("services/order/migrations").await?),
             (
                 "payments",
-                with_workflows(sqlx::migrate!("../../services/payment/migrations")),
+                with_workflows(read("services/payment/migrations").await?),
             ),
-            (
-                "inventory",
-                sqlx::migrate!("../../services/inventory/migrations"),
-            ),
+            ("inventory", read("services/inventory/migrations").await?),
             (
                 "shipping",
-                with_workflows(sqlx::migrate!("../../services/shipping/migrations")),
+                with_workflows(read("services/shipping/migrations").await?),
             ),
         ];
         let mut pools = Vec::new();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
 use serde::Serialize;
-use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -25,7 +25,6 @@ pub struct Logged {
     pub event: SagaEvent,
 }
 
-#[derive(FromRow)]
 struct LoggedRow {
     topic: String,
     kafka_partition: i32,
@@ -37,6 +36,17 @@ struct LoggedRow {
     event_type: String,
     event: serde_json::Value,
 }
+saga_messaging::from_row!(LoggedRow {
+    topic,
+    kafka_partition,
+    kafka_offset,
+    occurred_at,
+    recorded_at,
+    trace_id,
+    written_as,
+    event_type,
+    event
+});
 
 /// The records of `order` whose event had occurred by `as_of` (all of them without one), the
 /// first record of a repeated event first.
@@ -84,7 +94,7 @@ pub async fn holds_event(pool: &PgPool, order: Uuid, event_id: &str) -> Result<b
 }
 
 /// A row of the order list (`order_view`).
-#[derive(Debug, Serialize, ToSchema, FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderSummary {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -97,6 +107,18 @@ pub struct OrderSummary {
     pub last_event_at: DateTime<Utc>,
     pub events: i32,
 }
+saga_messaging::from_row!(OrderSummary {
+    order_id,
+    customer_id,
+    status,
+    cancellation_reason,
+    compensation,
+    currency,
+    total_cents,
+    placed_at,
+    last_event_at,
+    events
+});
 
 /// Which orders, and which page of them.
 #[derive(Debug, Clone, Default)]

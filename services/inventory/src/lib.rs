@@ -25,7 +25,7 @@ pub fn main() -> Result<(), RuntimeError> {
 /// Runs the service until SIGTERM. `INVENTORY_ADMIN_TOKEN` (default `dev-inventory-admin`, for
 /// development only) is the bearer token `PUT /stock/{sku}` requires.
 pub async fn run() -> Result<(), RuntimeError> {
-    let migrator = saga_participant::migrator(sqlx::migrate!("./migrations"));
+    let migrator = saga_participant::migrator(saga_messaging::embedded_migrations!());
     let runtime = ServiceRuntime::start(Service::Inventory, 8083, migrator).await?;
     let admin_token = saga_runtime::auth::token_from_env("INVENTORY_ADMIN_TOKEN", DEV_ADMIN_TOKEN);
     let api = http::router(runtime.pool.clone(), admin_token)

@@ -32,7 +32,7 @@ pub fn main() -> Result<(), RuntimeError> {
 pub async fn run() -> Result<(), RuntimeError> {
     let deadline = Duration::from_secs(env_parse("ORDER_DEADLINE_SECONDS", 30u64)?);
     let runtime =
-        ServiceRuntime::start(Service::Order, 8080, sqlx::migrate!("./migrations")).await?;
+        ServiceRuntime::start(Service::Order, 8080, saga_messaging::embedded_migrations!()).await?;
     // `ORDER_PLACED_MAJOR` (default 2): 1 keeps writing OrderPlaced as major 1, for a rollout in
     // which some consumers do not upcast major 1 to 2 yet; switch to 2 once they all do.
     match env_parse("ORDER_PLACED_MAJOR", 2u32)? {

@@ -9,8 +9,9 @@ use saga_events::CancellationReason;
 use saga_messaging::inbox;
 use saga_messaging::outbox::Staged;
 use serde::Serialize;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use sqlx::{AssertSqlSafe, FromRow, PgConnection, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -65,7 +66,6 @@ impl OrderView {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct OrderRow {
     order_id: Uuid,
     status: String,
@@ -82,6 +82,22 @@ struct OrderRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
+saga_messaging::from_row!(OrderRow {
+    order_id,
+    status,
+    cancellation_reason,
+    compensation,
+    deadline_at,
+    customer_id,
+    items,
+    currency,
+    total_cents,
+    payment_method,
+    shipping_address,
+    customer_email,
+    created_at,
+    updated_at
+});
 
 impl From<OrderRow> for OrderView {
     fn from(row: OrderRow) -> Self {
@@ -207,7 +223,6 @@ pub async fn find_order(
     Ok(row.map(OrderView::from))
 }
 
-#[derive(sqlx::FromRow)]
 struct StateRow {
     order_id: Uuid,
     status: String,
@@ -219,6 +234,17 @@ struct StateRow {
     shipped: bool,
     shipment_cancelled: bool,
 }
+saga_messaging::from_row!(StateRow {
+    order_id,
+    status,
+    cancellation_reason,
+    charged,
+    refunded,
+    reserved,
+    released,
+    shipped,
+    shipment_cancelled
+});
 
 impl StateRow {
     fn into_state(self) -> Result<(Uuid, OrderState), sqlx::Error> {
@@ -386,11 +412,18 @@ pub async fn due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Due>, sqlx::
         .collect()
 }
 
-#[derive(sqlx::FromRow)]
 struct StateWithPlaced {
     placed_event_id: Option<Uuid>,
-    #[sqlx(flatten)]
     state: StateRow,
+}
+
+impl<'r> FromRow<'r, PgRow> for StateWithPlaced {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            placed_event_id: row.try_get("placed_event_id")?,
+            state: StateRow::from_row(row)?,
+        })
+    }
 }
 
 /// When the next pending order is due, if any is.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use saga_events::CausalEvent;
 
 /// One saga event as the timeline shows it.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TimelineEntry {
     pub event_id: String,
     pub event_type: String,
@@ -22,9 +22,7 @@ pub struct TimelineEntry {
     pub causation_id: Option<String>,
     pub occurred_at: DateTime<Utc>,
     pub topic: String,
-    #[sqlx(rename = "kafka_partition")]
     pub partition: i32,
-    #[sqlx(rename = "kafka_offset")]
     pub offset: i64,
     /// W3C trace id the event was written under.
     pub trace_id: Option<String>,
@@ -35,6 +33,7 @@ pub struct TimelineEntry {
     #[schema(value_type = Object)]
     pub detail: Json<serde_json::Value>,
 }
+saga_messaging::from_row!(TimelineEntry { event_id, event_type, producer, causation_id, occurred_at, topic, partition = "kafka_partition", offset = "kafka_offset", trace_id, schema, detail });
 
 impl CausalEvent for TimelineEntry {
     fn event_id(&self) -> &str {

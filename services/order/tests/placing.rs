@@ -19,7 +19,7 @@ async fn orders_schema() -> anyhow::Result<PgPool> {
         &Uuid::new_v4().simple().to_string()[..8]
     );
     let pool = isolated::schema_pool(&schema, 2).await?;
-    saga_messaging::migrate(&pool, &mut sqlx::migrate!("./migrations")).await?;
+    saga_messaging::migrate(&pool, &mut saga_messaging::embedded_migrations!()).await?;
     Ok(pool)
 }
 

@@ -47,8 +47,9 @@ pub async fn run() -> Result<(), RuntimeError> {
     };
     let reviewer_token =
         saga_runtime::auth::token_from_env("PAYMENT_REVIEWER_TOKEN", DEV_REVIEWER_TOKEN);
-    let migrator =
-        saga_participant::migrator(saga_workflow::migrator(sqlx::migrate!("./migrations")));
+    let migrator = saga_participant::migrator(saga_workflow::migrator(
+        saga_messaging::embedded_migrations!(),
+    ));
     let runtime = ServiceRuntime::start(Service::Payment, 8082, migrator).await?;
     tokio::spawn(saga_workflow::timers::run(
         reviews::Reviews,

@@ -17,7 +17,7 @@ use crate::review::{Review, ReviewInput};
 use crate::reviews::Reviews;
 
 /// A payment as `GET /payments/{order_id}` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PaymentView {
     pub order_id: Uuid,
     pub payment_id: Uuid,
@@ -32,6 +32,18 @@ pub struct PaymentView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+saga_messaging::from_row!(PaymentView {
+    order_id,
+    payment_id,
+    status,
+    amount_cents,
+    currency,
+    decline_reason,
+    refund_reason,
+    receipt_email,
+    created_at,
+    updated_at
+});
 
 /// The payment of the order `$1`, as `GET /payments/{order_id}` shows it.
 pub const FIND: &str =
@@ -40,7 +52,7 @@ pub const FIND: &str =
      FROM payments WHERE order_id = $1";
 
 /// A payment as [`Rules::LOAD`] reads it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct PaymentRow {
     order_id: Uuid,
     payment_id: Uuid,
@@ -52,6 +64,17 @@ pub struct PaymentRow {
     refund_reason: Option<String>,
     receipt_email: Option<String>,
 }
+saga_messaging::from_row!(PaymentRow {
+    order_id,
+    payment_id,
+    status,
+    amount_cents,
+    currency,
+    payment_method,
+    decline_reason,
+    refund_reason,
+    receipt_email
+});
 
 impl Ledger for Rules {
     const LOAD: &str =

@@ -35,8 +35,9 @@ pub async fn run() -> Result<(), RuntimeError> {
         .unwrap_or_else(|| domain::DEFAULT_COUNTRIES.to_owned());
     let destinations = domain::Destinations::parse(&countries)
         .map_err(|e| RuntimeError::Config(format!("SHIPPING_COUNTRIES: {e}")))?;
-    let migrator =
-        saga_participant::migrator(saga_workflow::migrator(sqlx::migrate!("./migrations")));
+    let migrator = saga_participant::migrator(saga_workflow::migrator(
+        saga_messaging::embedded_migrations!(),
+    ));
     let runtime = ServiceRuntime::start(Service::Shipping, 8084, migrator).await?;
     let fulfilling = fulfilments::Fulfilling {
         carrier: Arc::new(carrier::StandIn::new(&runtime.pool)),

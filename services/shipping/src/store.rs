@@ -20,7 +20,7 @@ use crate::fulfilment::{Fulfilment, FulfilmentInput, StepDone};
 use crate::fulfilments::Fulfilments;
 
 /// A shipment as `GET /shipments/{order_id}` shows it.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ShipmentView {
     pub order_id: Uuid,
     pub shipment_id: Uuid,
@@ -36,6 +36,16 @@ pub struct ShipmentView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+saga_messaging::from_row!(ShipmentView {
+    order_id,
+    shipment_id,
+    status,
+    country,
+    failure_reason,
+    steps,
+    created_at,
+    updated_at
+});
 
 /// The shipment of the order `$1`, as `GET /shipments/{order_id}` shows it.
 pub const FIND: &str =
@@ -43,7 +53,7 @@ pub const FIND: &str =
      FROM shipments WHERE order_id = $1";
 
 /// A shipment as [`Rules::LOAD`] reads it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct ShipmentRow {
     order_id: Uuid,
     shipment_id: Uuid,
@@ -53,6 +63,15 @@ pub struct ShipmentRow {
     items: Json<Vec<StockLine>>,
     failure_reason: Option<String>,
 }
+saga_messaging::from_row!(ShipmentRow {
+    order_id,
+    shipment_id,
+    status,
+    country,
+    address,
+    items,
+    failure_reason
+});
 
 impl Ledger for Rules {
     const LOAD: &str =

@@ -31,7 +31,7 @@ pub const TABLES: [(&str, &str); 4] = [
 
 /// The read side's migrations (versions 100 and up; the outbox's come first).
 pub fn migrator() -> Migrator {
-    sqlx::migrate!("./migrations")
+    saga_messaging::embedded_migrations!()
 }
 
 /// Makes `schema` anew (dropping what was there) with the tables of the migrations.

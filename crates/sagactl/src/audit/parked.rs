@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::databases::Databases;
 
 /// One parked row, as the audit reads it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 struct Row {
     id: i64,
     order: String,
@@ -22,6 +22,14 @@ struct Row {
     /// RETRYING, and its last failure is older than the retry grace.
     overdue: bool,
 }
+saga_messaging::from_row!(Row {
+    id,
+    order,
+    status,
+    event_type,
+    error,
+    overdue
+});
 
 /// What the parked rows of every service say.
 #[derive(Debug, Default)]
