@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, FromRow, PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -202,6 +202,13 @@ impl Retention {
     /// Runs `round` (one delete of at most [`Retention::batch`] rows past the window, of what
     /// `scope` names) until a round deletes less than a batch; returns the rows deleted in all.
     /// The one batched delete of every cleanup past the window: the inbox's, and the workflows'.
+    ///
+    /// Each round is a transaction of its own that plans its statement for the values at hand
+    /// ([`CUSTOM_PLAN`]). A service's connections otherwise use one generic plan per statement
+    /// (`saga_runtime::GENERIC_PLANS`), right for lookups by key but not here: without the
+    /// cutoff, Postgres guesses that a third of the table is past it and scans all of it. With
+    /// some 630,000 finished fulfilments, Shipping's round read 109,000 pages (850 MiB) to delete
+    /// nothing, every minute; planned for its values it reads a few index pages.
     pub async fn in_batches(
         &self,
         conn: &mut PgConnection,
@@ -211,7 +218,10 @@ impl Retention {
         let full = u64::try_from(self.batch.max(1)).unwrap_or(u64::MAX);
         let mut deleted = 0;
         loop {
-            let rows = round(&mut *conn, self, scope).await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query(CUSTOM_PLAN).execute(&mut *tx).await?;
+            let rows = round(&mut tx, self, scope).await?;
+            tx.commit().await?;
             deleted += rows;
             if rows < full {
                 return Ok(deleted);
@@ -219,6 +229,10 @@ impl Retention {
         }
     }
 }
+
+/// Plans the rest of the transaction's statements for the values they are given, whatever the
+/// connection's `plan_cache_mode`.
+const CUSTOM_PLAN: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 impl Default for Retention {
     fn default() -> Self {
