@@ -2,6 +2,8 @@
 //! and its relay, the idempotent consumer with its inbox, per-order parking, retries and dead
 //! letters, failure classification, and W3C trace context carried in Kafka headers; and, apart
 //! from the per-message path, reading topics back and inspecting consumer groups ([`inspect`]).
+//! Every crate with tables also takes two small things from here in place of sqlx's macros:
+//! its migrations, embedded at build time ([`migrations`]), and [`from_row!`] for its rows.
 
 pub mod backoff;
 pub mod consumer;
