@@ -1,6 +1,7 @@
 //! One Rust type per schema in `schemas/`. Field names, order and types mirror the `.avsc` files;
 //! `tests/schema_agreement.rs` proves it.
 
+#[cfg(feature = "type-schemas")]
 use apache_avro::AvroSchema;
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
@@ -8,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::topics::Service;
 
 /// Envelope fields every event carries (`schemas/common/EventMetadata.avsc`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.common")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.common"))]
 pub struct EventMetadata {
     /// UUID, unique per event: the idempotency key of every consumer.
     pub event_id: String,
@@ -53,8 +54,8 @@ fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.common")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.common"))]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: i32,
@@ -62,8 +63,8 @@ pub struct OrderLine {
 }
 
 /// An amount and its currency (`schemas/common/Money.avsc`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.common")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.common"))]
 pub struct Money {
     /// In the currency's minor units.
     pub amount_minor: i64,
@@ -71,15 +72,15 @@ pub struct Money {
     pub currency: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.common")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.common"))]
 pub struct StockLine {
     pub sku: String,
     pub quantity: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.common")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.common"))]
 pub struct Address {
     pub name: String,
     pub line1: String,
@@ -88,8 +89,8 @@ pub struct Address {
     pub country: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.common")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.common"))]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 /// `TIMED_OUT`: the saga did not end before the order's deadline. `UNKNOWN`: a reason added
 /// after this build's schema (the enum's default).
@@ -127,8 +128,8 @@ impl CancellationReason {
 
 /// Major 2 (`saga.order.v2.OrderPlaced`): the total is [`Money`]. Records of major 1 are upcast
 /// on decoding ([`crate::upcast`]), so a consumer only ever sees this shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.order.v2")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.order.v2"))]
 pub struct OrderPlaced {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -144,23 +145,23 @@ pub struct OrderPlaced {
     pub customer_email: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.order")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.order"))]
 pub struct OrderConfirmed {
     pub metadata: EventMetadata,
     pub order_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.order")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.order"))]
 pub struct OrderCancelled {
     pub metadata: EventMetadata,
     pub order_id: String,
     pub reason: CancellationReason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.payment")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.payment"))]
 pub struct PaymentAuthorized {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -172,8 +173,8 @@ pub struct PaymentAuthorized {
     pub deadline_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.payment")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.payment"))]
 pub struct PaymentDeclined {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -185,8 +186,8 @@ pub struct PaymentDeclined {
 /// Payment put the order in manual review instead of charging it. Order moves the order's
 /// deadline past `review_deadline_at` ([`PaymentReviewRequested::saga_deadline_at`]), so that a
 /// review never times the saga out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.payment")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.payment"))]
 pub struct PaymentReviewRequested {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -205,8 +206,8 @@ impl PaymentReviewRequested {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.payment")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.payment"))]
 pub struct PaymentRefunded {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -216,8 +217,8 @@ pub struct PaymentRefunded {
     pub reason: CancellationReason,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.inventory")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.inventory"))]
 pub struct StockReserved {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -226,8 +227,8 @@ pub struct StockReserved {
     pub deadline_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.inventory")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.inventory"))]
 pub struct StockReservationFailed {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -235,16 +236,16 @@ pub struct StockReservationFailed {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.inventory")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.inventory"))]
 pub struct StockReleased {
     pub metadata: EventMetadata,
     pub order_id: String,
     pub items: Vec<StockLine>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.shipping")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.shipping"))]
 pub struct ShipmentScheduled {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -252,16 +253,16 @@ pub struct ShipmentScheduled {
     pub country: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.shipping")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.shipping"))]
 pub struct ShipmentFailed {
     pub metadata: EventMetadata,
     pub order_id: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
-#[avro(namespace = "saga.shipping")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema), avro(namespace = "saga.shipping"))]
 pub struct ShipmentCancelled {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -330,6 +331,7 @@ macro_rules! saga_events {
             }
 
             /// The schema the Rust type describes (derived from the type, not read from the file).
+            #[cfg(feature = "type-schemas")]
             pub fn rust_type_schema(self) -> apache_avro::Schema {
                 match self {
                     $(EventType::$event => <$event as AvroSchema>::get_schema(),)+
