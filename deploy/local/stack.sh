@@ -117,8 +117,22 @@ java21_bin() {
   die "Apicurio Registry $APICURIO_VERSION needs Java 21+: none found in /usr/lib/jvm (set APICURIO_JAVA_HOME)"
 }
 
-need_maven() {
-  command -v mvn >/dev/null 2>&1 || die "Maven not found: install it (apt-get install maven)"
+# Kafka and Apicurio Registry come from Maven Central as the files deploy/local/maven/*.lock name
+# (written by lock.sh, which resolves them with Maven): a first start needs only curl.
+MAVEN_CENTRAL=${MAVEN_CENTRAL:-https://repo.maven.apache.org/maven2}
+
+# Downloads every file a lock names (lines `<sha256>  <path in Maven Central's layout>`) into
+# `dir`, with one curl that keeps its connections (the 93 jars of Kafka in half a second), and
+# checks each file against its digest.
+fetch_locked() {
+  local lock=$1 dir=$2
+  mkdir -p "$dir"
+  grep -v '^#' "$lock" |
+    awk -v base="$MAVEN_CENTRAL" -v dir="$dir" '{ n = split($2, path, "/")
+      printf "url = \"%s/%s\"\noutput = \"%s/%s\"\n", base, $2, dir, path[n] }' |
+    curl --parallel --parallel-max 8 --fail --silent --no-progress-meter --show-error --location --retry 3 --config - || return 1
+  grep -v '^#' "$lock" | awk '{ n = split($2, path, "/"); print $1 "  " path[n] }' |
+    (cd "$dir" && sha256sum --check --quiet --strict -)
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -249,15 +263,14 @@ postgres_down() {
 # Kafka (from Maven Central), KRaft single node
 
 kafka_libs() {
-  local pom=$ROOT/deploy/local/maven/pom.xml stamp
-  stamp=$(sha256sum "$pom" | cut -c1-16)
+  local lock=$ROOT/deploy/local/maven/kafka.lock stamp
+  [ "$(sed -n 's/^# pom.xml //p' "$lock")" = "$(sha256sum "$ROOT/deploy/local/maven/pom.xml" | cut -c1-64)" ] ||
+    die "deploy/local/maven/pom.xml changed since kafka.lock was written: run deploy/local/maven/lock.sh"
+  stamp=$(sha256sum "$lock" | cut -c1-16)
   if [ "$(cat "$KAFKA_DIR/libs/.stamp" 2>/dev/null)" != "$stamp" ]; then
-    need_maven
-    step "resolving the Kafka broker from Maven Central"
+    step "downloading the Kafka broker from Maven Central"
     rm -rf "$KAFKA_DIR/libs"
-    mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
-      -DoutputDirectory="$KAFKA_DIR/libs" >"$LOGS/maven-kafka.log" 2>&1 ||
-      { tail -n 30 "$LOGS/maven-kafka.log" >&2; die "could not resolve Kafka from Maven Central"; }
+    fetch_locked "$lock" "$KAFKA_DIR/libs" || die "could not download Kafka from $MAVEN_CENTRAL"
     printf '%s' "$stamp" >"$KAFKA_DIR/libs/.stamp"
   fi
 }
@@ -359,13 +372,13 @@ stop_pid() {
 registry_dist() {
   local dist=$REGISTRY_DIR/apicurio-registry-$APICURIO_VERSION
   if [ ! -f "$dist/quarkus-run.jar" ]; then
-    need_maven
-    step "resolving Apicurio Registry $APICURIO_VERSION from Maven Central" >&2
-    mkdir -p "$REGISTRY_DIR/download" "$dist"
-    mvn -q -B dependency:copy \
-      -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
-      -DoutputDirectory="$REGISTRY_DIR/download" >"$LOGS/maven-registry.log" 2>&1 ||
-      { tail -n 30 "$LOGS/maven-registry.log" >&2; die "could not resolve Apicurio Registry from Maven Central"; }
+    local lock=$ROOT/deploy/local/maven/registry.lock
+    grep -q "/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz\$" "$lock" ||
+      die "registry.lock is not for Apicurio Registry $APICURIO_VERSION: run deploy/local/maven/lock.sh"
+    step "downloading Apicurio Registry $APICURIO_VERSION from Maven Central" >&2
+    rm -rf "$REGISTRY_DIR/download"
+    mkdir -p "$dist"
+    fetch_locked "$lock" "$REGISTRY_DIR/download" >&2 || die "could not download Apicurio Registry from $MAVEN_CENTRAL"
     tar -xzf "$REGISTRY_DIR/download/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$dist"
     rm -rf "$REGISTRY_DIR/download"
   fi
