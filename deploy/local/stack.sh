@@ -291,13 +291,13 @@ kafka_tool() {
     share=(-XX:SharedArchiveFile="$archive")
   else
     mkdir -p "${archive%/*}"
-    share=(-XX:ArchiveClassesAtExit="$archive.$$")
+    share=(-XX:ArchiveClassesAtExit="$archive.$BASHPID")
   fi
   "$(java17_bin)" "${share[@]}" -Xlog:disable -Xlog:all=warning,cds*=off:stderr \
     -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
     -Dlog4j2.configurationFile="$ROOT/deploy/local/log4j2-tools.properties" \
     -cp "$KAFKA_DIR/libs/*" "$@" || status=$?
-  if [ -f "$archive.$$" ]; then mv -f "$archive.$$" "$archive"; fi
+  if [ -f "$archive.$BASHPID" ]; then mv -f "$archive.$BASHPID" "$archive"; fi
   return "$status"
 }
 
