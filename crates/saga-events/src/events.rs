@@ -10,11 +10,8 @@ use crate::topics::Service;
 
 /// Envelope fields every event carries (`schemas/common/EventMetadata.avsc`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.common")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.common"))]
 pub struct EventMetadata {
     /// UUID, unique per event: the idempotency key of every consumer.
     pub event_id: String,
@@ -59,11 +56,8 @@ fn now_millis() -> i64 {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.common")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.common"))]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: i32,
@@ -72,11 +66,8 @@ pub struct OrderLine {
 
 /// An amount and its currency (`schemas/common/Money.avsc`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.common")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.common"))]
 pub struct Money {
     /// In the currency's minor units.
     pub amount_minor: i64,
@@ -85,22 +76,16 @@ pub struct Money {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.common")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.common"))]
 pub struct StockLine {
     pub sku: String,
     pub quantity: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.common")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.common"))]
 pub struct Address {
     pub name: String,
     pub line1: String,
@@ -110,11 +95,8 @@ pub struct Address {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.common")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.common"))]
 #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
 /// `TIMED_OUT`: the saga did not end before the order's deadline. `UNKNOWN`: a reason added
 /// after this build's schema (the enum's default).
@@ -153,11 +135,8 @@ impl CancellationReason {
 /// Major 2 (`saga.order.v2.OrderPlaced`): the total is [`Money`]. Records of major 1 are upcast
 /// on decoding ([`crate::upcast`]), so a consumer only ever sees this shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.order.v2")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.order.v2"))]
 pub struct OrderPlaced {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -174,22 +153,16 @@ pub struct OrderPlaced {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.order")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.order"))]
 pub struct OrderConfirmed {
     pub metadata: EventMetadata,
     pub order_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.order")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.order"))]
 pub struct OrderCancelled {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -197,11 +170,8 @@ pub struct OrderCancelled {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.payment")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.payment"))]
 pub struct PaymentAuthorized {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -214,11 +184,8 @@ pub struct PaymentAuthorized {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.payment")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.payment"))]
 pub struct PaymentDeclined {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -231,11 +198,8 @@ pub struct PaymentDeclined {
 /// deadline past `review_deadline_at` ([`PaymentReviewRequested::saga_deadline_at`]), so that a
 /// review never times the saga out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.payment")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.payment"))]
 pub struct PaymentReviewRequested {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -255,11 +219,8 @@ impl PaymentReviewRequested {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.payment")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.payment"))]
 pub struct PaymentRefunded {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -270,11 +231,8 @@ pub struct PaymentRefunded {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.inventory")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.inventory"))]
 pub struct StockReserved {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -284,11 +242,8 @@ pub struct StockReserved {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.inventory")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.inventory"))]
 pub struct StockReservationFailed {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -297,11 +252,8 @@ pub struct StockReservationFailed {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.inventory")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.inventory"))]
 pub struct StockReleased {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -309,11 +261,8 @@ pub struct StockReleased {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.shipping")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.shipping"))]
 pub struct ShipmentScheduled {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -322,11 +271,8 @@ pub struct ShipmentScheduled {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.shipping")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.shipping"))]
 pub struct ShipmentFailed {
     pub metadata: EventMetadata,
     pub order_id: String,
@@ -334,11 +280,8 @@ pub struct ShipmentFailed {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(
-    feature = "type-schemas",
-    derive(AvroSchema),
-    avro(namespace = "saga.shipping")
-)]
+#[cfg_attr(feature = "type-schemas", derive(AvroSchema))]
+#[cfg_attr(feature = "type-schemas", avro(namespace = "saga.shipping"))]
 pub struct ShipmentCancelled {
     pub metadata: EventMetadata,
     pub order_id: String,
