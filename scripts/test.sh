@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: lint, validate the Compose file, the alert rules and the Kubernetes manifests, bring the stack up (starting what is not running),
+# `make test`: lint, validate the Compose file, the alert rules, the Kubernetes manifests and the lock
+# files, bring the stack up (starting what is not running),
 # then run every test: unit, integration and end-to-end. Integration tests isolate themselves with
 # their own topic prefixes and subjects, so they never disturb what a running stack holds.
 set -euo pipefail
@@ -46,6 +47,11 @@ step "Kubernetes manifests"
 # Renders every overlay and validates it offline (core kinds, the operators' CRDs, the saga's
 # own rules); downloads are cached under .local/.
 scripts/check-k8s.sh
+
+step "lock files"
+# Kafka's and the registry's lock files match what they were written from, and `make up`'s
+# download refuses a file that differs from its lock.
+scripts/check-locks.sh
 
 step "stack"
 # Debug service binaries share every compiled dependency with the test build; `make up` on its
