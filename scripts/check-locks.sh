@@ -8,13 +8,14 @@ cd "$(dirname "$0")/.."
 
 fail() { echo "error: $*" >&2; exit 1; }
 
-lock_dir=deploy/local/maven
-[ "$(sed -n 's/^# pom.xml //p' "$lock_dir/kafka.lock")" = "$(sha256sum "$lock_dir/pom.xml" | cut -c1-64)" ] ||
-  fail "$lock_dir/pom.xml changed since kafka.lock was written: run $lock_dir/lock.sh"
-version=$(sed -n 's/^APICURIO_VERSION=//p' deploy/local/stack.sh)
-grep -q "/apicurio-registry-app-$version-all.tar.gz\$" "$lock_dir/registry.lock" ||
-  fail "registry.lock is not for Apicurio Registry $version: run $lock_dir/lock.sh"
-echo "kafka.lock and registry.lock match pom.xml and Apicurio Registry $version"
+ROOT=$PWD
+APICURIO_VERSION=$(sed -n 's/^APICURIO_VERSION=//p' deploy/local/stack.sh)
+# shellcheck source=deploy/local/kafka-registry.sh
+. deploy/local/kafka-registry.sh
+
+stale=$(locks_stale)
+[ -z "$stale" ] || fail "$stale: run deploy/local/maven/lock.sh"
+echo "kafka.lock and registry.lock match pom.xml and Apicurio Registry $APICURIO_VERSION"
 
 work=$(mktemp -d)
 server=
@@ -38,8 +39,6 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# shellcheck source=deploy/local/kafka-registry.sh
-. deploy/local/kafka-registry.sh
 MAVEN_CENTRAL=http://127.0.0.1:$port
 
 fetch_locked "$work/artifacts.lock" "$work/good" || fail "fetch_locked refused files that match their lock"

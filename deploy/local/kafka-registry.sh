@@ -38,6 +38,22 @@ java21_bin() {
 # (written by lock.sh, which resolves them with Maven): a first start needs only curl.
 MAVEN_CENTRAL=${MAVEN_CENTRAL:-https://repo.maven.apache.org/maven2}
 
+# Why the lock files no longer match what lock.sh wrote them from: pom.xml and APICURIO_VERSION
+# (nothing when they match). scripts/check-locks.sh asks the same.
+locks_stale() {
+  local maven=$ROOT/deploy/local/maven
+  [ "$(sed -n 's/^# pom.xml //p' "$maven/kafka.lock")" = "$(sha256sum "$maven/pom.xml" | cut -c1-64)" ] ||
+    echo "deploy/local/maven/pom.xml changed since kafka.lock was written"
+  grep -q "/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz\$" "$maven/registry.lock" ||
+    echo "registry.lock is not for Apicurio Registry $APICURIO_VERSION"
+}
+
+locks_current() {
+  local stale
+  stale=$(locks_stale)
+  [ -z "$stale" ] || die "$stale: run deploy/local/maven/lock.sh"
+}
+
 # Downloads every file a lock names (lines `<sha256>  <path in Maven Central's layout>`) into
 # `dir`, with one curl that keeps its connections (the 93 jars of Kafka in half a second), and
 # checks each file against its digest.
@@ -57,8 +73,7 @@ fetch_locked() {
 
 kafka_libs() {
   local lock=$ROOT/deploy/local/maven/kafka.lock stamp
-  [ "$(sed -n 's/^# pom.xml //p' "$lock")" = "$(sha256sum "$ROOT/deploy/local/maven/pom.xml" | cut -c1-64)" ] ||
-    die "deploy/local/maven/pom.xml changed since kafka.lock was written: run deploy/local/maven/lock.sh"
+  locks_current
   stamp=$(sha256sum "$lock" | cut -c1-16)
   if [ "$(cat "$KAFKA_DIR/libs/.stamp" 2>/dev/null)" != "$stamp" ]; then
     step "downloading the Kafka broker from Maven Central"
@@ -146,8 +161,7 @@ registry_dist() {
   local dist=$REGISTRY_DIR/apicurio-registry-$APICURIO_VERSION
   if [ ! -f "$dist/quarkus-run.jar" ]; then
     local lock=$ROOT/deploy/local/maven/registry.lock
-    grep -q "/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz\$" "$lock" ||
-      die "registry.lock is not for Apicurio Registry $APICURIO_VERSION: run deploy/local/maven/lock.sh"
+    locks_current
     step "downloading Apicurio Registry $APICURIO_VERSION from Maven Central" >&2
     rm -rf "$REGISTRY_DIR/download"
     mkdir -p "$dist"
