@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod consumer;
+pub mod deferred;
 pub mod delivery;
 pub mod error;
 #[cfg(feature = "fault-injection")]
@@ -26,6 +27,7 @@ pub mod trace;
 
 pub use backoff::Backoff;
 pub use consumer::{Arrival, ConsumerSettings, ConsumerSetup, EventConsumer, Reactions, Refusal};
+pub use deferred::{Deferred, DeferredWrites};
 pub use delivery::Delivery;
 pub use error::{FailureKind, HandlerError, parse_uuid};
 pub use headers::Headers;

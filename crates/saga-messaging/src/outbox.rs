@@ -25,6 +25,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::deferred::DeferredWrites;
 use crate::error::HandlerError;
 use crate::headers::{self, Headers};
 use crate::inbox;
@@ -102,31 +103,47 @@ impl Outbox {
         records: &[OutboxRecord],
         handled: &[inbox::Entry],
     ) -> Result<Written, sqlx::Error> {
-        if records.is_empty() && handled.is_empty() {
+        self.write_with(conn, records, handled, DeferredWrites::default())
+            .await
+    }
+
+    /// [`Outbox::write`], with the writes a batch's reactions deferred as CTEs of the same
+    /// statement ([`crate::deferred`]).
+    pub async fn write_with(
+        &self,
+        conn: &mut PgConnection,
+        records: &[OutboxRecord],
+        handled: &[inbox::Entry],
+        deferred: DeferredWrites,
+    ) -> Result<Written, sqlx::Error> {
+        if records.is_empty() && handled.is_empty() && deferred.is_empty() {
             return Ok(Written::nothing());
         }
         let inbox = inbox::Columns::of(handled);
         let outbox = Columns::of(records);
-        static WRITE: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "WITH handled AS (
+        const HANDLED: &str = "WITH handled AS (
                      INSERT INTO inbox (event_id, event_type, topic, kafka_partition, kafka_offset)
                      SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::int[],
                                           $11::bigint[])
-                     ON CONFLICT (event_id) DO NOTHING)
-                 {}",
-                insert(1, "true")
-            )
-        });
-        outbox
-            .bind(sqlx::query(AssertSqlSafe(WRITE.as_str())))
+                     ON CONFLICT (event_id) DO NOTHING)";
+        static WRITE: LazyLock<String> =
+            LazyLock::new(|| format!("{HANDLED}\n {}", insert(1, "true")));
+        let with_deferred;
+        let statement = if deferred.is_empty() {
+            WRITE.as_str()
+        } else {
+            let (ctes, _) = deferred.ctes(12);
+            with_deferred = format!("{HANDLED}{ctes}\n {}", insert(1, "true"));
+            with_deferred.as_str()
+        };
+        let query = outbox
+            .bind(sqlx::query(AssertSqlSafe(statement)))
             .bind(&inbox.ids)
             .bind(&inbox.types)
             .bind(&inbox.topics)
             .bind(&inbox.partitions)
-            .bind(&inbox.offsets)
-            .execute(&mut *conn)
-            .await?;
+            .bind(&inbox.offsets);
+        deferred.bind(query).execute(&mut *conn).await?;
         if !records.is_empty() && !self.wake.is_active() {
             notify(conn).await?;
         }

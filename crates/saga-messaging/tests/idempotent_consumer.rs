@@ -38,6 +38,7 @@ impl Reactions for Recording {
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
         _loaded: (),
+        _deferred: &mut saga_messaging::DeferredWrites,
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         for arrival in events {
             let event = arrival.event;

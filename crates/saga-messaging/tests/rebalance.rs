@@ -42,6 +42,7 @@ impl Reactions for Slow {
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
         _loaded: (),
+        _deferred: &mut saga_messaging::DeferredWrites,
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         for arrival in events {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -4,11 +4,12 @@
 //! deadline ([`Standing::turns_away`](crate::Standing::turns_away)). A reply that comes after
 //! that is never acted on. Reading and writing the table is the same for every participant, so
 //! it is written here once: the read wraps each participant's own query ([`joined`]), so that a
-//! batch learns both in one round trip, and the write is a statement of its own.
+//! batch learns both in one round trip, and the write goes in the batch's last statement.
 
 use saga_events::CancellationReason;
+use saga_messaging::Deferred;
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgConnection, Row};
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use crate::participant::corrupt;
@@ -58,26 +59,17 @@ impl<'r, R: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Known<R> {
     }
 }
 
-/// Records orders as closed, in one statement; an order closed before keeps its first reason.
-pub async fn record(
-    conn: &mut PgConnection,
-    closed: &[(Uuid, CancellationReason)],
-) -> sqlx::Result<()> {
+/// Records orders as closed, in one statement (the consumer's last of the batch carries it);
+/// an order closed before keeps its first reason.
+pub fn recorded(closed: &[(Uuid, CancellationReason)]) -> Option<Deferred> {
     if closed.is_empty() {
-        return Ok(());
+        return None;
     }
-    sqlx::query(
+    let orders: Vec<Uuid> = closed.iter().map(|(order, _)| *order).collect();
+    let reasons: Vec<&'static str> = closed.iter().map(|(_, reason)| reason.as_str()).collect();
+    Some(Deferred::new(
         "INSERT INTO closed_orders (order_id, reason)
          SELECT * FROM unnest($1::uuid[], $2::text[]) ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(closed.iter().map(|(order, _)| *order).collect::<Vec<_>>())
-    .bind(
-        closed
-            .iter()
-            .map(|(_, reason)| reason.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+        move |query| query.bind(orders).bind(reasons),
+    ))
 }

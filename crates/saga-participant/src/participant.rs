@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 
 use saga_events::{CancellationReason, SagaEvent, Service};
-use saga_messaging::Arrival;
+use saga_messaging::{Arrival, DeferredWrites};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
@@ -71,11 +71,15 @@ pub trait Ledger: Participant {
         std::future::ready(Ok(Self::Context::default()))
     }
 
-    /// Writes what the batch changed.
+    /// Writes what the batch changed: into `deferred` what nothing later in the transaction
+    /// reads, for the consumer's last statement to carry (one round trip fewer each), and at
+    /// once what something does (a workflow started or told in the same batch, say, whose
+    /// statements update the rows written here).
     fn save<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         batch: &'a Changes<'a, Self>,
+        deferred: &'a mut DeferredWrites,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 }
 

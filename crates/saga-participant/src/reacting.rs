@@ -4,12 +4,13 @@
 //! that asks where the batch's events stand), the batch's context if it has one (Inventory
 //! locks its stock), then each reaction decided in memory by the participant's rules against
 //! the latest standing of its order, and every change written at the end (one statement per
-//! table written to, none for a table left alone).
+//! table written to, none for a table left alone; as CTEs of the consumer's last statement
+//! where the ledger can defer them).
 
 use std::collections::{HashMap, HashSet};
 
 use saga_events::{CancellationReason, EventType, SagaEvent};
-use saga_messaging::{Arrival, HandlerError, Reactions, Refusal, inbox};
+use saga_messaging::{Arrival, DeferredWrites, HandlerError, Reactions, Refusal, inbox};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -52,6 +53,7 @@ impl<P: Ledger> Reactions for Reacting<P> {
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
         mut known: Standings<P::Step>,
+        deferred: &mut DeferredWrites,
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         let participant = &self.0;
         // What was read of the batch's other orders (skipped, parked) is no concern of the
@@ -83,8 +85,8 @@ impl<P: Ledger> Reactions for Reacting<P> {
             prepared,
             decided: context,
         };
-        participant.save(tx, &changes).await?;
-        closed_orders::record(tx, &newly_closed(&known, &current)).await?;
+        participant.save(tx, &changes, deferred).await?;
+        deferred.extend(closed_orders::recorded(&newly_closed(&known, &current)));
         Ok(emitted)
     }
 }

@@ -64,6 +64,7 @@ impl Reactions for Recorder {
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
         _loaded: (),
+        _deferred: &mut saga_messaging::DeferredWrites,
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         for (index, arrival) in events.iter().enumerate() {
             if self.fails(arrival.event) {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use saga_events::SagaEvent;
-use saga_messaging::Arrival;
+use saga_messaging::{Arrival, Deferred, DeferredWrites};
 use saga_participant::{Changes, Ledger, Standings, column, corrupt};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -51,40 +51,38 @@ impl Ledger for Rules {
         lock_levels(tx, &skus).await
     }
 
-    /// Writes the reservations and stock levels a batch changed, in one statement each.
-    async fn save(&self, tx: &mut PgConnection, batch: &Changes<'_, Self>) -> sqlx::Result<()> {
+    /// Writes the reservations and stock levels a batch changed, in one statement each, both
+    /// carried by the consumer's last statement of the batch.
+    async fn save(
+        &self,
+        _tx: &mut PgConnection,
+        batch: &Changes<'_, Self>,
+        deferred: &mut DeferredWrites,
+    ) -> sqlx::Result<()> {
         let reservations = &batch.steps;
         if !reservations.is_empty() {
-            sqlx::query(
+            let orders = column(reservations, |c| c.order_id);
+            let statuses = column(reservations, |c| c.step.status.as_str());
+            let lines = column(reservations, |c| Json(c.step.lines.clone()));
+            deferred.push(Deferred::new(
                 "INSERT INTO reservations (order_id, status, items)
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
                  ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()",
-            )
-            .bind(column(reservations, |c| c.order_id))
-            .bind(column(reservations, |c| c.step.status.as_str()))
-            .bind(column(reservations, |c| Json(&c.step.lines)))
-            .execute(&mut *tx)
-            .await?;
+                move |query| query.bind(orders).bind(statuses).bind(lines),
+            ));
         }
-        let moved: Vec<(&String, &Level)> = batch
+        let (skus, reserved): (Vec<String>, Vec<i64>) = batch
             .decided
             .iter()
             .filter(|(sku, level)| batch.prepared.get(*sku) != Some(*level))
-            .collect();
-        if !moved.is_empty() {
-            sqlx::query(
+            .map(|(sku, level)| (sku.clone(), level.reserved))
+            .unzip();
+        if !skus.is_empty() {
+            deferred.push(Deferred::new(
                 "UPDATE stock s SET reserved = v.reserved, updated_at = now()
                  FROM unnest($1::text[], $2::bigint[]) AS v(sku, reserved) WHERE s.sku = v.sku",
-            )
-            .bind(
-                moved
-                    .iter()
-                    .map(|(sku, _)| sku.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(moved.iter().map(|(_, l)| l.reserved).collect::<Vec<_>>())
-            .execute(tx)
-            .await?;
+                move |query| query.bind(skus).bind(reserved),
+            ));
         }
         Ok(())
     }

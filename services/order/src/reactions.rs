@@ -1,13 +1,14 @@
 //! How Order reacts to a batch of events: the sagas of their orders are read in the consumer's
 //! first query, all the events go into the timeline in one statement, and the sagas are moved
-//! by [`crate::domain::react`] and written back in one statement.
+//! by [`crate::domain::react`] and written back in one statement. Both statements are deferred
+//! to the consumer's last of the batch, which writes the inbox and the outbox.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use saga_events::{EventType, SagaEvent, Service};
 use saga_messaging::{
-    Arrival, HandlerError, Reactions, Refusal, headers, inbox, parse_uuid, trace,
+    Arrival, DeferredWrites, HandlerError, Reactions, Refusal, headers, inbox, parse_uuid, trace,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -53,13 +54,14 @@ impl Reactions for OrderReactions {
         tx: &mut PgConnection,
         events: &[Arrival<'_>],
         mut states: States,
+        deferred: &mut DeferredWrites,
     ) -> Result<Vec<Vec<SagaEvent>>, Refusal> {
         let recorded = events
             .iter()
             .enumerate()
             .map(|(i, a)| recorded(a).map_err(|e| Refusal::at(i, e)))
             .collect::<Result<Vec<_>, Refusal>>()?;
-        timeline::record_events(tx, &recorded).await?;
+        deferred.extend(timeline::record_events(recorded));
 
         let orders: Vec<Uuid> = events.iter().map(|a| a.order_id).collect();
         let mut changed: HashMap<Uuid, OrderState> = HashMap::new();
@@ -94,8 +96,10 @@ impl Reactions for OrderReactions {
             emitted.push(decision.emit);
         }
         let changed: Vec<(Uuid, OrderState)> = changed.into_iter().collect();
-        store::save_states(tx, &changed).await?;
+        // Run now: the batch's last statement carries the states' update, and one statement
+        // cannot update the same row twice.
         store::extend_deadlines(tx, &extended).await?;
+        deferred.extend(store::states_written(&changed));
         Ok(emitted)
     }
 }

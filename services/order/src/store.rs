@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use saga_events::CancellationReason;
-use saga_messaging::inbox;
 use saga_messaging::outbox::Staged;
+use saga_messaging::{Deferred, inbox};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -327,11 +327,37 @@ pub async fn save_states(
     conn: &mut PgConnection,
     changed: &[(Uuid, OrderState)],
 ) -> Result<(), sqlx::Error> {
+    match states_written(changed) {
+        Some(write) => write.run(conn).await,
+        None => Ok(()),
+    }
+}
+
+/// The write of [`save_states`], for the consumer's last statement of a batch to carry.
+pub fn states_written(changed: &[(Uuid, OrderState)]) -> Option<Deferred> {
     if changed.is_empty() {
-        return Ok(());
+        return None;
     }
     let flag = |f: fn(&Steps) -> bool| changed.iter().map(|(_, s)| f(&s.steps)).collect::<Vec<_>>();
-    sqlx::query(
+    let ids: Vec<Uuid> = changed.iter().map(|(o, _)| *o).collect();
+    let statuses: Vec<&'static str> = changed.iter().map(|(_, s)| s.status.as_str()).collect();
+    let reasons: Vec<Option<&'static str>> = changed
+        .iter()
+        .map(|(_, s)| s.status.reason().map(CancellationReason::as_str))
+        .collect();
+    let flags = [
+        flag(|s| s.charged),
+        flag(|s| s.refunded),
+        flag(|s| s.reserved),
+        flag(|s| s.released),
+        flag(|s| s.shipped),
+        flag(|s| s.shipment_cancelled),
+    ];
+    let compensations: Vec<Option<&'static str>> = changed
+        .iter()
+        .map(|(_, s)| s.compensation().map(|c| c.as_str()))
+        .collect();
+    Some(Deferred::new(
         "UPDATE orders o SET status = v.status, cancellation_reason = v.reason,
                 charged = v.charged, refunded = v.refunded, reserved = v.reserved,
                 released = v.released, shipped = v.shipped,
@@ -342,35 +368,14 @@ pub async fn save_states(
               AS v(order_id, status, reason, charged, refunded, reserved, released, shipped,
                    shipment_cancelled, compensation)
          WHERE o.order_id = v.order_id",
-    )
-    .bind(changed.iter().map(|(o, _)| *o).collect::<Vec<_>>())
-    .bind(
-        changed
-            .iter()
-            .map(|(_, s)| s.status.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        changed
-            .iter()
-            .map(|(_, s)| s.status.reason().map(CancellationReason::as_str))
-            .collect::<Vec<_>>(),
-    )
-    .bind(flag(|s| s.charged))
-    .bind(flag(|s| s.refunded))
-    .bind(flag(|s| s.reserved))
-    .bind(flag(|s| s.released))
-    .bind(flag(|s| s.shipped))
-    .bind(flag(|s| s.shipment_cancelled))
-    .bind(
-        changed
-            .iter()
-            .map(|(_, s)| s.compensation().map(|c| c.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+        move |query| {
+            let mut query = query.bind(ids).bind(statuses).bind(reasons);
+            for flag in flags {
+                query = query.bind(flag);
+            }
+            query.bind(compensations)
+        },
+    ))
 }
 
 /// A pending order past its deadline.

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use saga_events::CausalEvent;
+use saga_messaging::Deferred;
 
 /// One saga event as the timeline shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -64,46 +65,54 @@ pub struct RecordedEvent<'a> {
     pub detail: serde_json::Value,
 }
 
-/// Records consumed events for the timeline, all in one statement; an event recorded before is
-/// left as it is.
-pub async fn record_events(
-    conn: &mut PgConnection,
-    events: &[RecordedEvent<'_>],
-) -> Result<(), sqlx::Error> {
+/// Records consumed events for the timeline, all in one statement (the consumer's last of the
+/// batch carries it); an event recorded before is left as it is.
+pub fn record_events<'a>(events: Vec<RecordedEvent<'a>>) -> Option<Deferred> {
     if events.is_empty() {
-        return Ok(());
+        return None;
     }
-    let column = |f: fn(&RecordedEvent<'_>) -> String| events.iter().map(f).collect::<Vec<_>>();
+    let text = |f: fn(&RecordedEvent<'a>) -> &'a str| {
+        events.iter().map(|e| f(e).to_owned()).collect::<Vec<_>>()
+    };
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let orders = text(|e| e.order_id);
+    let types = text(|e| e.event_type);
+    let producers = text(|e| e.producer);
     let causes: Vec<Option<Uuid>> = events.iter().map(|e| e.causation_id).collect();
     let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let topics = text(|e| e.topic);
     let partitions: Vec<i32> = events.iter().map(|e| e.partition).collect();
     let offsets: Vec<i64> = events.iter().map(|e| e.offset).collect();
-    let traces: Vec<Option<&str>> = events.iter().map(|e| e.trace_id).collect();
-    let details: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(&e.detail)).collect();
-    sqlx::query(
+    let traces: Vec<Option<String>> = events
+        .iter()
+        .map(|e| e.trace_id.map(str::to_owned))
+        .collect();
+    let schemas = text(|e| e.schema);
+    let details: Vec<Json<serde_json::Value>> =
+        events.into_iter().map(|e| Json(e.detail)).collect();
+    Some(Deferred::new(
         "INSERT INTO timeline (event_id, order_id, event_type, producer, causation_id, occurred_at,
                                topic, kafka_partition, kafka_offset, trace_id, detail, schema)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[],
                               $6::timestamptz[], $7::text[], $8::int[], $9::bigint[], $10::text[],
                               $11::jsonb[], $12::text[])
          ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(column(|e| e.order_id.to_owned()))
-    .bind(column(|e| e.event_type.to_owned()))
-    .bind(column(|e| e.producer.to_owned()))
-    .bind(&causes)
-    .bind(&times)
-    .bind(column(|e| e.topic.to_owned()))
-    .bind(&partitions)
-    .bind(&offsets)
-    .bind(&traces)
-    .bind(&details)
-    .bind(column(|e| e.schema.to_owned()))
-    .execute(conn)
-    .await?;
-    Ok(())
+        move |query| {
+            query
+                .bind(ids)
+                .bind(orders)
+                .bind(types)
+                .bind(producers)
+                .bind(causes)
+                .bind(times)
+                .bind(topics)
+                .bind(partitions)
+                .bind(offsets)
+                .bind(traces)
+                .bind(details)
+                .bind(schemas)
+        },
+    ))
 }
 
 pub async fn timeline(

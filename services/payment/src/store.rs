@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use saga_events::CancellationReason;
-use saga_messaging::Arrival;
+use saga_messaging::{Arrival, Deferred, DeferredWrites};
 use saga_participant::{Change, Changes, Ledger, Standings, column, corrupt};
 use saga_workflow::{Start, Traces};
 use serde::Serialize;
@@ -105,12 +105,17 @@ impl Ledger for Rules {
     }
 
     /// Writes the payments a batch changed, in one statement.
-    async fn save(&self, tx: &mut PgConnection, batch: &Changes<'_, Self>) -> sqlx::Result<()> {
+    async fn save(
+        &self,
+        tx: &mut PgConnection,
+        batch: &Changes<'_, Self>,
+        deferred: &mut DeferredWrites,
+    ) -> sqlx::Result<()> {
         let payments = &batch.steps;
         if payments.is_empty() {
             return Ok(());
         }
-        sqlx::query(
+        let write = Deferred::new(
             "INSERT INTO payments (order_id, payment_id, status, amount_cents, currency,
                                    payment_method, decline_reason, refund_reason, receipt_email)
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
@@ -118,21 +123,43 @@ impl Ledger for Rules {
              ON CONFLICT (order_id) DO UPDATE
                  SET status = EXCLUDED.status, refund_reason = EXCLUDED.refund_reason,
                      updated_at = now()",
-        )
-        .bind(column(payments, |c| c.order_id))
-        .bind(column(payments, |c| c.step.payment_id))
-        .bind(column(payments, |c| c.step.status.as_str()))
-        .bind(column(payments, |c| c.step.amount_cents))
-        .bind(column(payments, |c| c.step.currency.as_str()))
-        .bind(column(payments, |c| c.step.payment_method.as_str()))
-        .bind(column(payments, |c| c.step.decline_reason.as_deref()))
-        .bind(column(payments, |c| {
-            c.step.refund_reason.map(|r| r.as_str())
-        }))
-        .bind(column(payments, |c| c.step.receipt_email.as_deref()))
-        .execute(&mut *tx)
-        .await?;
-        reviews_of(tx, payments, &batch.decided).await
+            {
+                let orders = column(payments, |c| c.order_id);
+                let ids = column(payments, |c| c.step.payment_id);
+                let statuses = column(payments, |c| c.step.status.as_str());
+                let amounts = column(payments, |c| c.step.amount_cents);
+                let currencies = column(payments, |c| c.step.currency.clone());
+                let methods = column(payments, |c| c.step.payment_method.clone());
+                let declines = column(payments, |c| c.step.decline_reason.clone());
+                let refunds = column(payments, |c| c.step.refund_reason.map(|r| r.as_str()));
+                let emails = column(payments, |c| c.step.receipt_email.clone());
+                move |query| {
+                    query
+                        .bind(orders)
+                        .bind(ids)
+                        .bind(statuses)
+                        .bind(amounts)
+                        .bind(currencies)
+                        .bind(methods)
+                        .bind(declines)
+                        .bind(refunds)
+                        .bind(emails)
+                }
+            },
+        );
+        // A review started or told in this batch updates its payment's row in its own
+        // statements, so the row is written first; otherwise the batch's last statement
+        // carries it.
+        if payments
+            .iter()
+            .any(|c| c.step.status == PaymentStatus::InReview)
+        {
+            write.run(tx).await?;
+            reviews_of(tx, payments, &batch.decided).await
+        } else {
+            deferred.push(write);
+            Ok(())
+        }
     }
 
     /// The traces of the batch's orders, for the reviews it opens.

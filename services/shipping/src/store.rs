@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use saga_events::{Address, StockLine};
-use saga_messaging::Arrival;
+use saga_messaging::{Arrival, DeferredWrites};
 use saga_participant::{Change, Changes, Ledger, Standings, column, corrupt};
 use saga_workflow::{Start, Traces};
 use serde::Serialize;
@@ -95,8 +95,14 @@ impl Ledger for Rules {
     }
 
     /// Inserts the shipments a batch created and moves the status of those it changed, in one
-    /// statement each.
-    async fn save(&self, tx: &mut PgConnection, batch: &Changes<'_, Self>) -> sqlx::Result<()> {
+    /// statement each, at once (nothing deferred): the fulfilments the batch starts or tells
+    /// update their shipments' rows in their own statements.
+    async fn save(
+        &self,
+        tx: &mut PgConnection,
+        batch: &Changes<'_, Self>,
+        _deferred: &mut DeferredWrites,
+    ) -> sqlx::Result<()> {
         let created: Vec<Change<'_, Shipment>> = (batch.steps.iter().copied())
             .filter(|c| c.loaded.is_none())
             .collect();

@@ -29,6 +29,7 @@ use super::plan::{Step, Subject, plan};
 use super::poll::Routed;
 use super::read::{Item, Read, describe};
 use super::{Arrival, Refusal};
+use crate::deferred::DeferredWrites;
 use crate::error::HandlerError;
 use crate::headers::Headers;
 use crate::outbox::OutboxRecord;
@@ -265,10 +266,24 @@ impl Handler {
         let questions: Vec<_> = subjects.iter().filter_map(|s| s.question()).collect();
         let (standings, loaded) = self.reactions.load(&mut tx, &questions, &orders).await?;
         let steps = plan(&subjects, &standings);
+        let mut deferred = DeferredWrites::default();
         let emitted = self
-            .react_as_planned(&mut tx, items, &steps, contexts, loaded)
+            .react_as_planned(&mut tx, items, &steps, contexts, loaded, &mut deferred)
             .await?;
-        let (outcomes, written) = self.keep_books(&mut tx, items, &steps, emitted).await?;
+        let carries_reactions = !deferred.is_empty();
+        let (outcomes, written) = self
+            .keep_books(&mut tx, items, &steps, emitted, deferred)
+            .await
+            .map_err(|error| {
+                let error = HandlerError::from(error);
+                // The reactions' own writes ran in that statement: blamed as a reaction failing
+                // with no one event named would be, not as bookkeeping alone.
+                if carries_reactions && !error.is_transient() {
+                    blame_reactions(&applying(&steps), error)
+                } else {
+                    BatchFailure::classify(error)
+                }
+            })?;
         self.outbox.commit(tx, written).await?;
         Ok(outcomes)
     }
@@ -281,10 +296,9 @@ impl Handler {
         steps: &[Step],
         contexts: &[Headers],
         loaded: Loaded,
+        deferred: &mut DeferredWrites,
     ) -> Result<Vec<Vec<OutboxRecord>>, BatchFailure> {
-        let applying: Vec<usize> = (0..items.len())
-            .filter(|i| matches!(steps[*i], Step::Apply))
-            .collect();
+        let applying = applying(steps);
         let arrivals: Vec<Arrival<'_>> = applying
             .iter()
             .filter_map(|i| match &items[*i].read {
@@ -307,7 +321,10 @@ impl Handler {
         }
         let arrival_contexts: Vec<Headers> =
             applying.iter().map(|i| contexts[*i].clone()).collect();
-        match self.react(tx, &arrivals, &arrival_contexts, loaded).await {
+        match self
+            .react(tx, &arrivals, &arrival_contexts, loaded, deferred)
+            .await
+        {
             Ok(emitted) => Ok(emitted),
             Err(Refusal { error, .. }) if error.is_transient() => {
                 Err(BatchFailure::Transient(error))
@@ -316,10 +333,23 @@ impl Handler {
                 index: Some(index),
                 error,
             }) => Err(BatchFailure::At(applying[index], error)),
-            Err(Refusal { index: None, error }) => Err(match applying.as_slice() {
-                [only] => BatchFailure::At(*only, error),
-                _ => BatchFailure::Bookkeeping(error),
-            }),
+            Err(Refusal { index: None, error }) => Err(blame_reactions(&applying, error)),
         }
+    }
+}
+
+/// The batch's items whose events its reactions are given.
+fn applying(steps: &[Step]) -> Vec<usize> {
+    (0..steps.len())
+        .filter(|i| matches!(steps[*i], Step::Apply))
+        .collect()
+}
+
+/// The reactions to the items at `applying` failed together: the one item's fault if there is
+/// one, or the batch's to be handled again one record at a time.
+fn blame_reactions(applying: &[usize], error: HandlerError) -> BatchFailure {
+    match applying {
+        [only] => BatchFailure::At(*only, error),
+        _ => BatchFailure::Bookkeeping(error),
     }
 }

@@ -12,6 +12,7 @@ use super::failure::FailedAttempt;
 use super::handler::{Handler, Outcome};
 use super::plan::Step;
 use super::read::{Item, Read};
+use crate::deferred::DeferredWrites;
 use crate::error::{FailureKind, HandlerError};
 use crate::inbox;
 use crate::outbox::{OutboxRecord, Written};
@@ -26,13 +27,15 @@ struct Books {
 
 impl Handler {
     /// Writes the batch's bookkeeping; `emitted` holds, for each applied record in order, the
-    /// records its reaction emitted. Returns what became of each record.
+    /// records its reaction emitted, and `deferred` the writes the reactions left for the same
+    /// statement. Returns what became of each record.
     pub(super) async fn keep_books(
         &self,
         tx: &mut PgConnection,
         items: &[Item],
         steps: &[Step],
         emitted: Vec<Vec<OutboxRecord>>,
+        deferred: DeferredWrites,
     ) -> Result<(Vec<Outcome>, Written), sqlx::Error> {
         let mut emitted = emitted.into_iter();
         let mut books = Books::default();
@@ -104,7 +107,7 @@ impl Handler {
         }
         let written = self
             .outbox
-            .write(tx, &books.records, &books.handled)
+            .write_with(tx, &books.records, &books.handled, deferred)
             .await?;
         Ok((outcomes, written))
     }

@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Arrival, Reactions, Refusal};
+use crate::deferred::DeferredWrites;
 use crate::error::HandlerError;
 use crate::inbox;
 
@@ -40,6 +41,7 @@ pub(super) trait ErasedReactions: Send + Sync + 'static {
         tx: &'a mut PgConnection,
         events: &'a [Arrival<'a>],
         loaded: Loaded,
+        deferred: &'a mut DeferredWrites,
     ) -> BoxFuture<'a, Result<Vec<Vec<SagaEvent>>, Refusal>>;
 }
 
@@ -69,6 +71,7 @@ impl<R: Reactions> ErasedReactions for R {
         tx: &'a mut PgConnection,
         events: &'a [Arrival<'a>],
         loaded: Loaded,
+        deferred: &'a mut DeferredWrites,
     ) -> BoxFuture<'a, Result<Vec<Vec<SagaEvent>>, Refusal>> {
         Box::pin(async move {
             // Only this impl's `load` makes the value, so the type always matches; a mismatch
@@ -78,7 +81,7 @@ impl<R: Reactions> ErasedReactions for R {
                     "the consumer handed the reactions state another service loaded",
                 ))
             })?;
-            Reactions::react(self, tx, events, *loaded).await
+            Reactions::react(self, tx, events, *loaded, deferred).await
         })
     }
 }

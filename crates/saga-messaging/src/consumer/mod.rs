@@ -59,6 +59,7 @@ use tracing::{error, info, warn};
 
 use uuid::Uuid;
 
+use crate::deferred::DeferredWrites;
 use crate::delivery::Delivery;
 use crate::error::HandlerError;
 use crate::health::Health;
@@ -150,12 +151,16 @@ pub trait Reactions: Send + Sync + 'static {
     /// Reacts to `events`, in order, within the consumer's transaction, with what
     /// [`Reactions::load`] read of their orders (and of the batch's others, which no event here
     /// may need: those skipped, parked or dead-lettered). Returns, for each event, the events it
-    /// emits: they are appended to the outbox in that same transaction.
+    /// emits: they are appended to the outbox in that same transaction. Writes that nothing in
+    /// the reaction reads back may go to `deferred` instead of running at once: they run in the
+    /// batch's last statement, with its inbox and outbox inserts ([`crate::deferred`]); one that
+    /// fails there fails the batch as a failing reaction would.
     fn react<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         events: &'a [Arrival<'a>],
         loaded: Self::Loaded,
+        deferred: &'a mut DeferredWrites,
     ) -> impl Future<Output = Result<Vec<Vec<SagaEvent>>, Refusal>> + Send + 'a;
 }
 

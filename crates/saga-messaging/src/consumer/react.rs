@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 use super::erased::Loaded;
 use super::handler::Handler;
 use super::{Arrival, Refusal};
+use crate::deferred::DeferredWrites;
 use crate::error::HandlerError;
 use crate::headers::Headers;
 use crate::outbox::OutboxRecord;
@@ -26,6 +27,7 @@ impl Handler {
         arrivals: &[Arrival<'_>],
         contexts: &[Headers],
         loaded: Loaded,
+        deferred: &mut DeferredWrites,
     ) -> Result<Vec<Vec<OutboxRecord>>, Refusal> {
         let started = Instant::now();
         let reaction = async {
@@ -39,7 +41,7 @@ impl Handler {
                     None => {}
                 }
             }
-            self.reactions.react(tx, arrivals, loaded).await
+            self.reactions.react(tx, arrivals, loaded, deferred).await
         };
         let emitted = AssertUnwindSafe(reaction)
             .catch_unwind()

@@ -23,6 +23,7 @@ use super::handler::{Handler, Outcome, Position};
 use super::persist::Attempt;
 use super::poll::Routed;
 use super::read::{Item, Read};
+use crate::deferred::DeferredWrites;
 use crate::delivery::Delivery;
 use crate::error::{FailureKind, HandlerError};
 use crate::headers;
@@ -289,12 +290,14 @@ impl Handler {
                 delivery: &parked.source,
                 written_as: &written_as,
             };
+            let mut deferred = DeferredWrites::default();
             let records: Vec<_> = self
                 .react(
                     &mut savepoint,
                     &[arrival],
                     std::slice::from_ref(&context),
                     loaded,
+                    &mut deferred,
                 )
                 .await
                 .map_err(|refusal| refusal.error)?
@@ -310,7 +313,7 @@ impl Handler {
             };
             Ok(self
                 .outbox
-                .write(&mut savepoint, &records, &[handled])
+                .write_with(&mut savepoint, &records, &[handled], deferred)
                 .await?)
         }
         .await;
