@@ -36,12 +36,10 @@ mod traces;
 use std::fmt::Debug;
 
 use saga_events::SagaEvent;
+pub use saga_messaging::deferred::PgQuery;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::Postgres;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgArguments;
-use sqlx::query::Query;
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -108,9 +106,6 @@ pub struct Persist<'q> {
     statement: String,
     bind: Box<dyn FnOnce(PgQuery<'q>) -> PgQuery<'q> + Send + 'q>,
 }
-
-/// A statement with its parameters bound so far.
-pub type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
 impl<'q> Persist<'q> {
     pub fn new(
