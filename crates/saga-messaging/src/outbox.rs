@@ -132,7 +132,8 @@ impl Outbox {
         let statement = if deferred.is_empty() {
             WRITE.as_str()
         } else {
-            let (ctes, _) = deferred.ctes(12);
+            // Numbered after the outbox's six parameters and the inbox's five.
+            let (ctes, _) = deferred.ctes(Staged::PARAMETERS + 5 + 1);
             with_deferred = format!("{HANDLED}{ctes}\n {}", insert(1, "true"));
             with_deferred.as_str()
         };
