@@ -105,41 +105,34 @@ impl DeferredWrites {
     }
 }
 
+/// Each `$n` of `sql`: where it starts and ends, and `n`.
+fn parameters(sql: &str) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    sql.match_indices('$').filter_map(|(at, _)| {
+        let digits = sql[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        let number = sql[at + 1..at + 1 + digits].parse().ok()?;
+        Some((at, at + 1 + digits, number))
+    })
+}
+
 /// The highest `$n` in `sql`.
 fn highest_parameter(sql: &str) -> usize {
-    let mut highest = 0;
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        let digits: String = rest[at + 1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if let Ok(number) = digits.parse::<usize>() {
-            highest = highest.max(number);
-        }
-        rest = &rest[at + 1 + digits.len()..];
-    }
-    highest
+    parameters(sql)
+        .map(|(_, _, number)| number)
+        .max()
+        .unwrap_or(0)
 }
 
 /// `sql` with each `$n` made `$(n + offset)`. The deferred writes are the services' own SQL
 /// text, with no `$` but in parameters.
 fn renumber(sql: &str, offset: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        let digits: String = rest[at + 1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        match digits.parse::<usize>() {
-            Ok(number) => out.push_str(&(number + offset).to_string()),
-            Err(_) => out.push_str(&digits),
-        }
-        rest = &rest[at + 1 + digits.len()..];
+    let mut copied = 0;
+    for (start, end, number) in parameters(sql) {
+        out.push_str(&sql[copied..start]);
+        out.push_str(&format!("${}", number + offset));
+        copied = end;
     }
-    out.push_str(rest);
+    out.push_str(&sql[copied..]);
     out
 }
 

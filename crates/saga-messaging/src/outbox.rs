@@ -126,15 +126,15 @@ impl Outbox {
                      SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::int[],
                                           $11::bigint[])
                      ON CONFLICT (event_id) DO NOTHING)";
-        static WRITE: LazyLock<String> =
-            LazyLock::new(|| format!("{HANDLED}\n {}", insert(1, "true")));
+        static INSERT: LazyLock<String> = LazyLock::new(|| insert(1, "true"));
+        static WRITE: LazyLock<String> = LazyLock::new(|| format!("{HANDLED}\n {}", *INSERT));
         let with_deferred;
         let statement = if deferred.is_empty() {
             WRITE.as_str()
         } else {
             // Numbered after the outbox's six parameters and the inbox's five.
             let (ctes, _) = deferred.ctes(Staged::PARAMETERS + 5 + 1);
-            with_deferred = format!("{HANDLED}{ctes}\n {}", insert(1, "true"));
+            with_deferred = format!("{HANDLED}{ctes}\n {}", *INSERT);
             with_deferred.as_str()
         };
         let query = outbox
