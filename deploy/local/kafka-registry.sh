@@ -11,7 +11,13 @@
 # ---------------------------------------------------------------------------------------------
 # Java
 
+# Each probe starts a JVM (a tenth of a second, more on a loaded machine), and `up` runs on every
+# restart a test makes: `up` resolves both once, into JAVA17 and JAVA21, and the tools reuse them.
 java17_bin() {
+  if [ -n "${JAVA17:-}" ]; then
+    printf '%s' "$JAVA17"
+    return
+  fi
   local java=${JAVA_HOME:+$JAVA_HOME/bin/}java
   command -v "$java" >/dev/null 2>&1 || die "Java 17+ not found: install a JDK (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"
   local major
@@ -22,6 +28,10 @@ java17_bin() {
 
 # Apicurio Registry 3.2+ is compiled for Java 21: find a JDK that new enough.
 java21_bin() {
+  if [ -n "${JAVA21:-}" ]; then
+    printf '%s' "$JAVA21"
+    return
+  fi
   local candidate major
   for candidate in ${APICURIO_JAVA_HOME:+"$APICURIO_JAVA_HOME/bin/java"} ${JAVA_HOME:+"$JAVA_HOME/bin/java"} /usr/lib/jvm/*/bin/java "$(command -v java || true)"; do
     [ -x "$candidate" ] || continue
@@ -142,7 +152,17 @@ kafka_up() {
   echo $! >"$KAFKA_DIR/kafka.pid"
 }
 
+# The broker process whose topics were last made (its pid): an `up` that finds that same process
+# running skips the topic pass, two JVM starts (about a second and a half) that a test's every
+# restart of a service would otherwise pay. A broker started since, or one that a stopped `up`
+# never finished, gets the pass.
+KAFKA_TOPICS_MADE=$KAFKA_DIR/topics-made-for.pid
+
 kafka_wait() {
+  if [ -s "$KAFKA_TOPICS_MADE" ] && [ "$(cat "$KAFKA_TOPICS_MADE")" = "$(cat "$KAFKA_DIR/kafka.pid" 2>/dev/null)" ] &&
+    pid_alive "$KAFKA_DIR/kafka.pid"; then
+    return
+  fi
   wait_until "Kafka" 90 "$LOGS/kafka.log" port_open "$KAFKA_PORT"
   pid_alive "$KAFKA_DIR/kafka.pid" || { tail -n 30 "$LOGS/kafka.log" >&2; die "Kafka exited"; }
   local deadline=$((SECONDS + 90))
@@ -152,6 +172,7 @@ kafka_wait() {
     sleep 1
   done
   "$ROOT/deploy/create-topics.sh" "127.0.0.1:$KAFKA_PORT" "$ROOT/deploy/local/stack.sh" kafka-topics
+  cp "$KAFKA_DIR/kafka.pid" "$KAFKA_TOPICS_MADE"
 }
 
 # ---------------------------------------------------------------------------------------------

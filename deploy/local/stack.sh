@@ -432,8 +432,9 @@ EOF
 cmd_up() {
   command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
   mkdir -p "$STATE" "$LOGS"
-  java17_bin >/dev/null
-  java21_bin >/dev/null
+  JAVA17=$(java17_bin)
+  JAVA21=$(java21_bin)
+  export JAVA17 JAVA21
   # The build is the longest part of a first start: it runs beside resolving and starting the
   # rest, which mostly waits on downloads and on the JVMs.
   services_build &
