@@ -152,14 +152,13 @@ kafka_up() {
   echo $! >"$KAFKA_DIR/kafka.pid"
 }
 
-# The broker process whose topics were last made (its pid): an `up` that finds that same process
-# running skips the topic pass, two JVM starts (about a second and a half) that a test's every
-# restart of a service would otherwise pay. A broker started since, or one that a stopped `up`
-# never finished, gets the pass.
-KAFKA_TOPICS_MADE=$KAFKA_DIR/topics-made-for.pid
-
 kafka_wait() {
-  if [ -s "$KAFKA_TOPICS_MADE" ] && [ "$(cat "$KAFKA_TOPICS_MADE")" = "$(cat "$KAFKA_DIR/kafka.pid" 2>/dev/null)" ] &&
+  # The broker process whose topics were last made (its pid): an `up` that finds that same
+  # process running skips the topic pass, two JVM starts (about a second and a half) that a
+  # test's every restart of a service would otherwise pay. A broker started since, or one that a
+  # stopped `up` never finished, gets the pass.
+  local made_for=$KAFKA_DIR/topics-made-for.pid
+  if [ -s "$made_for" ] && [ "$(cat "$made_for")" = "$(cat "$KAFKA_DIR/kafka.pid" 2>/dev/null)" ] &&
     pid_alive "$KAFKA_DIR/kafka.pid"; then
     return
   fi
@@ -172,7 +171,7 @@ kafka_wait() {
     sleep 1
   done
   "$ROOT/deploy/create-topics.sh" "127.0.0.1:$KAFKA_PORT" "$ROOT/deploy/local/stack.sh" kafka-topics
-  cp "$KAFKA_DIR/kafka.pid" "$KAFKA_TOPICS_MADE"
+  cp "$KAFKA_DIR/kafka.pid" "$made_for"
 }
 
 # ---------------------------------------------------------------------------------------------
