@@ -10,7 +10,9 @@
 //! not be a statement whose result the reaction reads.
 //!
 //! A deferred write is SQL numbering its own parameters from `$1`, and a function that binds
-//! them in that order; [`DeferredWrites`] renumbers each after the parameters before it.
+//! them in that order; [`DeferredWrites`] renumbers each after the parameters before it. The
+//! workflows' own writes (`saga_workflow::Workflow::persist`) are the same thing, carried by the
+//! statement that writes their instance.
 
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
@@ -81,9 +83,9 @@ impl DeferredWrites {
     }
 
     /// The writes as CTEs (`, deferred_0 AS (…), …`, each led by a comma: they follow a
-    /// statement's first CTE), with their parameters numbered from `$first`; and the number of
-    /// parameters they take.
-    pub(crate) fn ctes(&self, first: usize) -> (String, usize) {
+    /// statement's first CTE), with their parameters numbered from `$first`, after the
+    /// statement's own.
+    pub fn ctes(&self, first: usize) -> String {
         let mut sql = String::new();
         let mut next = first;
         for (index, write) in self.writes.iter().enumerate() {
@@ -93,11 +95,11 @@ impl DeferredWrites {
             ));
             next += write.parameters;
         }
-        (sql, next - first)
+        sql
     }
 
     /// Binds every write's parameters, in the order [`DeferredWrites::ctes`] numbers them.
-    pub(crate) fn bind<'q>(self, mut query: PgQuery<'q>) -> PgQuery<'q> {
+    pub fn bind<'q>(self, mut query: PgQuery<'q>) -> PgQuery<'q> {
         for write in self.writes {
             query = (write.bind)(query);
         }
@@ -158,17 +160,15 @@ mod tests {
             "INSERT INTO b SELECT * FROM unnest($1::uuid[], $10::text[])",
             |q| q,
         ));
-        let (sql, parameters) = writes.ctes(12);
         assert_eq!(
-            sql,
+            writes.ctes(12),
             ",\n deferred_0 AS (UPDATE a SET x = $13 WHERE id = $12),\n deferred_1 AS \
              (INSERT INTO b SELECT * FROM unnest($14::uuid[], $23::text[]))"
         );
-        assert_eq!(parameters, 12);
     }
 
     #[test]
     fn nothing_deferred_adds_nothing() {
-        assert_eq!(DeferredWrites::default().ctes(7), (String::new(), 0));
+        assert_eq!(DeferredWrites::default().ctes(7), "");
     }
 }

@@ -133,7 +133,7 @@ impl Outbox {
             WRITE.as_str()
         } else {
             // Numbered after the outbox's six parameters and the inbox's five.
-            let (ctes, _) = deferred.ctes(Staged::PARAMETERS + 5 + 1);
+            let ctes = deferred.ctes(Staged::PARAMETERS + 5 + 1);
             with_deferred = format!("{HANDLED}{ctes}\n {}", *INSERT);
             with_deferred.as_str()
         };

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use saga_events::SagaEvent;
+use saga_messaging::DeferredWrites;
 use saga_messaging::outbox::Staged;
 use saga_messaging::parking;
 use sqlx::postgres::PgRow;
@@ -430,17 +431,13 @@ impl<W: Workflow> Moving<W> {
                 next += Staged::PARAMETERS;
                 format!("published AS ({insert}),")
             };
-            let persist = if applied {
-                workflow.persist(&self.state, next)
-            } else {
-                None
-            };
-            let persisted = persist
-                .as_ref()
-                .map(|persist| format!("persisted AS ({}),", persist.statement()))
-                .unwrap_or_default();
+            let mut persisted = DeferredWrites::default();
+            if applied {
+                persisted.extend(workflow.persist(self.id, &self.state));
+            }
+            let persisted_ctes = persisted.ctes(next);
             let statement = format!(
-                "WITH recorded AS ({recorded}), {published} {persisted}
+                "WITH recorded AS ({recorded}){persisted_ctes}, {published}
                  moved AS (
                      UPDATE workflow_instances
                      SET state = $3, label = $4, waiting_for = $5, version = $6, updated_at = now()
@@ -465,10 +462,7 @@ impl<W: Workflow> Moving<W> {
             if !staged.is_empty() {
                 query = staged.bind(query);
             }
-            if let Some(persist) = persist {
-                query = persist.bind(query);
-            }
-            query.execute(&mut *tx).await?;
+            persisted.bind(query).execute(&mut *tx).await?;
         }
         Ok(Handled {
             before: self.before,

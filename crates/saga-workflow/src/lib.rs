@@ -36,7 +36,6 @@ mod traces;
 use std::fmt::Debug;
 
 use saga_events::SagaEvent;
-pub use saga_messaging::deferred::PgQuery;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::migrate::Migrator;
@@ -44,6 +43,8 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use instance::{Handled, Instance, Start, begin, handle, load, start, start_all};
+/// What [`Workflow::persist`] returns: the consumer's deferred write, the same mechanism.
+pub use saga_messaging::Deferred;
 pub use steps::Perform;
 pub use traces::Traces;
 
@@ -77,11 +78,13 @@ pub trait Workflow: Clone + Send + Sync + 'static {
     /// not know, which fires into nothing).
     fn timer_fired(&self, timer: &str) -> Option<Self::Input>;
 
-    /// What the instance's new state means to the service's own tables (Payment's payment row
-    /// once a review is decided), written in the statement that writes the instance: `None`
-    /// (the default) for nothing. See [`Persist`] for how its parameters are numbered.
-    fn persist<'a>(&'a self, state: &'a Self::State, first: usize) -> Option<Persist<'a>> {
-        let _ = (state, first);
+    /// What the new state of instance `id` means to the service's own tables (Payment's payment
+    /// row once a review is decided): one data-modifying statement (`UPDATE`, `INSERT`) with its
+    /// parameters numbered from `$1` and bound from values it owns, as a batch's deferred writes
+    /// are. It runs as a CTE of the statement that writes the instance, so that both cost one
+    /// round trip; `None` (the default) for nothing.
+    fn persist(&self, id: Uuid, state: &Self::State) -> Option<Deferred> {
+        let _ = (id, state);
         None
     }
 
@@ -94,44 +97,6 @@ pub trait Workflow: Clone + Send + Sync + 'static {
     ) -> Option<Self::Input> {
         let _ = (step, outcome);
         None
-    }
-}
-
-/// A write to a service's own tables that goes with a move of an instance
-/// ([`Workflow::persist`]): one data-modifying statement (`UPDATE`, `INSERT`), run as a CTE of the
-/// statement that writes the instance, so that both cost one round trip. In it, `$2` is the
-/// instance's id, and its own parameters are numbered from the `first` it was given, in the
-/// order `bind` binds them.
-pub struct Persist<'q> {
-    statement: String,
-    bind: Box<dyn FnOnce(PgQuery<'q>) -> PgQuery<'q> + Send + 'q>,
-}
-
-impl<'q> Persist<'q> {
-    pub fn new(
-        statement: String,
-        bind: impl FnOnce(PgQuery<'q>) -> PgQuery<'q> + Send + 'q,
-    ) -> Self {
-        Self {
-            statement,
-            bind: Box::new(bind),
-        }
-    }
-
-    pub(crate) fn statement(&self) -> &str {
-        &self.statement
-    }
-
-    pub(crate) fn bind(self, query: PgQuery<'q>) -> PgQuery<'q> {
-        (self.bind)(query)
-    }
-}
-
-impl std::fmt::Debug for Persist<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Persist")
-            .field("statement", &self.statement)
-            .finish_non_exhaustive()
     }
 }
 

@@ -4,7 +4,7 @@
 //! was. Payment's review decision relies on it for its payment row.
 
 use saga_testkit::isolated;
-use saga_workflow::{Conflict, Persist, Transition, Workflow, WorkflowError};
+use saga_workflow::{Conflict, Deferred, Transition, Workflow, WorkflowError};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -56,13 +56,14 @@ impl Workflow for Reviews {
         None
     }
 
-    fn persist<'a>(&'a self, state: &'a Review, first: usize) -> Option<Persist<'a>> {
+    fn persist(&self, id: Uuid, state: &Review) -> Option<Deferred> {
         let Review::Decided(decision) = state else {
             return None;
         };
-        Some(Persist::new(
-            format!("UPDATE reviewed SET decision = ${first}, writes = writes + 1 WHERE id = $2"),
-            move |query| query.bind(decision.as_str()),
+        let decision = decision.clone();
+        Some(Deferred::new(
+            "UPDATE reviewed SET decision = $1, writes = writes + 1 WHERE id = $2",
+            move |query| query.bind(decision).bind(id),
         ))
     }
 }

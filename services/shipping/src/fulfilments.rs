@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use saga_workflow::{Conflict, Perform, Persist, StepFailure, Transition, Workflow};
+use saga_workflow::{Conflict, Deferred, Perform, StepFailure, Transition, Workflow};
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -51,20 +51,17 @@ impl Workflow for Fulfilments {
     }
 
     /// The shipment follows its fulfilment: its status, its failure, the steps done.
-    fn persist<'a>(&'a self, state: &'a Fulfilment, first: usize) -> Option<Persist<'a>> {
-        let [status, failure, steps] = std::array::from_fn(|i| first + i);
-        let statement = format!(
+    fn persist(&self, order_id: Uuid, state: &Fulfilment) -> Option<Deferred> {
+        let status = state.shipment_status().as_str();
+        let failure = state.failure.clone();
+        let steps = Json(state.steps.clone());
+        Some(Deferred::new(
             "UPDATE shipments
-             SET status = ${status}, failure_reason = coalesce(${failure}, failure_reason),
-                 steps = ${steps}, updated_at = now()
-             WHERE order_id = $2"
-        );
-        Some(Persist::new(statement, move |query| {
-            query
-                .bind(state.shipment_status().as_str())
-                .bind(state.failure.as_deref())
-                .bind(Json(&state.steps))
-        }))
+             SET status = $1, failure_reason = coalesce($2, failure_reason), steps = $3,
+                 updated_at = now()
+             WHERE order_id = $4",
+            move |query| query.bind(status).bind(failure).bind(steps).bind(order_id),
+        ))
     }
 
     fn step_finished(&self, step: &str, outcome: Result<Value, String>) -> Option<FulfilmentInput> {

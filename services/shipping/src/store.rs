@@ -1,10 +1,11 @@
 //! The Shipping service's SQL: its shipments, each batch's in one query, and every change a
-//! batch decided in one statement per kind of change. What is the same for every participant
-//! (closed orders, the batch itself) is `saga_participant`'s.
+//! batch decided in one statement per kind of change, carried by the batch's last statement.
+//! What is the same for every participant (closed orders, the batch itself) is
+//! `saga_participant`'s.
 
 use chrono::{DateTime, Utc};
 use saga_events::{Address, StockLine};
-use saga_messaging::{Arrival, DeferredWrites};
+use saga_messaging::{Arrival, Deferred, DeferredWrites};
 use saga_participant::{Change, Changes, Ledger, Standings, column, corrupt};
 use saga_workflow::{Start, Traces};
 use serde::Serialize;
@@ -95,13 +96,14 @@ impl Ledger for Rules {
     }
 
     /// Inserts the shipments a batch created and moves the status of those it changed, in one
-    /// statement each, at once (nothing deferred): the fulfilments the batch starts or tells
-    /// update their shipments' rows in their own statements.
+    /// statement each, which the batch's last statement carries; then starts the fulfilments the
+    /// batch opened. A batch that tells a fulfilment its order was cancelled writes its
+    /// shipments first instead: the fulfilment's own write updates the same rows after them.
     async fn save(
         &self,
         tx: &mut PgConnection,
         batch: &Changes<'_, Self>,
-        _deferred: &mut DeferredWrites,
+        deferred: &mut DeferredWrites,
     ) -> sqlx::Result<()> {
         let created: Vec<Change<'_, Shipment>> = (batch.steps.iter().copied())
             .filter(|c| c.loaded.is_none())
@@ -112,34 +114,15 @@ impl Ledger for Rules {
                     .is_some_and(|before| before.status != c.step.status)
             })
             .collect();
-        if !created.is_empty() {
-            sqlx::query(
-                "INSERT INTO shipments (order_id, shipment_id, status, country, address, items,
-                                        failure_reason)
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[],
-                                      $6::jsonb[], $7::text[])
-                 ON CONFLICT (order_id) DO NOTHING",
-            )
-            .bind(column(&created, |c| c.order_id))
-            .bind(column(&created, |c| c.step.shipment_id))
-            .bind(column(&created, |c| c.step.status.as_str()))
-            .bind(column(&created, |c| c.step.country.as_str()))
-            .bind(column(&created, |c| Json(&c.step.address)))
-            .bind(column(&created, |c| Json(&c.step.items)))
-            .bind(column(&created, |c| c.step.failure_reason.as_deref()))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !moved.is_empty() {
-            sqlx::query(
-                "UPDATE shipments s SET status = v.status, updated_at = now()
-                 FROM unnest($1::uuid[], $2::text[]) AS v(order_id, status)
-                 WHERE s.order_id = v.order_id",
-            )
-            .bind(column(&moved, |c| c.order_id))
-            .bind(column(&moved, |c| c.step.status.as_str()))
-            .execute(&mut *tx)
-            .await?;
+        let writes = [inserted(&created), status_moved(&moved)];
+        if batch.steps.iter().any(|c| c.closed.is_some()) {
+            for write in writes.into_iter().flatten() {
+                write.run(tx).await?;
+            }
+        } else {
+            for write in writes {
+                deferred.extend(write);
+            }
         }
         fulfilments_of(tx, &batch.steps, &batch.decided).await
     }
@@ -153,6 +136,52 @@ impl Ledger for Rules {
     ) -> impl Future<Output = Result<Traces, sqlx::Error>> + Send + 'a {
         std::future::ready(Ok(Traces::of(events)))
     }
+}
+
+/// The insert of the shipments a batch created, if it created any.
+fn inserted(created: &[Change<'_, Shipment>]) -> Option<Deferred> {
+    if created.is_empty() {
+        return None;
+    }
+    let orders = column(created, |c| c.order_id);
+    let shipments = column(created, |c| c.step.shipment_id);
+    let statuses = column(created, |c| c.step.status.as_str());
+    let countries = column(created, |c| c.step.country.clone());
+    let addresses = column(created, |c| Json(c.step.address.clone()));
+    let items = column(created, |c| Json(c.step.items.clone()));
+    let failures = column(created, |c| c.step.failure_reason.clone());
+    Some(Deferred::new(
+        "INSERT INTO shipments (order_id, shipment_id, status, country, address, items,
+                                failure_reason)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[],
+                              $6::jsonb[], $7::text[])
+         ON CONFLICT (order_id) DO NOTHING",
+        move |query| {
+            query
+                .bind(orders)
+                .bind(shipments)
+                .bind(statuses)
+                .bind(countries)
+                .bind(addresses)
+                .bind(items)
+                .bind(failures)
+        },
+    ))
+}
+
+/// The new status of the shipments a batch moved, if it moved any.
+fn status_moved(moved: &[Change<'_, Shipment>]) -> Option<Deferred> {
+    if moved.is_empty() {
+        return None;
+    }
+    let orders = column(moved, |c| c.order_id);
+    let statuses = column(moved, |c| c.step.status.as_str());
+    Some(Deferred::new(
+        "UPDATE shipments s SET status = v.status, updated_at = now()
+         FROM unnest($1::uuid[], $2::text[]) AS v(order_id, status)
+         WHERE s.order_id = v.order_id",
+        move |query| query.bind(orders).bind(statuses),
+    ))
 }
 
 /// Starts the fulfilments the batch opened (all in one statement), and tells those whose order

@@ -4,7 +4,7 @@
 pub mod http;
 
 use chrono::{DateTime, Utc};
-use saga_workflow::{Conflict, Persist, Transition, Workflow};
+use saga_workflow::{Conflict, Deferred, Transition, Workflow};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -43,17 +43,18 @@ impl Workflow for Reviews {
     }
 
     /// The payment of a decided review leaves `IN_REVIEW`: authorized, or declined and why.
-    fn persist<'a>(&'a self, state: &'a Review, first: usize) -> Option<Persist<'a>> {
+    fn persist(&self, order_id: Uuid, state: &Review) -> Option<Deferred> {
         let (status, decline_reason) = review::payment_outcome(state)?;
-        let [status_at, reason_at] = std::array::from_fn(|i| first + i);
-        let statement = format!(
-            "UPDATE payments SET status = ${status_at}, decline_reason = ${reason_at},
-                                 updated_at = now()
-             WHERE order_id = $2 AND status = 'IN_REVIEW'"
-        );
-        Some(Persist::new(statement, move |query| {
-            query.bind(status.as_str()).bind(decline_reason)
-        }))
+        Some(Deferred::new(
+            "UPDATE payments SET status = $1, decline_reason = $2, updated_at = now()
+             WHERE order_id = $3 AND status = 'IN_REVIEW'",
+            move |query| {
+                query
+                    .bind(status.as_str())
+                    .bind(decline_reason)
+                    .bind(order_id)
+            },
+        ))
     }
 }
 
