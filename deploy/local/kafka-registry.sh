@@ -160,6 +160,7 @@ kafka_wait() {
   local made_for=$KAFKA_DIR/topics-made-for.pid
   if [ -s "$made_for" ] && [ "$(cat "$made_for")" = "$(cat "$KAFKA_DIR/kafka.pid" 2>/dev/null)" ] &&
     pid_alive "$KAFKA_DIR/kafka.pid"; then
+    say "topics     already made for this broker"
     return
   fi
   wait_until "Kafka" 90 "$LOGS/kafka.log" port_open "$KAFKA_PORT"
