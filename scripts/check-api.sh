@@ -43,7 +43,10 @@ check() {
     payment) token=$REVIEWER_TOKEN ;;
     *) token=$ADMIN_TOKEN ;;
   esac
-  "$VENV/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+  # The read side's documented 503 (tools/schemathesis/history.toml).
+  local config=()
+  [ "$service" != history ] || config=(--config-file tools/schemathesis/history.toml)
+  "$VENV/bin/schemathesis" ${config[@]+"${config[@]}"} run "http://127.0.0.1:$port/openapi.json" \
     --checks all --phases examples,coverage,fuzzing,stateful \
     --max-examples "$EXAMPLES" "${generation[@]}" \
     --header "Authorization: Bearer $token" \
