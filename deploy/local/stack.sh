@@ -432,6 +432,8 @@ EOF
 cmd_up() {
   command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
   mkdir -p "$STATE" "$LOGS"
+  # Resolved here, whatever the caller's environment says; exported for the tools `up` runs.
+  unset JAVA17 JAVA21
   JAVA17=$(java17_bin)
   JAVA21=$(java21_bin)
   export JAVA17 JAVA21
