@@ -2,16 +2,20 @@
 //! each doing the saga's kind of work as fast as it can, so that the saga's rate can be read as
 //! a share of what this machine can do at all.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use saga_messaging::KafkaSettings;
 use serde_json::{Value, json};
+
+use super::stats::Latencies;
 
 /// Records per second through the broker: produced with the relay's producer settings
 /// (`acks=all`, idempotent) and consumed back by a reader, both at once, `count` records of
@@ -78,6 +82,113 @@ pub async fn kafka(kafka: &KafkaSettings, count: usize, size: usize) -> anyhow::
         "record_bytes": size,
         "method": "produce (acks=all, idempotent, the relay's settings) and consume back at once",
     }))
+}
+
+/// One hop through the broker with nothing else in flight: a record produced with the relay's
+/// settings (`acks=all`, idempotent, no linger), its acknowledgement, and its arrival at
+/// [`HOP_GROUPS`] consumer groups with the services' settings (each a group member whose fetch
+/// waits at the broker, polled on a thread of its own and handed to a task, as the services'
+/// lanes are). `samples` records, one at a time, a few milliseconds apart so that each finds
+/// the fetches waiting, as a saga's next hop does. What a hop takes above this is the
+/// services' own.
+pub async fn kafka_hop(kafka: &KafkaSettings, samples: usize) -> anyhow::Result<Value> {
+    let topic = format!("bench-hop-{}", uuid::Uuid::new_v4().simple());
+    let admin: AdminClient<DefaultClientContext> = kafka.probe_config().create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    for result in admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &options,
+        )
+        .await?
+    {
+        result.map_err(|(t, code)| anyhow::anyhow!("creating {t}: {code}"))?;
+    }
+    let measured = hop_samples(kafka, &topic, samples).await;
+    let _ = admin.delete_topics(&[&topic], &options).await;
+    let (acked, consumed) = measured?;
+    Ok(json!({
+        "acknowledged_ms": acked.summary(),
+        "consumed_ms": consumed.summary(),
+        "samples": samples,
+        "groups": HOP_GROUPS,
+        "method": format!("one 400 B record at a time, 5 ms apart: produced (the relay's settings) → acknowledged, and → polled by each of {HOP_GROUPS} consumer groups (the services' settings) and handed to a task"),
+    }))
+}
+
+/// Consumer groups that read each record of the hop's floor: a saga's event topics are each
+/// read by three to four services' groups (and the read side's, whose fetches wait to fill), and
+/// the broker answers every waiting fetch of a topic when a record lands on it.
+const HOP_GROUPS: usize = 4;
+
+async fn hop_samples(
+    kafka: &KafkaSettings,
+    topic: &str,
+    samples: usize,
+) -> anyhow::Result<(Latencies, Latencies)> {
+    let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut polling = Vec::with_capacity(HOP_GROUPS);
+    for _ in 0..HOP_GROUPS {
+        let group = format!("bench-hop-{}", uuid::Uuid::new_v4().simple());
+        let consumer: BaseConsumer = kafka.consumer_config(&group, None).create()?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+        let (stop, arrivals) = (Arc::clone(&stop), arrivals.clone());
+        polling.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100))
+                    && arrivals.send(Instant::now()).is_err()
+                {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(arrivals);
+    let producer: FutureProducer = kafka.producer_config().create()?;
+    let payload = vec![b'x'; 400];
+    let mut acked = Latencies::new();
+    let mut consumed = Latencies::new();
+    // The first records open the connections and find the consumers' positions; not counted.
+    let warmup = 20;
+    let mut outcome = Ok(());
+    'samples: for sample in 0..warmup + samples {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let sent = Instant::now();
+        let record = FutureRecord::to(topic).key("hop").payload(&payload);
+        if let Err((error, _)) = producer.send(record, Duration::from_secs(10)).await {
+            outcome = Err(anyhow::anyhow!("producing a sample: {error}"));
+            break;
+        }
+        let ack = sent.elapsed();
+        for _ in 0..HOP_GROUPS {
+            let Ok(Some(arrival)) =
+                tokio::time::timeout(Duration::from_secs(10), arrived.recv()).await
+            else {
+                outcome = Err(anyhow::anyhow!(
+                    "sample {sample} did not reach every group within 10 s"
+                ));
+                break 'samples;
+            };
+            if sample >= warmup {
+                consumed.record_ms(arrival.duration_since(sent).as_secs_f64() * 1000.0);
+            }
+        }
+        if sample >= warmup {
+            acked.record_ms(ack.as_secs_f64() * 1000.0);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(arrived);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in polling {
+            let _ = thread.join();
+        }
+    })
+    .await;
+    outcome.map(|()| (acked, consumed))
 }
 
 fn drain(consumer: &BaseConsumer, wait: Duration) -> usize {
@@ -161,8 +272,15 @@ COMMIT;
                 String::from_utf8_lossy(&output.stderr)
             )
         })?;
+    // pgbench's own mean over every transaction of the run (with one client, one at a time).
+    let latency_ms = text
+        .lines()
+        .find(|l| l.starts_with("latency average = "))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<f64>().ok());
     Ok(json!({
         "transactions_per_second": tps,
+        "latency_average_ms": latency_ms,
         "row_sets_per_transaction": rows,
         "row_sets_per_second": tps * f64::from(rows),
         "clients": clients,

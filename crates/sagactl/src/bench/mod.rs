@@ -301,6 +301,10 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
     report::print(context, &report)
 }
 
+/// Transactions and records per saga on its happy path: `POST /orders` and the four reactions
+/// (Payment, Inventory, Shipping, Order), each committing and publishing one event.
+const SAGA_HOPS: f64 = 5.0;
+
 /// Kafka alone and Postgres alone, as sagas per second with this run's records and row sets per
 /// saga, and the saga's rate as a share of the lower of the two.
 async fn measure_ceilings(
@@ -309,12 +313,14 @@ async fn measure_ceilings(
     report: &Value,
 ) -> anyhow::Result<Value> {
     let kafka = ceilings::kafka(&context.kafka, 200_000, 400).await?;
+    let kafka_hop = ceilings::kafka_hop(&context.kafka, 300).await?;
     let url = args.ceiling_db.clone();
-    let (single, batched) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(Value, Value)> {
+    let (single, batched, alone) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Value, Value, Value)> {
             Ok((
                 ceilings::postgres(&url, 4, 10, 1)?,
                 ceilings::postgres(&url, 4, 10, 10)?,
+                ceilings::postgres(&url, 1, 5, 1)?,
             ))
         })
         .await??;
@@ -329,8 +335,16 @@ async fn measure_ceilings(
     let postgres_sagas = batched["row_sets_per_second"].as_f64().unwrap_or(0.0) / row_sets.max(1.0);
     let lower = kafka_sagas.min(postgres_sagas);
     let rate = report["sagas_per_second"].as_f64().unwrap_or(0.0);
+    // A saga is five transactions (the POST's and one per reaction), each followed by one
+    // record through the broker to the next: its floor with nothing in flight.
+    let hop_floor_ms = kafka_hop["consumed_ms"]["p50"].as_f64().unwrap_or(0.0)
+        + alone["latency_average_ms"].as_f64().unwrap_or(0.0);
     Ok(json!({
         "kafka": kafka,
+        "kafka_hop": kafka_hop,
+        "postgres_one_transaction_at_a_time": alone,
+        "hop_floor_ms": hop_floor_ms,
+        "saga_floor_ms": SAGA_HOPS * hop_floor_ms,
         "kafka_sagas_per_second": kafka_sagas,
         "postgres_one_row_set_per_transaction": single,
         "postgres_ten_row_sets_per_transaction": batched,

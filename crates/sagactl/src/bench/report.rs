@@ -241,6 +241,24 @@ pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
                 .unwrap_or(0.0)
         ))?;
         emit(format!(
+            "  one hop alone   {:>6.2} ms = a record produced → consumed p50 {:.2} ms (acknowledged {:.2}; {} groups reading) + a transaction {:.2} ms (pgbench, one at a time)",
+            ceilings["hop_floor_ms"].as_f64().unwrap_or(0.0),
+            ceilings["kafka_hop"]["consumed_ms"]["p50"]
+                .as_f64()
+                .unwrap_or(0.0),
+            ceilings["kafka_hop"]["acknowledged_ms"]["p50"]
+                .as_f64()
+                .unwrap_or(0.0),
+            ceilings["kafka_hop"]["groups"].as_u64().unwrap_or(0),
+            ceilings["postgres_one_transaction_at_a_time"]["latency_average_ms"]
+                .as_f64()
+                .unwrap_or(0.0),
+        ))?;
+        emit(format!(
+            "  one saga's floor {:>5.1} ms (five hops, nothing else in flight)",
+            ceilings["saga_floor_ms"].as_f64().unwrap_or(0.0)
+        ))?;
+        emit(format!(
             "  saga rate = {:.1} % of the lower ceiling",
             ceilings["saga_rate_percent_of_lower_ceiling"]
                 .as_f64()
