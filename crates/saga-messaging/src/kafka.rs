@@ -69,6 +69,8 @@ impl KafkaSettings {
             // later records of the same partition got through meanwhile, the failed one is sent
             // after them: consumers take a late event as they take any late reply.)
             .set("message.timeout.ms", "300000")
+            // Its requests, counted on `/metrics` (`crate::requests`), every second.
+            .set("statistics.interval.ms", "1000")
             // The relay hands over a whole batch at once and waits for its acks; records queued
             // while a request is in flight are batched anyway, so waiting to fill batches (the
             // default 5 ms) only adds latency to every hop of the saga.
@@ -113,7 +115,8 @@ impl KafkaSettings {
             // Prefetch at most 16 MiB (default 64 MiB): enough for thousands of records per
             // partition, and it keeps a service's memory small.
             .set("queued.max.messages.kbytes", "16384")
-            // Each partition's lag and fetch state, every second (metrics and readiness).
+            // Each partition's lag and fetch state, and the requests made, every second (metrics
+            // and readiness).
             .set("statistics.interval.ms", "1000");
         if let Some(instance) = instance {
             config.set("group.instance.id", instance);
@@ -151,7 +154,9 @@ impl KafkaSettings {
             // prefetched.
             .set("fetch.min.bytes", "65536")
             .set("fetch.wait.max.ms", "50")
-            .set("queued.max.messages.kbytes", "16384");
+            .set("queued.max.messages.kbytes", "16384")
+            // Its requests, counted on `/metrics` (`crate::requests`), every second.
+            .set("statistics.interval.ms", "1000");
         config
     }
 

@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod parking;
 pub mod producer;
 pub mod relay;
+pub mod requests;
 pub mod row;
 pub mod trace;
 

@@ -27,6 +27,8 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio::sync::oneshot;
 
+use crate::requests::RequestCounts;
+
 /// How long the acknowledgement thread waits at a time when none arrives.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -55,11 +57,17 @@ impl Future for Ack {
     }
 }
 
-/// Hands each delivery report to the record's [`Ack`].
-#[derive(Debug, Default)]
-pub struct AckContext;
+/// Hands each delivery report to the record's [`Ack`], and counts the producer's requests.
+#[derive(Debug)]
+pub struct AckContext {
+    requests: RequestCounts,
+}
 
-impl ClientContext for AckContext {}
+impl ClientContext for AckContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.requests.record(&statistics);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<oneshot::Sender<KafkaResult<Acked>>>;
@@ -106,7 +114,9 @@ impl AckingProducer {
     /// acknowledgement thread.
     pub fn create(config: &ClientConfig) -> KafkaResult<Self> {
         let producer: Arc<BaseProducer<AckContext>> =
-            Arc::new(config.create_with_context(AckContext)?);
+            Arc::new(config.create_with_context(AckContext {
+                requests: RequestCounts::new("producer"),
+            })?);
         let stop = Arc::new(AtomicBool::new(false));
         let (serving, stopping) = (producer.clone(), stop.clone());
         std::thread::Builder::new()

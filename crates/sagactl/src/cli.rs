@@ -59,7 +59,7 @@ enum Command {
     /// Cross-service consistency: every order ended or explained, money and stock conserved.
     Audit(audit::AuditArgs),
     /// Places a load of orders through the running services and reports throughput and latency.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Sagas that have not ended: what each waits for and which service owes it, and any of
     /// its messages parked or dead-lettered anywhere.
     Stuck(stuck::StuckArgs),
@@ -116,7 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench(args) => bench::run(&context, args).await,
+        Command::Bench(args) => bench::run(&context, *args).await,
         Command::Stuck(args) => stuck::run(&context, args).await,
         Command::Workflows(args) => workflows::run(&context, args).await,
         Command::Dlq(command) => dlq::run(&context, command).await,

@@ -20,6 +20,7 @@ use saga_events::{DecodeError, Service};
 use saga_history::projection::store::{self, Partition};
 use saga_history::projection::{self, NAME, Projection};
 use saga_messaging::inspect::reader::PartitionReader;
+use saga_messaging::requests::{CountingContext, RequestCounts};
 use saga_messaging::{Backoff, Delivery, FailureKind, Health, KafkaSettings, Outbox};
 use sqlx::PgPool;
 use thiserror::Error;
@@ -115,13 +116,13 @@ impl Projector {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectorError> {
         let partitions = self.partitions(&shutdown).await?;
         let checkpoints = self.resume_from(&shutdown).await?;
-        let consumer: StreamConsumer = self
+        let consumer: StreamConsumer<CountingContext> = self
             .kafka
             .projector_config(&format!(
                 "{}history-projector",
                 self.projection.topics.prefix()
             ))
-            .create()?;
+            .create_with_context(CountingContext(RequestCounts::new("projector")))?;
         let mut assignment = TopicPartitionList::new();
         for partition in &partitions {
             let offset = match checkpoints.get(partition) {

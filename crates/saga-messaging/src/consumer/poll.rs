@@ -25,6 +25,7 @@ use super::ConsumerError;
 use crate::delivery::Delivery;
 use crate::health::Health;
 use crate::kafka::KafkaSettings;
+use crate::requests::RequestCounts;
 
 pub(super) type SagaConsumer = BaseConsumer<Rebalancer>;
 pub(super) type TopicPartition = (String, i32);
@@ -164,13 +165,16 @@ pub(super) struct Rebalancer {
     router: Arc<Router>,
     health: Health,
     runtime: tokio::runtime::Handle,
+    requests: RequestCounts,
 }
 
 impl ClientContext for Rebalancer {
     /// librdkafka's statistics, every second: each partition's lag goes to `/metrics`, and the
     /// consumer counts as ready only once every partition it was given is being fetched (the
-    /// first seconds after an assignment go to looking up committed offsets).
+    /// first seconds after an assignment go to looking up committed offsets). Its requests are
+    /// counted too ([`crate::requests`]).
     fn stats(&self, statistics: rdkafka::Statistics) {
+        self.requests.record(&statistics);
         let mut fetching = true;
         let assigned = self.router.assigned();
         for (topic_name, topic) in &statistics.topics {
@@ -275,6 +279,7 @@ pub(super) fn create(
             router,
             health,
             runtime: tokio::runtime::Handle::current(),
+            requests: RequestCounts::new("consumer"),
         })
 }
 

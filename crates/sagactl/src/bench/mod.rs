@@ -10,6 +10,7 @@
 //! process, from `/proc`), and, with `--ceilings`, what Kafka alone and Postgres alone can do on
 //! this machine, measured in the same run, so the saga's rate reads as a share of the box.
 
+mod broker;
 mod ceilings;
 mod cpu;
 mod load;
@@ -70,6 +71,12 @@ pub struct BenchArgs {
     /// Inventory service base URL (the benchmark stocks a SKU of its own).
     #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8083")]
     pub inventory_url: String,
+    /// Payment service base URL (its `/metrics` say what it asked the broker).
+    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8082")]
+    pub payment_url: String,
+    /// Shipping service base URL (its `/metrics` say what it asked the broker).
+    #[arg(long, env = "SHIPPING_URL", default_value = "http://127.0.0.1:8084")]
+    pub shipping_url: String,
     /// Inventory's operator token, for stocking that SKU.
     #[arg(
         long,
@@ -193,7 +200,15 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
     }
     ended.store(0, std::sync::atomic::Ordering::Relaxed);
 
+    let service_urls = [
+        args.order_url.as_str(),
+        args.payment_url.as_str(),
+        args.inventory_url.as_str(),
+        args.shipping_url.as_str(),
+        args.history_url.as_str(),
+    ];
     let history_before = read_side::scrape(&placer.http, &args.history_url).await;
+    let requests_before = broker::scrape(&placer.http, &service_urls).await;
     let before = counters(context, &databases).await?;
     let started_ms = load::epoch_ms();
     let started = Instant::now();
@@ -206,9 +221,11 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
     };
     progress.finish();
     let client_seconds = started.elapsed().as_secs_f64();
-    // Inserts reach Postgres' statistics within a second of their commit.
+    // Inserts reach Postgres' statistics within a second of their commit, and the clients'
+    // request counts their `/metrics` within a second too.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = counters(context, &databases).await?;
+    let requests_after = broker::scrape(&placer.http, &service_urls).await;
     stop.cancel();
 
     let mut failures = Vec::new();
@@ -257,6 +274,7 @@ pub async fn run(context: &Context, args: BenchArgs) -> anyhow::Result<()> {
         "kafka_records_produced": produced as f64 / completed,
         "kafka_records_consumed": consumed as f64 / completed,
         "row_sets": (after.row_sets - before.row_sets) as f64 / completed,
+        "broker_requests": broker::per_saga(&requests_before, &requests_after, completed),
     });
     let confirmed = placed.iter().filter(|p| p.confirmed).count();
     let mut report = json!({

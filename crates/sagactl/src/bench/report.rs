@@ -186,6 +186,20 @@ pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
         per_saga["kafka_records_consumed"].as_f64().unwrap_or(0.0),
         per_saga["row_sets"].as_f64().unwrap_or(0.0)
     ))?;
+    let requests = &per_saga["broker_requests"];
+    if let Some(by_type) = requests["by_type"].as_object()
+        && !by_type.is_empty()
+    {
+        let parts: Vec<String> = by_type
+            .iter()
+            .map(|(request, per)| format!("{request} {:.1}", per.as_f64().unwrap_or(0.0)))
+            .collect();
+        emit(format!(
+            "  requests to the broker: {:.1} ({})",
+            requests["total"].as_f64().unwrap_or(0.0),
+            parts.join(", ")
+        ))?;
+    }
     let read_side = &report["read_side"];
     if read_side["measured"] == true {
         emit("the read side (history)")?;
