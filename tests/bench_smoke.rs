@@ -67,6 +67,14 @@ fn a_small_benchmark_completes_every_order_and_reports_every_part() -> anyhow::R
             .is_some_and(|r| r >= 5.0),
         "a saga produces at least five events: {report:#}"
     );
+    // The services count what they ask the broker: every saga was fetched and produced.
+    let requests = &report["per_saga"]["broker_requests"]["by_type"];
+    for request in ["Fetch", "Produce"] {
+        assert!(
+            requests[request].as_f64().is_some_and(|per| per > 0.0),
+            "no {request} requests counted: {report:#}"
+        );
+    }
     let read_side = &report["read_side"];
     assert_eq!(read_side["measured"], true, "{report:#}");
     assert_eq!(
