@@ -17,24 +17,47 @@ use serde_json::{Value, json};
 
 use super::stats::Latencies;
 
+/// A topic of the benchmark's own for one measurement, deleted after it.
+struct ScratchTopic {
+    name: String,
+    admin: AdminClient<DefaultClientContext>,
+    options: AdminOptions,
+}
+
+impl ScratchTopic {
+    async fn create(kafka: &KafkaSettings, prefix: &str, partitions: i32) -> anyhow::Result<Self> {
+        let name = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let admin: AdminClient<DefaultClientContext> = kafka.probe_config().create()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        for result in admin
+            .create_topics(
+                &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+                &options,
+            )
+            .await?
+        {
+            result.map_err(|(t, code)| anyhow::anyhow!("creating {t}: {code}"))?;
+        }
+        Ok(Self {
+            name,
+            admin,
+            options,
+        })
+    }
+
+    /// Deletes it; a topic left behind only takes a little of the broker's disk.
+    async fn delete(self) {
+        let _ = self.admin.delete_topics(&[&self.name], &self.options).await;
+    }
+}
+
 /// Records per second through the broker: produced with the relay's producer settings
 /// (`acks=all`, idempotent) and consumed back by a reader, both at once, `count` records of
 /// `size` bytes over 6 partitions.
 pub async fn kafka(kafka: &KafkaSettings, count: usize, size: usize) -> anyhow::Result<Value> {
-    let topic = format!("bench-ceiling-{}", uuid::Uuid::new_v4().simple());
-    let admin: AdminClient<DefaultClientContext> = kafka.probe_config().create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    for result in admin
-        .create_topics(
-            &[NewTopic::new(&topic, 6, TopicReplication::Fixed(1))],
-            &options,
-        )
-        .await?
-    {
-        result.map_err(|(t, code)| anyhow::anyhow!("creating {t}: {code}"))?;
-    }
+    let scratch = ScratchTopic::create(kafka, "bench-ceiling", 6).await?;
     let settings = kafka.clone();
-    let name = topic.clone();
+    let name = scratch.name.clone();
     let measured = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
         let consumer: BaseConsumer = settings
             .reader_config()
@@ -75,7 +98,7 @@ pub async fn kafka(kafka: &KafkaSettings, count: usize, size: usize) -> anyhow::
         Ok(count as f64 / started.elapsed().as_secs_f64())
     })
     .await??;
-    let _ = admin.delete_topics(&[&topic], &options).await;
+    scratch.delete().await;
     Ok(json!({
         "records_per_second": measured,
         "records": count,
@@ -92,20 +115,9 @@ pub async fn kafka(kafka: &KafkaSettings, count: usize, size: usize) -> anyhow::
 /// the fetches waiting, as a saga's next hop does. What a hop takes above this is the
 /// services' own.
 pub async fn kafka_hop(kafka: &KafkaSettings, samples: usize) -> anyhow::Result<Value> {
-    let topic = format!("bench-hop-{}", uuid::Uuid::new_v4().simple());
-    let admin: AdminClient<DefaultClientContext> = kafka.probe_config().create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    for result in admin
-        .create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &options,
-        )
-        .await?
-    {
-        result.map_err(|(t, code)| anyhow::anyhow!("creating {t}: {code}"))?;
-    }
-    let measured = hop_samples(kafka, &topic, samples).await;
-    let _ = admin.delete_topics(&[&topic], &options).await;
+    let scratch = ScratchTopic::create(kafka, "bench-hop", 1).await?;
+    let measured = hop_samples(kafka, &scratch.name, samples).await;
+    scratch.delete().await;
     let (acked, consumed) = measured?;
     Ok(json!({
         "acknowledged_ms": acked.summary(),
