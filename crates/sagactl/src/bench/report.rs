@@ -255,7 +255,7 @@ pub fn print(context: &Context, report: &Value) -> anyhow::Result<()> {
                 .unwrap_or(0.0)
         ))?;
         emit(format!(
-            "  one hop alone   {:>6.2} ms = a record produced → consumed p50 {:.2} ms (acknowledged {:.2}; {} groups reading) + a transaction {:.2} ms (pgbench, one at a time)",
+            "  one hop alone   {:>6.2} ms = a record produced → consumed p50 {:.2} ms (acknowledged {:.2}; {} groups reading) + a transaction {:.2} ms (pgbench's mean, one at a time)",
             ceilings["hop_floor_ms"].as_f64().unwrap_or(0.0),
             ceilings["kafka_hop"]["consumed_ms"]["p50"]
                 .as_f64()
