@@ -138,15 +138,21 @@ async fn hop_samples(
     topic: &str,
     samples: usize,
 ) -> anyhow::Result<(Latencies, Latencies)> {
-    let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut polling = Vec::with_capacity(HOP_GROUPS);
+    // Every client is made before any thread starts, so that a failure leaves none running.
+    let producer: FutureProducer = kafka.producer_config().create()?;
+    let mut consumers = Vec::with_capacity(HOP_GROUPS);
     for _ in 0..HOP_GROUPS {
         let group = format!("bench-hop-{}", uuid::Uuid::new_v4().simple());
         let consumer: BaseConsumer = kafka.consumer_config(&group, None).create()?;
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
         consumer.assign(&assignment)?;
+        consumers.push(consumer);
+    }
+    let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut polling = Vec::with_capacity(HOP_GROUPS);
+    for consumer in consumers {
         let (stop, arrivals) = (Arc::clone(&stop), arrivals.clone());
         polling.push(std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -159,7 +165,6 @@ async fn hop_samples(
         }));
     }
     drop(arrivals);
-    let producer: FutureProducer = kafka.producer_config().create()?;
     let payload = vec![b'x'; 400];
     let mut acked = Latencies::new();
     let mut consumed = Latencies::new();
